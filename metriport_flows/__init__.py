@@ -1,0 +1,1 @@
+"""Metriport patient records, orchestrated by Prefect, driven by Metriport's webhooks."""
