@@ -1,0 +1,156 @@
+"""The wait logic (hot window, then suspend; the store as the source of truth) against a real store.
+
+Prefect's suspend is replaced by a recording fake passed in: `Suspends` records the (model, key) it was
+called with and either raises `Paused` (what a first suspend does: the process ends) or returns the
+input a resume delivered (what a suspend whose key already fired does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+
+from metriport_flows.records import Deadlines
+from metriport_flows.stages import ConsolidatedReady, DocumentsReady, Outcome, ResolvedBy, Stage, StageResult
+from metriport_flows.store import Store, WaitStatus
+from metriport_flows.tasks.waits import StageWait, adopt_run_input, stage_seconds, watch
+
+PATIENT_ID = "0195d964-d166-7226-8912-76934c23c140"
+
+
+class Paused(Exception):
+    """Stands in for Prefect's Pause: the run is suspended and its process exits."""
+
+
+@dataclass
+class Suspends:
+    resume_with: StageResult | None = None
+    calls: list[tuple[type, str]] = field(default_factory=list)
+
+    async def __call__(self, model: type[StageResult], key: str) -> StageResult:
+        self.calls.append((model, key))
+        if self.resume_with is None:
+            raise Paused(key)
+        return self.resume_with
+
+
+def stage_wait(store: Store, stage: Stage = Stage.documents, attempt: int = 1, hot: float = 0.0,
+               run_id: str | None = None) -> StageWait:
+    deadlines = Deadlines(soft_seconds=60, hard_seconds=600, hot_window_seconds=hot)
+    return StageWait(store, run_id or str(uuid.uuid4()), PATIENT_ID, stage, attempt, deadlines, poll_seconds=0.02)
+
+
+def no_fired_keys() -> set[str]:
+    return set()
+
+
+async def test_register_is_idempotent_per_run_stage_and_attempt(store: Store) -> None:
+    first = stage_wait(store)
+    again = stage_wait(store, run_id=first.flow_run_id)
+    retry = stage_wait(store, Stage.consolidated, attempt=2, run_id=first.flow_run_id)
+    assert first.register().id == again.register().id
+    other = retry.register()
+    assert other.id != first.wait.id and other.pause_key == retry.key == "consolidated-2"
+    first.set_request_id("dq-1")
+    assert store.get_wait(first.wait.id).request_id == "dq-1"
+    assert len(store.waits_for_run(first.flow_run_id)) == 2
+
+
+async def test_a_resolution_already_stored_is_used_without_watching_or_suspending(store: Store) -> None:
+    wait = stage_wait(store, hot=30)
+    wait.register()
+    early = DocumentsReady(outcome=Outcome.ready, request_id="dq-1", documents=7, converted=1,
+                           resolved_by=ResolvedBy.webhook)
+    assert store.resolve_wait(wait.wait.id, early)
+    suspends = Suspends()
+    result = await asyncio.wait_for(wait.result(suspends, no_fired_keys), timeout=5)
+    assert result == early and suspends.calls == []
+    assert store.get_wait(wait.wait.id).status == WaitStatus.consumed
+
+
+async def test_a_resolution_during_the_hot_window_is_read_in_process(store: Store) -> None:
+    wait = stage_wait(store, Stage.consolidated, hot=30)
+    wait.register()
+    suspends = Suspends()
+    pending = asyncio.create_task(wait.result(suspends, no_fired_keys))
+    ready = ConsolidatedReady(outcome=Outcome.ready, empty=True, resolved_by=ResolvedBy.webhook)
+    assert store.resolve_wait(wait.wait.id, ready)
+    assert await asyncio.wait_for(pending, timeout=5) == ready
+    assert suspends.calls == []
+    assert store.get_wait(wait.wait.id).status == WaitStatus.consumed
+
+
+async def test_after_the_hot_window_it_suspends_on_the_stage_attempt_key(store: Store) -> None:
+    wait = stage_wait(store, Stage.consolidated, attempt=2, hot=0.1)
+    wait.register()
+    suspends = Suspends()
+    with pytest.raises(Paused):
+        await wait.result(suspends, no_fired_keys)
+    assert suspends.calls == [(ConsolidatedReady, "consolidated-2")]
+    assert store.get_wait(wait.wait.id).status == WaitStatus.open
+
+
+async def test_after_a_resume_the_store_wins_over_the_run_input(store: Store) -> None:
+    wait = stage_wait(store, hot=30)
+    wait.register()
+    by_webhook = DocumentsReady(outcome=Outcome.ready, documents=7, resolved_by=ResolvedBy.webhook)
+    store.resolve_wait(wait.wait.id, by_webhook)
+    assert store.mark_wait_delivered(wait.wait.id)
+    suspends = Suspends(resume_with=DocumentsReady(outcome=Outcome.timeout))
+    result = await wait.result(suspends, lambda: {"documents-1"})
+    assert result == by_webhook and suspends.calls == []
+    assert store.get_wait(wait.wait.id).status == WaitStatus.consumed
+
+
+async def test_a_manual_resume_from_the_ui_becomes_the_resolution(store: Store) -> None:
+    wait = stage_wait(store, hot=30)
+    wait.register()
+    typed_in_form = DocumentsReady(outcome=Outcome.timeout, detail="gave up", resolved_by=ResolvedBy.webhook)
+    suspends = Suspends(resume_with=typed_in_form)
+    result = await asyncio.wait_for(wait.result(suspends, lambda: {"documents-1"}), timeout=5)
+    assert suspends.calls == [(DocumentsReady, "documents-1")]
+    assert result.outcome == Outcome.timeout and result.detail == "gave up"
+    assert result.resolved_by == ResolvedBy.manual
+    row = store.get_wait(wait.wait.id)
+    assert row.status == WaitStatus.consumed and row.result_model() == result
+
+
+async def test_a_suspend_that_returns_at_once_is_adopted_when_the_store_is_open(store: Store) -> None:
+    wait = stage_wait(store, hot=0)
+    wait.register()
+    suspends = Suspends(resume_with=DocumentsReady(outcome=Outcome.ready, documents=0))
+    result = await wait.result(suspends, no_fired_keys)
+    assert result.outcome == Outcome.ready and result.resolved_by == ResolvedBy.manual
+    assert store.get_wait(wait.wait.id).status == WaitStatus.consumed
+
+
+async def test_adopting_input_never_overwrites_a_resolution(store: Store) -> None:
+    wait = stage_wait(store)
+    row = wait.register()
+    store.resolve_wait(row.id, DocumentsReady(outcome=Outcome.failed, resolved_by=ResolvedBy.reconciler))
+    adopted = adopt_run_input(store, row, DocumentsReady(outcome=Outcome.ready))
+    assert adopted.outcome == Outcome.failed and adopted.resolved_by == ResolvedBy.reconciler
+
+
+async def test_watch_gives_up_after_its_window(store: Store) -> None:
+    wait = stage_wait(store)
+    row = wait.register()
+    assert await watch(store, row.id, 0.05, poll=0.01) is None
+
+
+async def test_using_a_wait_before_registering_it_is_an_error(store: Store) -> None:
+    with pytest.raises(RuntimeError, match="register"):
+        await stage_wait(store).result(Suspends(), no_fired_keys)
+
+
+async def test_stage_seconds_measure_register_to_resolution(store: Store) -> None:
+    documents = stage_wait(store)
+    documents.register()
+    consolidated = stage_wait(store, Stage.consolidated, run_id=documents.flow_run_id)
+    consolidated.register()
+    store.resolve_wait(documents.wait.id, DocumentsReady(outcome=Outcome.ready))
+    timings = stage_seconds(store.waits_for_run(documents.flow_run_id))
+    assert list(timings) == ["documents-1"] and timings["documents-1"] >= 0
