@@ -44,13 +44,8 @@ def free_port() -> int:
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """True while a live (not zombie) process is in the group; init reaps orphaned zombies lazily."""
+    return bool(_group_members(pgid))
 
 
 def stop_group(pgid: int, grace_seconds: float) -> None:
@@ -359,8 +354,8 @@ class LocalStack:
 
     def _save_state(self) -> None:
         """What `stop_saved` needs to stop a stack this process left running (`demo --keep`)."""
-        state = {"process_groups": self.pids(), "prefect_ui": self.prefect_url, "receiver": self.receiver_url,
-                 "emulator": self.emulator_url}
+        state = {"process_groups": self.pids(), "prefect_home": str(self.prefect_home),
+                 "prefect_ui": self.prefect_url, "receiver": self.receiver_url, "emulator": self.emulator_url}
         (self.root / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     def __enter__(self) -> "LocalStack":
@@ -375,11 +370,36 @@ def stop_saved(root: Path, grace_seconds: float = 10.0) -> list[str]:
     state_path = Path(root) / STATE_FILE
     if not state_path.exists():
         return []
-    groups: dict[str, int] = json.loads(state_path.read_text())["process_groups"]
-    for pgid in reversed(list(groups.values())):
-        stop_group(pgid, grace_seconds)
+    state = json.loads(state_path.read_text())
+    marker = f"PREFECT_HOME={state['prefect_home']}".encode()
+    stopped = []
+    for name, pgid in reversed(list(state["process_groups"].items())):
+        # A group id can be reused once the group is gone: stop only groups that still carry our marker.
+        if any(marker in _environ(pid) for pid in _group_members(pgid)):
+            stop_group(pgid, grace_seconds)
+            stopped.append(name)
     state_path.unlink()
-    return list(groups)
+    return stopped
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes of a process group, from /proc (zombies excluded)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _environ(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
 
 
 def _bin(name: str) -> str:
