@@ -1,0 +1,54 @@
+"""The start tasks' cache keys, correlation metadata and retry condition (no Prefect server needed)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prefect.states import Failed
+
+from metriport_flows.client.errors import BadRequest, InvalidMetadata, RateLimited, ServerError
+from metriport_flows.stages import Stage
+from metriport_flows.tasks.metriport import (
+    START_CACHE_VERSION,
+    correlation_metadata,
+    is_transient,
+    start_cache_key,
+    start_consolidated_query,
+    start_document_query,
+)
+
+RUN_ID = "5f0c3f0e-2d1b-4c55-9f55-0d1f7c7d7a11"
+
+
+def test_cache_key_is_one_per_run_stage_and_attempt() -> None:
+    key = start_cache_key(None, {"flow_run_id": RUN_ID, "stage": Stage.consolidated, "attempt": 2,
+                                 "patient_id": "p", "conversion_type": "json"})
+    assert key == f"metriport-start-v{START_CACHE_VERSION}-{RUN_ID}-consolidated-2"
+    other_attempt = start_cache_key(None, {"flow_run_id": RUN_ID, "stage": "consolidated", "attempt": 1})
+    other_run = start_cache_key(None, {"flow_run_id": "another", "stage": "consolidated", "attempt": 2})
+    assert len({key, other_attempt, other_run}) == 3
+
+
+def test_start_tasks_persist_their_result_under_that_key() -> None:
+    for started in (start_document_query, start_consolidated_query):
+        assert started.persist_result is True and started.cache_key_fn is start_cache_key
+        assert started.retries == 3
+
+
+def test_correlation_metadata_is_valid_metriport_metadata() -> None:
+    assert correlation_metadata(RUN_ID, Stage.documents) == {"flowRunId": RUN_ID, "stage": "documents"}
+    with pytest.raises(InvalidMetadata):
+        correlation_metadata("x" * 501, Stage.documents)
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (RateLimited(429, "Too many", None, None, None), True),
+        (ServerError(503, "Unavailable", None, None, None), True),
+        (httpx.ConnectError("refused"), True),
+        (BadRequest(400, "Missing or invalid parameters", None, None, None), False),
+    ],
+)
+def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> None:
+    assert is_transient(None, None, Failed(data=error)) is retried
