@@ -1,0 +1,112 @@
+"""cohort-refresh: patient lists, run parameters, status classification, the report; then end to end."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+from prefect.client.schemas.objects import FlowRun, State, StateType
+
+from metriport_flows.flows.cohort import CohortParams
+from metriport_flows.records import PatientRecordsParams
+from metriport_flows.stages import Outcome
+from metriport_flows.store.models import Wait
+from metriport_flows.tasks.cohort import (
+    CohortInputError,
+    CohortReport,
+    PatientRun,
+    check_patient_ids,
+    read_patient_ids_csv,
+    run_status,
+    stage_counts,
+    unique,
+)
+
+
+def test_ids_come_from_the_named_column_in_any_case_without_duplicates():
+    text = "firstCol,PatientId\nx,p-1\ny,p-2\nz,p-1\nw,\n"
+    assert read_patient_ids_csv(text) == ["p-1", "p-2"]
+    assert read_patient_ids_csv("metriportId,status\n0195a,succeeded\n") == ["0195a"]
+
+
+def test_a_single_column_file_without_a_known_header_is_all_ids():
+    assert read_patient_ids_csv("p-1\np-2\n") == ["p-1", "p-2"]
+
+
+def test_a_bad_id_names_its_line_not_its_value():
+    with pytest.raises(CohortInputError, match="line 3: not a Metriport patient id") as raised:
+        read_patient_ids_csv("id\np-1\nJane Smith\n")
+    assert "Jane" not in str(raised.value)
+
+
+def test_a_wide_csv_without_an_id_column_is_refused():
+    with pytest.raises(CohortInputError, match="patientid, metriportid, id"):
+        read_patient_ids_csv("first,last\na,b\n")
+
+
+def test_check_patient_ids_reports_positions_only():
+    assert check_patient_ids(unique([" a ", "b", "a"])) == ["a", "b"]
+    with pytest.raises(CohortInputError, match=r"positions \[2\]"):
+        check_patient_ids(["a", "x y"])
+
+
+def test_no_ids_means_every_patient_and_run_parameters_match_patient_records():
+    assert CohortParams().all_patients is True
+    assert CohortParams(patient_ids=["p-1"]).all_patients is False
+    params = CohortParams(patient_ids=["p-1"], conversion_type="pdf", hot_window_seconds=2)
+    parameters = params.run_parameters("p-1")
+    assert parameters == {"request": {"patient_id": "p-1", "conversion_type": "pdf", "hot_window_seconds": 2.0}}
+    assert PatientRecordsParams.model_validate(parameters["request"]).patient_id == "p-1"
+
+
+def test_run_parameters_refuse_an_id_patient_records_would_refuse():
+    with pytest.raises(ValueError):
+        CohortParams().run_parameters("not an id")
+
+
+def _run(state_type: StateType | None, name: str = "") -> FlowRun:
+    state = State(type=state_type, name=name or state_type.value.title()) if state_type else None
+    return FlowRun(id=uuid4(), flow_id=uuid4(), name="r", state=state)
+
+
+@pytest.mark.parametrize(
+    ("state_type", "name", "status"),
+    [
+        (StateType.COMPLETED, "", "completed"),
+        (StateType.FAILED, "", "failed"),
+        (StateType.CRASHED, "", "failed"),
+        (StateType.CANCELLED, "", "failed"),
+        (StateType.PAUSED, "Suspended", "waiting"),
+        (StateType.SCHEDULED, "Resuming", "waiting"),
+        (StateType.RUNNING, "", "waiting"),
+        (None, "", "waiting"),
+    ],
+)
+def test_only_final_states_leave_the_waiting_list(state_type, name, status):
+    assert run_status(_run(state_type, name)) == status
+
+
+def _wait(stage: str, outcome: Outcome | None) -> Wait:
+    now = datetime.now(UTC)
+    return Wait(flow_run_id=str(uuid4()), stage=stage, pause_key=f"{stage}-1", outcome=outcome,
+                soft_deadline=now + timedelta(minutes=1), hard_deadline=now + timedelta(hours=1))  # fmt: skip
+
+
+def test_stage_counts_split_open_waits_from_their_outcomes():
+    waits = [_wait("documents", Outcome.ready), _wait("documents", Outcome.ready),
+             _wait("documents", Outcome.timeout), _wait("consolidated", None)]  # fmt: skip
+    assert stage_counts(waits) == {"consolidated": {"open": 1}, "documents": {"ready": 2, "timeout": 1}}
+
+
+def test_the_report_sorts_runs_and_its_markdown_holds_ids_and_counts_only():
+    runs = [PatientRun(patient_id="p-1", flow_run_id="r-1", status="completed"),
+            PatientRun(patient_id="p-2", flow_run_id="r-2", status="failed", state_name="Failed"),
+            PatientRun(patient_id="p-3", flow_run_id="r-3", status="waiting", state_name="Suspended")]  # fmt: skip
+    report = CohortReport.from_runs(runs, not_started=["p-4"])
+    report.stages = {"documents": {"ready": 2, "open": 1}}
+    assert report.counts() == {"completed": 1, "failed": 1, "waiting": 1, "not_started": 1}
+    assert report.patients == 4
+    text = report.markdown()
+    assert "| documents | 1 | 2 | 0 | 0 | 0 |" in text
+    assert "| p-2 | r-2 | Failed |" in text and "| p-3 | r-3 | Suspended |" in text and "- p-4" in text
