@@ -1,0 +1,39 @@
+"""`metriport-flows demo`: the whole system on this machine (see metriport_flows/demo.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from metriport_flows.sandbox.seed import SEED_PATIENTS
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def demo(
+        keep: bool = typer.Option(False, "--keep", help="Leave the stack running to explore the Prefect UI"),
+        patients: str = typer.Option(",".join(SEED_PATIENTS), "--patients",
+                                     help="Comma-separated seed patients (jane, chris, ollie, andreas, kyla)"),
+        others: int = typer.Option(2, "--others", min=0, max=2, help="Extra patients without documents"),
+        root: Path = typer.Option(Path(".demo"), "--root", help="Where the stack keeps its files and logs"),
+        stop: bool = typer.Option(False, "--stop", help="Stop a stack a previous `demo --keep` left running"),
+    ) -> None:
+        """Start everything, fetch seven patients' records through Prefect, show them, stop."""
+        console = Console()
+        if stop:
+            from metriport_flows.stack import stop_saved
+
+            stopped = stop_saved(root)
+            console.print(f"Stopped: {', '.join(stopped)}" if stopped else f"No demo stack running under {root}")
+            return
+        seed_keys = [key.strip().lower() for key in patients.split(",") if key.strip()]
+        unknown = [key for key in seed_keys if key not in SEED_PATIENTS]
+        if unknown:
+            raise typer.BadParameter(f"not seed patients: {', '.join(unknown)}", param_hint="--patients")
+        from metriport_flows.demo import run_demo
+
+        outcome = run_demo(console, root=root, keep=keep, seed_keys=seed_keys, others=others)
+        if any(patient.result is None for patient in outcome):
+            raise typer.Exit(1)
