@@ -210,3 +210,18 @@ def test_artifact_has_timings_counts_and_the_path_only(tmp_path: Path) -> None:
                      "7 listed, 1 converted", "| Resources | 4 |", summary.path, summary.sha256, "`dq-1`", "`cq-1`"):
         assert expected in text
     assert SECRET_NAME not in text and "1996" not in text
+
+
+def test_the_emulators_seed_bundles_pass_the_check(tmp_path: Path) -> None:
+    """The sandbox's realistic records (helper B) are what the flow checks end to end; keep them in step."""
+    import random
+
+    from metriport_flows.sandbox.fhir_data import RESOURCE_TYPES as EMULATOR_TYPES
+    from metriport_flows.sandbox.fhir_data import bundle_json, patient_resources
+    from metriport_flows.sandbox.seed import SEED_PATIENTS
+
+    assert set(EMULATOR_TYPES) == set(RESOURCE_TYPES)
+    for seed in SEED_PATIENTS:
+        resources = patient_resources(PATIENT_ID, seed, random.Random(seed))
+        summary = check_bundle(stored(tmp_path, bundle_json(resources), f"{seed}.json"), "json")
+        assert summary.total_resources == len(resources) and summary.resource_counts["Patient"] == 1
