@@ -1,0 +1,178 @@
+"""The dispatcher: inbox rows → the wait they end → the stage's urgent work → resolve → deliver.
+
+Runs as a background task of the receiver (or alone: `metriport-flows dispatcher`). Several can run
+against one PostgreSQL inbox: claims are exclusive. A message is never dropped: with no wait yet it
+stays `unmatched` (re-checked with backoff, woken at once when its wait registers), a failing handler
+puts it in `error` with backoff, and a message for a wait already resolved is recorded as late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from typing import Any
+
+from metriport_flows.client.messages import GenericMessage, WebhookMessage, parse_message
+from metriport_flows.settings import Settings
+from metriport_flows.stages import ResolvedBy, Stage, StageResult
+from metriport_flows.store import InboxMessage, MessageStatus, Store, Wait, WaitStatus
+from metriport_flows.webhook import handlers  # noqa: F401  (registers the handlers on the router)
+from metriport_flows.webhook.delivery import deliver_due, deliver_wait
+from metriport_flows.webhook.events import WAIT_RESOLVED, message_event, wait_event
+from metriport_flows.webhook.router import HandlerContext, Router, router as default_router
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT = "dispatcher"
+
+
+def retry_delay(attempts: int, *, cap: float) -> timedelta:
+    return timedelta(seconds=min(0.5 * 2 ** min(attempts, 12), cap))
+
+
+def correlate(store: Store, message: WebhookMessage, stage: Stage) -> tuple[Wait | None, str]:
+    """The wait this message ends: by meta.requestId, then meta.data.flowRunId, then the patient's
+    latest wait of the stage. A wait whose request id differs from the message's is never chosen."""
+    if message.request_id:
+        wait = store.find_wait_by_request_id(message.request_id, stage)
+        if wait is not None:
+            return wait, "request_id"
+
+    def compatible(wait: Wait | None) -> bool:
+        return wait is not None and not (
+            wait.request_id and message.request_id and wait.request_id != message.request_id
+        )
+
+    if message.flow_run_id:
+        wait = store.latest_wait_for_run(message.flow_run_id, stage)
+        if compatible(wait):
+            return wait, "flow_run_id"
+    if message.patient_id:
+        wait = store.latest_wait_for_patient(message.patient_id, stage)
+        if compatible(wait):
+            return wait, "patient"
+    return None, "none"
+
+
+class Dispatcher:
+    def __init__(self, store: Store, settings: Settings, gateway: Any, api: Any, *,
+                 router: Router = default_router, batch_size: int = 50, concurrency: int = 8) -> None:
+        self.store, self.settings, self.gateway, self.api, self.router = store, settings, gateway, api, router
+        self.batch_size = batch_size
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def dispatch_once(self) -> int:
+        """Claim due rows and dispatch them; returns how many were claimed."""
+        rows = await asyncio.to_thread(self.store.claim_pending, self.batch_size)
+        await asyncio.gather(*(self._bounded(row) for row in rows))
+        return len(rows)
+
+    async def _bounded(self, row: InboxMessage) -> None:
+        async with self._slots:
+            await self.dispatch(row)
+
+    async def dispatch(self, row: InboxMessage) -> None:
+        try:
+            await self._dispatch(row)
+        except Exception as exc:  # a failing handler never loses the message: error + backoff
+            logger.warning("message %s (%s) failed: %s", row.message_id, row.type, exc.__class__.__name__)
+            await asyncio.to_thread(
+                self.store.retry_message, row.message_id, status=MessageStatus.error,
+                delay=retry_delay(row.attempts, cap=600), error=f"{exc.__class__.__name__}: {exc}",
+            )
+
+    async def _finish(self, row: InboxMessage, wait: Wait | None, detail: str, *,
+                      status: str | None = None, outcome: str | None = None) -> None:
+        await asyncio.to_thread(self.store.finish_message, row.message_id,
+                                wait_id=wait.id if wait else None, detail=detail)
+        self.gateway.emit(message_event(row, wait, status=status, outcome=outcome))
+
+    async def _dispatch(self, row: InboxMessage) -> None:
+        if row.body is None:
+            await asyncio.to_thread(self.store.finish_message, row.message_id, detail="body purged")
+            return
+        message = parse_message(row.body)
+        status = getattr(message, "status", None)
+        registration = self.router.get(message.type)
+        wait: Wait | None = None
+        if registration is not None and registration.stage is not None:
+            if isinstance(message, GenericMessage):
+                await self._finish(row, None, f"unparseable {message.type}: {message.parse_error}")
+                return
+            wait, path = await asyncio.to_thread(correlate, self.store, message, registration.stage)
+            if wait is None:
+                await asyncio.to_thread(
+                    self.store.retry_message, row.message_id, status=MessageStatus.unmatched,
+                    delay=retry_delay(row.attempts, cap=300),
+                )
+                return
+            if wait.status != WaitStatus.open:
+                await self._finish(row, wait, f"late: wait already {wait.status} (via {path})", status=status)
+                return
+        if registration is None:
+            await self._finish(row, None, "recorded (no handler)", status=status)
+            return
+        context = HandlerContext(store=self.store, settings=self.settings, api=self.api,
+                                 gateway=self.gateway, row=row, wait=wait)
+        result = await registration.handler(message, context)
+        if result is None or wait is None:
+            await self._finish(row, wait, "recorded", status=status)
+            return
+        await self._resolve(row, message, wait, result, status)
+
+    async def _resolve(self, row: InboxMessage, message: WebhookMessage, wait: Wait, result: StageResult,
+                       status: str | None) -> None:
+        result = result.model_copy(update={
+            "message_id": message.message_id, "resolved_by": ResolvedBy.webhook,
+            "request_id": result.request_id or message.request_id or wait.request_id,
+        })
+        won = await asyncio.to_thread(self.store.resolve_wait, wait.id, result)
+        if not won:
+            await self._finish(row, wait, "late: wait resolved meanwhile", status=status)
+            return
+        resolved = await asyncio.to_thread(self.store.get_wait, wait.id)
+        logger.info("wait %s resolved %s by message %s", wait.id, result.outcome.value, message.message_id)
+        await self._finish(row, resolved, f"resolved {result.outcome.value}", status=status,
+                           outcome=result.outcome.value)
+        self.gateway.emit(wait_event(WAIT_RESOLVED, resolved, message_id=message.message_id))
+        await deliver_wait(self.store, self.gateway, wait.id)
+
+    async def deliver(self) -> dict[str, int]:
+        return await deliver_due(self.store, self.gateway)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until `stop` is set: dispatch, deliver, orphan stale unmatched rows, heartbeat."""
+        poll = self.settings.dispatcher_poll_seconds
+        last_housekeeping = 0.0
+        while not stop.is_set():
+            claimed = 0
+            try:
+                claimed = await self.dispatch_once()
+                delivered = await self.deliver()
+                if time.monotonic() - last_housekeeping > 30:
+                    last_housekeeping = time.monotonic()
+                    orphaned = await asyncio.to_thread(
+                        self.store.orphan_unmatched, timedelta(seconds=self.settings.hard_deadline_seconds))
+                    await asyncio.to_thread(self.store.record_heartbeat, HEARTBEAT,
+                                            {"claimed": claimed, "delivery": delivered, "orphaned": orphaned})
+            except Exception as exc:  # the database or Prefect is down: keep polling, nothing is lost
+                logger.warning("dispatcher pass failed: %s", exc.__class__.__name__)
+            if claimed < self.batch_size:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=poll)
+                except TimeoutError:
+                    continue
+
+
+async def run_dispatcher(settings: Settings, store: Store, stop: asyncio.Event) -> None:
+    """The dispatcher with its own Prefect gateway and Metriport client, until `stop` is set."""
+    from metriport_flows.client.api import MedicalApi
+    from metriport_flows.webhook.prefect_gateway import PrefectGateway
+
+    async with AsyncExitStack() as stack:
+        gateway = await stack.enter_async_context(PrefectGateway(settings.prefect_max_concurrent_calls))
+        api = await stack.enter_async_context(MedicalApi.from_settings(settings))
+        await Dispatcher(store, settings, gateway, api).run(stop)

@@ -1,0 +1,102 @@
+"""Handlers for the two bulk messages: their URLs expire, so the files are fetched here, at once.
+
+`medical.document-bulk-download-urls` lists every document of a patient with a URL valid 10 minutes:
+download them all (streaming, a few at a time, size and sha256 checked), write a manifest, resolve the
+`bulk_download` wait with a pointer to it. `medical.bulk-patient-create` comes first as `processing`
+(noted on the wait) and then as `completed` with a result CSV URL valid 3 minutes: store the CSV
+(0600), count succeeded and failed rows, resolve the `bulk_create` wait. A `failed` job ends the wait
+as failed; a job that never completes is ended by the reconciler's hard deadline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from metriport_flows.bulk_csv import parse_result_csv
+from metriport_flows.bulk_documents import (
+    DocumentSource,
+    Manifest,
+    documents_dir,
+    download_documents,
+    extension_for,
+    safe_id,
+    write_manifest,
+)
+from metriport_flows.client.errors import MetriportError, UrlExpired
+from metriport_flows.client.messages import (
+    BULK_DOWNLOAD_URLS,
+    BULK_PATIENT_CREATE,
+    COMPLETED,
+    BulkDownloadUrlsMessage,
+    BulkPatientCreateMessage,
+)
+from metriport_flows.stages import BulkCreateDone, BulkDownloadReady, Outcome, ResolvedBy, Stage
+from metriport_flows.webhook.router import HandlerContext, router
+
+DOWNLOAD_CONCURRENCY = 4
+
+
+@router.register(BULK_DOWNLOAD_URLS, stage=Stage.bulk_download)
+async def bulk_download_urls(message: BulkDownloadUrlsMessage, ctx: HandlerContext) -> BulkDownloadReady:
+    """Fetch every listed document now, while its URL is valid; resolve with the manifest's path."""
+    request_id = message.request_id or (ctx.wait.request_id if ctx.wait else None)
+    common = {"request_id": request_id, "message_id": message.message_id, "resolved_by": ResolvedBy.webhook}
+    patient = message.patient
+    if patient is None or message.status != COMPLETED:
+        return BulkDownloadReady(outcome=Outcome.failed, detail=f"bulk download {message.status or 'empty'}",
+                                 **common)  # fmt: skip
+    sources = [
+        DocumentSource(id=doc.id or f"document-{n}", url=doc.url, mime_type=doc.mime_type, size=doc.size,
+                       extension=extension_for(doc.file_name, doc.mime_type))  # fmt: skip
+        for n, doc in enumerate(patient.documents or [], 1)
+    ]
+    folder = documents_dir(ctx.settings.bundle_dir, patient.patient_id or "unknown", request_id or message.message_id)
+    manifest = Manifest(patient_id=patient.patient_id or "", request_id=request_id, message_id=message.message_id)
+    manifest.documents = await download_documents(ctx.api, sources, folder, DOWNLOAD_CONCURRENCY)
+    path = write_manifest(manifest, folder)
+    outcome = Outcome.expired if manifest.expired else Outcome.ready
+    detail = f"{manifest.failed} of {len(sources)} document(s) not stored intact" if manifest.failed else None
+    return BulkDownloadReady(outcome=outcome, manifest_path=str(path), documents=manifest.downloaded,
+                             total_bytes=manifest.total_bytes, failed=manifest.failed, detail=detail,
+                             **common)  # fmt: skip
+
+
+def result_csv_path(bundle_dir: Path, job_id: str) -> Path:
+    """`{bundle_dir}/bulk-create/{job_id}.csv`; the folder is 0700 (the CSV holds demographics)."""
+    folder = Path(bundle_dir) / "bulk-create"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    return folder / f"{safe_id(job_id)}.csv"
+
+
+@router.register(BULK_PATIENT_CREATE, stage=Stage.bulk_create)
+async def bulk_patient_create(message: BulkPatientCreateMessage, ctx: HandlerContext) -> BulkCreateDone | None:
+    """`processing` is noted; `completed` stores the result CSV (3-minute URL) and resolves; `failed` too."""
+    job = message.bulk_patient_create
+    job_id = message.job_id or (ctx.wait.request_id if ctx.wait else None) or message.message_id
+    common = {"request_id": job_id, "message_id": message.message_id, "resolved_by": ResolvedBy.webhook}
+    status = (job.status or "").lower()
+    if status not in (COMPLETED, "failed", "expired"):
+        ctx.note_progress({"status": status or "unknown", "message_id": message.message_id})
+        return None
+    if status != COMPLETED:
+        reason = f": {job.reason[:200]}" if job.reason else ""
+        return BulkCreateDone(outcome=Outcome.failed, detail=f"bulk import {status}{reason}", **common)
+    if not job.result:
+        return BulkCreateDone(outcome=Outcome.failed, detail="completed without a result URL", **common)
+    try:
+        downloaded = await ctx.api.download(job.result, result_csv_path(ctx.settings.bundle_dir, job_id))
+    except UrlExpired:
+        return BulkCreateDone(outcome=Outcome.expired, detail="result CSV URL expired before download", **common)
+    except MetriportError as exc:
+        return BulkCreateDone(outcome=Outcome.failed, detail=f"result CSV download failed ({exc.status})",
+                              **common)  # fmt: skip
+    try:
+        rows = parse_result_csv(downloaded.path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return BulkCreateDone(outcome=Outcome.failed, result_path=str(downloaded.path),
+                              detail=f"result CSV unreadable ({type(exc).__name__})", **common)  # fmt: skip
+    succeeded = sum(1 for row in rows if row.status == "succeeded")
+    return BulkCreateDone(outcome=Outcome.ready, result_path=str(downloaded.path), succeeded=succeeded,
+                          failed=len(rows) - succeeded, **common)  # fmt: skip

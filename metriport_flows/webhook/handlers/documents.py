@@ -1,0 +1,56 @@
+"""Document query stage: when are a patient's documents ready? (DESIGN fact 5, fact sheet §5.1–5.2)
+
+- the conversion message (completed) ends it; failed download or conversion fails it;
+- a download message with no convertible (XML) document ends it when GET /document/query shows nothing
+  processing (the sandbox sends no conversion message then: gotcha 9);
+- a download message with convertible documents only records its counts on the wait: the conversion
+  message that follows resolves the wait and carries them.
+"""
+
+from __future__ import annotations
+
+from metriport_flows.client.messages import (
+    DOCUMENT_CONVERSION,
+    DOCUMENT_DOWNLOAD,
+    FAILED,
+    DocumentConversionMessage,
+    DocumentDownloadMessage,
+    DocumentRef,
+)
+from metriport_flows.stages import DocumentsReady, Outcome, Stage
+from metriport_flows.webhook.router import HandlerContext, router
+
+CONVERTIBLE_MIME_TYPES = {"application/xml", "text/xml"}
+
+
+def is_convertible(document: DocumentRef) -> bool:
+    """Metriport converts C-CDA XML to FHIR; everything else (PDF, images) is only downloaded."""
+    mime = (document.mime_type or "").split(";")[0].strip().lower()
+    if mime:
+        return mime in CONVERTIBLE_MIME_TYPES
+    return (document.file_name or "").lower().endswith(".xml")
+
+
+@router.register(DOCUMENT_DOWNLOAD, stage=Stage.documents)
+async def on_document_download(message: DocumentDownloadMessage, ctx: HandlerContext) -> DocumentsReady | None:
+    if message.status == FAILED:
+        return DocumentsReady(outcome=Outcome.failed, detail="document download failed")
+    documents = (message.patient.documents if message.patient is not None else None) or []
+    convertible = sum(1 for document in documents if is_convertible(document))
+    ctx.note_progress({"documents": len(documents), "convertible": convertible})
+    if convertible:
+        return None
+    query = await ctx.api.get_document_query(message.patient_id)
+    if query.is_processing:
+        return None
+    return DocumentsReady(outcome=Outcome.ready, documents=len(documents), converted=0)
+
+
+@router.register(DOCUMENT_CONVERSION, stage=Stage.documents)
+async def on_document_conversion(message: DocumentConversionMessage, ctx: HandlerContext) -> DocumentsReady:
+    progress = (ctx.wait.progress if ctx.wait is not None else None) or {}
+    if message.status == FAILED:
+        return DocumentsReady(outcome=Outcome.failed, detail="document conversion failed",
+                              documents=progress.get("documents"))
+    return DocumentsReady(outcome=Outcome.ready, documents=progress.get("documents"),
+                          converted=progress.get("convertible"))

@@ -1,0 +1,126 @@
+"""Every Prefect API call the dispatcher makes, behind a small concurrency bound and retries.
+
+The embedded SQLite Prefect server refuses bursts (HTTP 503, "database is locked") and drops
+connections under load (prefect-notes.md), so calls are bounded by a semaphore and retried with
+backoff on 503 and transport errors; a call that still fails raises, and the caller re-schedules it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+import httpx
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.events import emit_event
+from prefect.exceptions import ObjectNotFound
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from metriport_flows.stages import StageResult
+from metriport_flows.store import InboxMessage, Wait
+from metriport_flows.webhook.events import PlannedEvent, message_event
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code in (429, 502, 503, 504)
+    return isinstance(exc, httpx.TransportError)
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What delivery needs to know about a flow run."""
+
+    state_type: str | None
+    state_name: str | None
+    pause_key: str | None
+
+    @property
+    def is_paused(self) -> bool:
+        return self.state_type == "PAUSED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state_type in TERMINAL_STATES
+
+
+@dataclass(frozen=True)
+class ResumeAnswer:
+    status: str  # ACCEPT, REJECT or ABORT (Prefect's SetStateStatus)
+    reason: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "ACCEPT"
+
+
+class PrefectGateway:
+    def __init__(self, max_concurrent_calls: int = 4, attempts: int = 6) -> None:
+        self._semaphore = asyncio.Semaphore(max_concurrent_calls)
+        self._attempts = attempts
+        self._client: PrefectClient | None = None
+
+    async def __aenter__(self) -> "PrefectGateway":
+        self._client = get_client()
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._client is not None:
+            await self._client.__aexit__(exc_type, exc, tb)
+            self._client = None
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._client is None:
+            raise RuntimeError("PrefectGateway used outside `async with`")
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient), stop=stop_after_attempt(self._attempts),
+            wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True,
+        ):
+            with attempt:
+                async with self._semaphore:
+                    return await fn(self._client, *args, **kwargs)
+        raise AssertionError("unreachable: AsyncRetrying reraises")
+
+    async def read_flow_run(self, flow_run_id: UUID | str) -> RunView | None:
+        async def read(client: PrefectClient) -> RunView | None:
+            try:
+                run = await client.read_flow_run(UUID(str(flow_run_id)))
+            except ObjectNotFound:
+                return None
+            state = run.state
+            if state is None:
+                return RunView(None, None, None)
+            return RunView(state.type.value, state.name, state.state_details.pause_key)
+
+        return await self._call(read)
+
+    async def resume(self, flow_run_id: UUID | str, run_input: StageResult) -> ResumeAnswer:
+        """POST /flow_runs/{id}/resume with the result as `run_input`: the server validates it against
+        the schema `suspend_flow_run(wait_for_input=Model, key=...)` saved and stores it under that
+        pause's keyset, where the resumed run reads it."""
+
+        async def resume(client: PrefectClient) -> ResumeAnswer:
+            answer = await client.resume_flow_run(UUID(str(flow_run_id)), run_input=run_input.model_dump(mode="json"))
+            reason = getattr(answer.details, "reason", None)
+            return ResumeAnswer(answer.status.value, reason)
+
+        return await self._call(resume)
+
+    def emit(self, planned: PlannedEvent) -> None:
+        """Queue the event on Prefect's background events worker (never blocks the dispatcher)."""
+        emit_event(event=planned.event, resource=planned.resource, related=planned.related or None,
+                   payload=planned.payload, id=planned.id)
+
+    def emit_message_event(self, row: InboxMessage, wait: Wait | None = None, *, status: str | None = None,
+                           outcome: str | None = None) -> None:
+        self.emit(message_event(row, wait, status=status, outcome=outcome))

@@ -1,0 +1,115 @@
+"""The webhook receiver: verify, store, answer 200 — nothing slow before the answer.
+
+Metriport gives a receiver 4 s and never retries by itself, so the handler only reads the raw bytes
+(bounded), checks the HMAC on them, answers `ping`, and inserts the message into the inbox keyed by its
+messageId (a duplicate is a no-op). Everything else (correlation, downloads, Prefect calls) is the
+dispatcher's job, which runs as a background task of this app unless `run_dispatcher=False`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from metriport_flows.client.messages import InvalidMessage, PingMessage, parse_message
+from metriport_flows.client.signing import SIGNATURE_HEADER
+from metriport_flows.settings import Settings, get_settings
+from metriport_flows.store import Store
+from metriport_flows.webhook.webhook_key import load_webhook_signer
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/metriport/webhook"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing it as soon as it passes `limit` bytes (never buffering more)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None,
+               run_dispatcher: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.store = store or await asyncio.to_thread(_open_store, settings)
+        app.state.signer = await load_webhook_signer(settings)
+        dispatcher_task = None
+        if run_dispatcher:
+            from metriport_flows.webhook.dispatcher import run_dispatcher as run
+
+            app.state.dispatcher_stop = asyncio.Event()
+            dispatcher_task = asyncio.create_task(run(settings, app.state.store, app.state.dispatcher_stop))
+        try:
+            yield
+        finally:
+            if dispatcher_task is not None:
+                app.state.dispatcher_stop.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(dispatcher_task, timeout=10)
+            if store is None:
+                app.state.store.dispose()
+
+    app = FastAPI(title="Metriport webhook receiver", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.post(WEBHOOK_PATH)
+    async def receive(request: Request) -> JSONResponse:
+        try:
+            body = await read_body(request, settings.receiver_max_body_bytes)
+        except BodyTooLarge:
+            return _error(413, "body too large")
+        if not request.app.state.signer.verify(body, request.headers.get(SIGNATURE_HEADER)):
+            logger.warning("webhook refused: bad or missing signature (%d bytes)", len(body))
+            return _error(401, "invalid signature")
+        try:
+            message = parse_message(body)
+        except InvalidMessage as exc:
+            return _error(400, str(exc))
+        if isinstance(message, PingMessage):
+            return JSONResponse({"pong": message.ping})
+        inserted = await run_in_threadpool(
+            request.app.state.store.insert_message,
+            message_id=message.message_id, type=message.type, body=body, request_id=message.request_id,
+            patient_id=message.patient_id, flow_run_id=message.flow_run_id, stage=message.stage,
+        )
+        logger.info("webhook %s %s stored=%s", message.type, message.message_id, inserted)
+        return JSONResponse({"received": message.message_id, "duplicate": not inserted})
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> JSONResponse:
+        try:
+            await run_in_threadpool(request.app.state.store.ping)
+        except Exception as exc:  # any database failure means unhealthy; the type is enough to say why
+            return JSONResponse({"status": "unhealthy", "database": exc.__class__.__name__}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    return app
+
+
+def _open_store(settings: Settings) -> Store:
+    store = Store(settings.database_url)
+    store.migrate()
+    return store
