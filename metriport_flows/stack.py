@@ -303,7 +303,6 @@ class LocalStack:
                    timeout=timeout, what="waiting for the emulator", service=emulator)
 
         self.webhook_key = self._set_webhook_url()
-        self._migrate_inbox()
         receiver = self._service("receiver", [_bin("metriport-flows"), "receiver", "--host", "127.0.0.1",
                                               "--port", str(self.receiver_port)])
         poll_until(lambda: _http_ok(f"{self.receiver_url}/healthz"), timeout=timeout,
@@ -324,11 +323,6 @@ class LocalStack:
                               headers={"x-api-key": self.api_key}, timeout=10.0)
         response.raise_for_status()
         return response.json()["webhookKey"]
-
-    def _migrate_inbox(self) -> None:
-        from metriport_flows.store.store import Store
-
-        Store(self.database_url).migrate()
 
     def _deployments_served(self) -> bool:
         from metriport_flows.deployments.serve import deployment_names
