@@ -8,6 +8,7 @@ Everything here carries ids, counts, hashes and paths only, never PHI.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from collections import Counter
@@ -242,9 +243,9 @@ def check_bundle(result: ConsolidatedReady, conversion_type: ConversionType, val
                             content_type=result.content_type or CONTENT_TYPES[conversion_type])  # fmt: skip
     if conversion_type == "json":
         try:
-            with path.open("rb") as handle:
+            with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
                 bundle = json.load(handle)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
             raise BundleInvalid(f"Stored bundle {path} is not JSON") from exc
         summary.resource_counts = count_bundle_resources(bundle, validate=validate)
     elif conversion_type == "pdf":

@@ -87,6 +87,7 @@ class StageWait:
     deadlines: Deadlines
     poll_seconds: float = POLL_SECONDS
     wait: Wait | None = None
+    request_id: str | None = None
 
     @property
     def key(self) -> str:
@@ -109,8 +110,10 @@ class StageWait:
         return self.wait
 
     def set_request_id(self, request_id: str | None) -> None:
+        """Record the Metriport requestId the start call returned (the dispatcher matches on it)."""
         if request_id:
             self.store.set_wait_request_id(self._wait().id, request_id)
+            self.request_id = request_id
 
     def _wait(self) -> Wait:
         if self.wait is None:

@@ -150,6 +150,13 @@ def test_json_bundle_is_hashed_validated_and_counted(tmp_path: Path) -> None:
     assert summary.content_type == "application/json"
 
 
+def test_a_gzip_bundle_is_read_through_gzip(tmp_path: Path) -> None:
+    import gzip
+
+    summary = check_bundle(stored(tmp_path, gzip.compress(json.dumps(fhir_bundle()).encode()), "b.json.gz"), "json")
+    assert summary.total_resources == 4
+
+
 def test_a_changed_file_fails_the_sha256_check(tmp_path: Path) -> None:
     result = stored(tmp_path, json.dumps(fhir_bundle()).encode())
     Path(result.bundle_path).write_bytes(json.dumps(fhir_bundle())[:-1].encode() + b" }")
