@@ -145,8 +145,10 @@ class RecordBuilder:
         return self.rng.choice(self.encounters)
 
     def _conditions(self) -> None:
-        for problem in self.profile.problems:
-            encounter, start = self._encounter()
+        problems = self.profile.problems
+        visits = sorted(self.rng.sample(self.encounters, min(len(problems), len(self.encounters))), key=lambda v: v[1])
+        for index, problem in enumerate(problems):
+            encounter, start = visits[index % len(visits)]
             active = problem.chronic
             clinical = "active" if active else "resolved"
             fields = {
