@@ -59,6 +59,7 @@ class BulkDownloadReady(StageResult):
     manifest_path: str | None = Field(None, description="JSON manifest: ids, paths, sizes, mime types")
     documents: int = 0
     total_bytes: int = 0
+    failed: int = Field(0, description="Documents not downloaded (URL expired, error) or whose size differed")
 
 
 class BulkCreateDone(StageResult):

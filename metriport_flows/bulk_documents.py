@@ -1,0 +1,159 @@
+"""Download a patient's documents from Metriport's presigned URLs, and describe them in a manifest.
+
+The bulk-download message's URLs live 10 minutes (the single download URL 3), so the dispatcher fetches
+every document at once: streamed to disk (files 0600, folders 0700), a few at a time, each hashed and
+its size checked against what the message announced. The manifest is what a flow run gets to see:
+ids, paths, sizes, sha256 and mime types. It holds no file names (Metriport's contain patient names,
+e.g. `JaneSmith.xml`) and no contents; files are named by document id.
+
+Requires nothing but a `MedicalApi`-like object with `download(url, dest)`; no Prefect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import os
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from metriport_flows.client.errors import MetriportError, UrlExpired
+
+DEFAULT_CONCURRENCY = 4
+SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class Downloader(Protocol):
+    async def download(self, url: str, dest: Path) -> Any: ...
+
+
+class DocumentSource(BaseModel):
+    """One document to fetch, as a message (or GET /document/download-url) announced it."""
+
+    id: str
+    url: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    extension: str = ""
+
+
+class ManifestEntry(BaseModel):
+    id: str
+    status: str = Field(description="ok, expired (URL refused), size-mismatch, missing-url or error")
+    path: str | None = None
+    size: int | None = None
+    expected_size: int | None = None
+    sha256: str | None = None
+    mime_type: str | None = None
+
+
+class Manifest(BaseModel):
+    patient_id: str
+    request_id: str | None = None
+    message_id: str | None = None
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    documents: list[ManifestEntry] = Field(default_factory=list)
+
+    @property
+    def downloaded(self) -> int:
+        return sum(1 for d in self.documents if d.path is not None)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for d in self.documents if d.status != "ok")
+
+    @property
+    def expired(self) -> int:
+        return sum(1 for d in self.documents if d.status == "expired")
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(d.size or 0 for d in self.documents)
+
+
+def extension_for(file_name: str | None, mime_type: str | None) -> str:
+    """`.xml`, `.pdf`, ... from the file name's suffix, else from the mime type; never the name itself."""
+    suffix = Path(file_name or "").suffix.lower()
+    if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
+        return suffix
+    return (mimetypes.guess_extension(mime_type or "") or "") if mime_type else ""
+
+
+def safe_id(value: str) -> str:
+    return SAFE.sub("_", value)[:100] or "document"
+
+
+def documents_dir(bundle_dir: Path, patient_id: str, request_id: str) -> Path:
+    """`{bundle_dir}/{patient_id}/documents/{request_id}`, created 0700."""
+    folder = Path(bundle_dir) / safe_id(patient_id) / "documents" / safe_id(request_id)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    return folder
+
+
+async def _fetch(api: Downloader, source: DocumentSource, folder: Path, gate: asyncio.Semaphore) -> ManifestEntry:
+    entry = ManifestEntry(id=source.id, expected_size=source.size, mime_type=source.mime_type, status="ok")
+    if not source.url:
+        entry.status = "missing-url"
+        return entry
+    dest = folder / f"{safe_id(source.id)}{source.extension}"
+    async with gate:
+        try:
+            downloaded = await api.download(source.url, dest)
+        except UrlExpired:
+            entry.status = "expired"
+            return entry
+        except (MetriportError, OSError) as exc:
+            entry.status = f"error: {type(exc).__name__}"
+            return entry
+    entry.path, entry.size, entry.sha256 = str(downloaded.path), downloaded.size, downloaded.sha256
+    entry.mime_type = source.mime_type or downloaded.content_type
+    if source.size is not None and source.size != downloaded.size:
+        entry.status = "size-mismatch"
+    return entry
+
+
+async def download_documents(
+    api: Downloader, sources: Sequence[DocumentSource], folder: Path, concurrency: int = DEFAULT_CONCURRENCY
+) -> list[ManifestEntry]:
+    """Fetch every document, at most `concurrency` at a time; one manifest entry each, in order."""
+    gate = asyncio.Semaphore(max(1, concurrency))
+    return list(await asyncio.gather(*(_fetch(api, source, folder, gate) for source in sources)))
+
+
+def write_manifest(manifest: Manifest, folder: Path) -> Path:
+    """`manifest.json` beside the documents, mode 0600, replaced atomically."""
+    path = folder / "manifest.json"
+    part = folder / f".manifest.{os.getpid()}.part"
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        json.dump(manifest.model_dump(mode="json"), file, indent=2)
+    os.replace(part, path)
+    return path
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    return Manifest.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def manifest_markdown(manifest: Manifest) -> str:
+    """The run's artifact: counts and one line per document (id, status, size, type, sha256 prefix)."""
+    lines = [
+        f"# Documents of patient {manifest.patient_id}",
+        "",
+        f"request {manifest.request_id or '-'} · {len(manifest.documents)} document(s) · "
+        f"{manifest.downloaded} downloaded · {manifest.failed} problem(s) · {manifest.total_bytes} bytes",
+        "",
+        "| document | status | bytes | type | sha256 |",
+        "|---|---|---|---|---|",
+    ]
+    for d in manifest.documents:
+        lines.append(f"| {d.id} | {d.status} | {d.size if d.size is not None else ''} | {d.mime_type or ''} "
+                     f"| {(d.sha256 or '')[:12]} |")  # fmt: skip
+    return "\n".join(lines) + "\n"

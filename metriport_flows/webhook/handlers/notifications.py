@@ -1,0 +1,45 @@
+"""`patient.admit` / `patient.discharge`: real-time notifications that start work instead of ending a wait.
+
+The dispatcher turns every message into a Prefect event once its handler returns (`metriport.patient.admit`,
+resource `metriport.message.<id>` labelled `metriport.patient-id`); the patient-records deployment has a
+trigger on those two events, so an admission or a discharge refreshes that patient's records. What this
+handler adds is the notification's FHIR bundle: its URL lives 10 minutes, so it is stored now (0600,
+`{bundle_dir}/{patient_id}/notifications/{messageId}.json`). It never raises: a failed download is
+logged (ids only) and must not delay the event.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx
+
+from metriport_flows.bulk_documents import safe_id
+from metriport_flows.client.errors import MetriportError
+from metriport_flows.client.messages import PATIENT_ADMIT, PATIENT_DISCHARGE, PatientAdmitMessage
+from metriport_flows.webhook.router import HandlerContext, router
+
+logger = logging.getLogger(__name__)
+
+
+def notification_path(bundle_dir: Path, patient_id: str, message_id: str) -> Path:
+    folder = Path(bundle_dir) / safe_id(patient_id) / "notifications"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder / f"{safe_id(message_id)}.json"
+
+
+@router.register(PATIENT_ADMIT)
+@router.register(PATIENT_DISCHARGE)
+async def patient_notification(message: PatientAdmitMessage, ctx: HandlerContext) -> None:
+    """Store the notification bundle while its URL is valid; the dispatcher then emits the event."""
+    patient_id = message.patient_id
+    if not patient_id or not message.payload.url:
+        logger.warning("%s %s: no patient id or bundle URL", message.type, message.message_id)
+        return None
+    try:
+        await ctx.api.download(message.payload.url, notification_path(ctx.settings.bundle_dir, patient_id,
+                                                                      message.message_id))  # fmt: skip
+    except (MetriportError, httpx.HTTPError, OSError) as exc:
+        logger.warning("%s %s: bundle not stored (%s)", message.type, message.message_id, type(exc).__name__)
+    return None
