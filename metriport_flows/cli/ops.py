@@ -1,0 +1,136 @@
+"""`metriport-flows status | replay | purge | reconcile`: the operator's commands.
+
+Each command reads its configuration from the environment (DATABASE_URL, METRIPORT_BASE_URL, ...) when
+it runs, so one process can be pointed anywhere. Output holds ids, counts and times, never PHI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from metriport_flows.ops import BadDuration, StatusReport, collect_status, parse_duration, purge, replay
+from metriport_flows.settings import Settings
+from metriport_flows.store import Store
+
+
+def _store(settings: Settings) -> Store:
+    store = Store(settings.database_url)
+    store.migrate()
+    return store
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d"
+
+
+def render_status(report: StatusReport, console: Console) -> None:
+    waits = Table(title=f"Open waits ({len(report.open_waits)})")
+    for column in ("flow run", "stage", "attempt", "age", "soft deadline", "hard deadline"):
+        waits.add_column(column)
+    for wait in report.open_waits:
+        soft = wait.soft_deadline.strftime("%Y-%m-%d %H:%M:%S") + (" (passed)" if wait.past_soft_deadline else "")
+        waits.add_row(wait.flow_run_id, wait.stage, str(wait.attempt), _age(wait.age_seconds), soft,
+                      wait.hard_deadline.strftime("%Y-%m-%d %H:%M:%S"))
+    console.print(waits)
+
+    backlog = Table(title="Inbox by status")
+    for column in ("status", "messages", "oldest"):
+        backlog.add_column(column)
+    for row in report.backlog:
+        backlog.add_row(row.status, str(row.count), _age(row.oldest_age_seconds))
+    console.print(backlog)
+
+    hooks = report.webhooks
+    if hooks.error:
+        console.print(f"Metriport webhook deliveries: [yellow]{hooks.error}[/yellow]")
+    else:
+        colour = "red" if hooks.failed else "green"
+        console.print(f"Metriport webhook deliveries: [{colour}]{hooks.failed or 0} failed[/{colour}], "
+                      f"{hooks.processing or 0} processing, enabled={hooks.enabled}")
+
+    last = report.last_reconcile
+    if last is None:
+        console.print("Last reconcile: [yellow]never[/yellow]")
+    else:
+        counts = ", ".join(f"{k}={v}" for k, v in last.report.items() if isinstance(v, int | bool) and v)
+        console.print(f"Last reconcile: {_age(last.age_seconds)} ago ({counts or 'nothing to do'})")
+
+
+def _older_than(value: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except BadDuration as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def status(
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object for machines"),
+        ask_metriport: bool = typer.Option(True, help="Ask Metriport for its failed webhook deliveries"),
+    ) -> None:
+        """Open waits, the inbox backlog, failed webhook deliveries and the last reconcile pass."""
+        from metriport_flows.client.api import MedicalApi
+
+        settings = Settings()
+
+        async def gather() -> StatusReport:
+            store = _store(settings)
+            if not ask_metriport:
+                return await collect_status(store, None)
+            async with MedicalApi.from_settings(settings) as api:
+                return await collect_status(store, api)
+
+        report = asyncio.run(gather())
+        if as_json:
+            typer.echo(report.model_dump_json(indent=2))
+        else:
+            render_status(report, Console())
+
+    @app.command("replay")
+    def replay_command(message_id: str = typer.Argument(..., help="meta.messageId of a stored message")) -> None:
+        """Dispatch a stored message again (the dispatcher picks it up at once)."""
+        if not replay(_store(Settings()), message_id):
+            typer.echo(f"No stored message {message_id}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"Message {message_id} queued for dispatch")
+
+    @app.command("purge")
+    def purge_command(
+        older_than: str = typer.Option(..., "--older-than", help="e.g. 30d, 12h, 90m (units s, m, h, d, w)"),
+    ) -> None:
+        """Delete the bodies (PHI) of finished messages older than this; the rows stay for de-duplication."""
+        age = _older_than(older_than)
+        count = purge(_store(Settings()), age)
+        typer.echo(f"Purged the bodies of {count} message(s) received more than {older_than} ago")
+
+    @app.command("reconcile")
+    def reconcile_command(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON")) -> None:
+        """One reconcile pass now (the `reconcile/every-minute` deployment does this every minute)."""
+        from metriport_flows.reconciler import reconcile_with
+
+        settings = Settings()
+        report = asyncio.run(reconcile_with(settings, _store(settings)))
+        if as_json:
+            typer.echo(report.model_dump_json(indent=2))
+            return
+        table = Table(title="Reconcile pass")
+        table.add_column("what")
+        table.add_column("count", justify="right")
+        for name, value in report.model_dump(mode="json", exclude={"started_at"}).items():
+            table.add_row(name.replace("_", " "), "-" if value is None else str(value))
+        Console().print(table)
