@@ -69,6 +69,12 @@ class Served:
 SERVED: tuple[Served, ...] = (
     Served("patient_records:patient_records", "on-demand", "One patient's records: documents, then the "
            "consolidated FHIR bundle.", triggers=(ADMIT_DISCHARGE_TRIGGER,)),
+    Served("cohort:cohort_refresh", "nightly", "Refresh every patient's records: one patient-records run "
+           "each, rate-limited, followed and reported.", cron="0 2 * * *"),
+    Served("bulk_patient_create:bulk_patient_create", "on-demand", "Create patients from a CSV "
+           "(validated first), then optionally refresh them."),
+    Served("bulk_document_download:bulk_document_download", "on-demand", "Download a patient's documents "
+           "(all, or one) into local storage with a manifest."),
 )
 
 
