@@ -10,6 +10,7 @@ The console shows patient ids only, never names: demo output ends up in logs too
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -156,9 +157,10 @@ def summary_table(patients: list[DemoPatient]) -> Table:
     for p in patients:
         r = p.result
         outcome = "[green]completed[/]" if r else f"[red]{p.stage}: {p.error or 'unfinished'}[/]"
-        documents = "-" if r is None or r.documents is None else str(r.documents)
+        listed = None if r is None else (r.documents if r.documents is not None else r.converted)
+        documents = "-" if listed is None else str(listed)
         resources = "-" if r is None else str(r.bundle.total_resources)
-        bundle = (r.bundle.path or "(empty bundle)") if r else "-"
+        bundle = (os.path.relpath(r.bundle.path) if r.bundle.path else "(empty bundle)") if r else "-"
         table.add_row(p.patient_id, outcome, documents, resources, bundle, f"{p.seconds:.1f}")
     return table
 
@@ -199,6 +201,7 @@ def run_demo(console: Console, *, root: Path = DEFAULT_ROOT, keep: bool = False,
         with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url,
                                          PREFECT_LOCAL_STORAGE_PATH: stack.prefect_home / "storage"}):
             asyncio.run(follow_runs(stack, patients, console, RUNS_TIMEOUT_SECONDS))
+        console.print()
         console.print(summary_table(patients))
         console.print(f"Prefect UI: {stack.prefect_url}  (flow runs, their artifacts and events)")
     finally:

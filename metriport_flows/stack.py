@@ -179,6 +179,7 @@ class LocalStack:
         self.api_key = EMULATOR_API_KEY
         self.webhook_key: str | None = None
         self.services: dict[str, Service] = {}
+        self.ready_after: dict[str, float] = {}  # seconds from start() until each component answered
         self.prefect_port = self.emulator_port = self.receiver_port = 0
 
     # Where things are: tests and the demo read these.
@@ -287,6 +288,11 @@ class LocalStack:
 
     def _start_all(self) -> None:
         timeout = self.startup_timeout
+        began = time.monotonic()
+
+        def ready(name: str) -> None:
+            self.ready_after[name] = round(time.monotonic() - began, 2)
+
         prefect = self._service(
             "prefect-server",
             [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)],
@@ -301,6 +307,7 @@ class LocalStack:
         emulator = self._service("emulator", emulator_argv)
         poll_until(lambda: _http_ok(f"{self.emulator_url}/_sandbox/deliveries", any_status=True),
                    timeout=timeout, what="waiting for the emulator", service=emulator)
+        ready("emulator")
 
         self.webhook_key = self._set_webhook_url()
         receiver = self._service("receiver", [_bin("metriport-flows"), "receiver", "--host", "127.0.0.1",
@@ -308,14 +315,19 @@ class LocalStack:
         poll_until(lambda: _http_ok(f"{self.receiver_url}/healthz"), timeout=timeout,
                    what="waiting for the receiver", service=receiver)
         self._set_webhook_url()
+        poll_until(self._pinged, timeout=timeout, what="waiting for the receiver to answer the emulator's ping",
+                   service=receiver)
+        ready("receiver")
         poll_until(lambda: _http_ok(f"{self.prefect_api_url}/health"), timeout=timeout,
                    what="waiting for the Prefect server", service=prefect)
+        ready("prefect-server")
         if self.serve:
             served = self._service("serve", [sys.executable, "-m", "metriport_flows.deployments.serve"],
                                    PREFECT_RUNNER_POLL_FREQUENCY="1",
                                    PREFECT_RUNNER_PROCESS_LIMIT=str(self.runner_process_limit))
             poll_until(self._deployments_served, timeout=timeout, what="waiting for the deployments",
                        service=served)
+            ready("serve")
 
     def _set_webhook_url(self) -> str:
         """POST /settings: the emulator answers with the webhook key (kept across URL changes) and pings."""
@@ -323,6 +335,11 @@ class LocalStack:
                               headers={"x-api-key": self.api_key}, timeout=10.0)
         response.raise_for_status()
         return response.json()["webhookKey"]
+
+    def _pinged(self) -> bool:
+        """The emulator records every ping it sends: the last one must have got its pong."""
+        pings = httpx.get(f"{self.emulator_url}/_sandbox/deliveries", params={"type": "ping"}, timeout=2.0).json()
+        return bool(pings) and pings[-1]["status"] == "success"
 
     def _deployments_served(self) -> bool:
         from metriport_flows.deployments.serve import deployment_names
