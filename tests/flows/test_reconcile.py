@@ -1,0 +1,235 @@
+"""Reconciler tests: a real store (SQLite and, when set, PostgreSQL), the emulator in-process (ASGI) as
+Metriport, and Prefect as a recording gateway whose runs are suspended on the waits' pause keys.
+
+Each test leaves the emulator's webhooks undeliverable (no webhook URL set, so every send is recorded as
+a failure, as Metriport does) unless it is about webhooks, so only the reconciler can end the waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from metriport_flows.client.api import MedicalApi
+from metriport_flows.client.messages import parse_message
+from metriport_flows.client.signing import compact_json
+from metriport_flows.reconciler import HEARTBEAT, ReconcileReport, reconcile_once
+from metriport_flows.sandbox.seed import SEED_PATIENTS
+from metriport_flows.settings import Settings
+from metriport_flows.stages import Outcome, ResolvedBy, Stage, pause_key
+from metriport_flows.store import MessageStatus, Store, Wait, WaitStatus, utcnow
+from metriport_flows.webhook.dispatcher import Dispatcher
+from metriport_flows.webhook.prefect_gateway import RunView
+from metriport_flows.webhook.receiver import create_app as create_receiver
+from tests.fixtures.emulator import api_key_for
+from tests.webhook.conftest import RecordingGateway, conversion_message, make_settings, serve
+
+EMULATOR = "http://emulator.test"
+FACILITY = {"name": "Reconcile Clinic", "npi": "1234567893",
+            "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "OR", "zip": "97477",
+                        "country": "USA"}}
+
+
+@dataclass
+class Emulator:
+    api: MedicalApi
+    control: httpx.AsyncClient
+    facility_id: str
+
+    async def idle(self) -> None:
+        (await self.control.post("/flush", params={"timeout": 30})).raise_for_status()
+
+    async def patient(self, seed: str = "jane") -> str:
+        return (await self.api.create_patient(self.facility_id, SEED_PATIENTS[seed].demographics())).id
+
+    async def faults(self, **faults: Any) -> None:
+        (await self.control.post("/faults", json=faults)).raise_for_status()
+
+
+@pytest.fixture
+async def emulator(emulator_app) -> AsyncIterator[Emulator]:
+    transport = httpx.ASGITransport(app=emulator_app)
+    api = MedicalApi(EMULATOR, api_key_for(f"tenant-{uuid.uuid4().hex[:8]}"), transport=transport)
+    async with api, httpx.AsyncClient(transport=transport, base_url=f"{EMULATOR}/_sandbox") as control:
+        facility = await api.create_facility(FACILITY)
+        yield Emulator(api, control, facility.id)
+
+
+@pytest.fixture
+def gateway() -> RecordingGateway:
+    return RecordingGateway()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, store: Store) -> Settings:
+    return make_settings(tmp_path, store, metriport_base_url=EMULATOR)
+
+
+def waiting(store: Store, gateway: RecordingGateway, patient_id: str, stage: Stage, *,
+            request_id: str | None = None, soft: float = -1, hard: float = 3600, attempt: int = 1) -> Wait:
+    """A wait whose run is suspended on its pause key; deadlines in seconds from now (negative: passed)."""
+    now = utcnow()
+    wait = store.register_wait(
+        flow_run_id=str(uuid.uuid4()), stage=stage, attempt=attempt, patient_id=patient_id,
+        soft_deadline=now + timedelta(seconds=soft), hard_deadline=now + timedelta(seconds=hard),
+        request_id=request_id)
+    gateway.runs[wait.flow_run_id] = RunView("PAUSED", "Suspended", pause_key(stage, attempt))
+    return wait
+
+
+async def documents_done(emulator: Emulator, seed: str = "jane") -> tuple[str, str]:
+    """A patient whose document query has finished (its webhooks failed: no URL is set)."""
+    patient_id = await emulator.patient(seed)
+    started = await emulator.api.start_document_query(patient_id, emulator.facility_id)
+    await emulator.idle()
+    return patient_id, started.request_id
+
+
+async def reconcile(store: Store, emulator: Emulator, gateway: RecordingGateway, settings: Settings,
+                    ahead: float = 0) -> ReconcileReport:
+    return await reconcile_once(store, emulator.api, gateway, settings, utcnow() + timedelta(seconds=ahead))
+
+
+async def test_stuck_pending_and_claimed_rows_are_redispatched(store, emulator, gateway, settings) -> None:
+    first, second = (waiting(store, gateway, f"pat-{n}", Stage.documents, soft=600) for n in (1, 2))
+    for wait in (first, second):
+        message = conversion_message(wait.patient_id)
+        assert store.insert_message(message_id=message["meta"]["messageId"], type=message["meta"]["type"],
+                                    body=compact_json(message), patient_id=wait.patient_id)
+        if wait is first:
+            assert len(store.claim_pending()) == 1  # a dispatcher that crashed holding this row
+
+    calm = await reconcile(store, emulator, gateway, settings)
+    assert (calm.messages_requeued, calm.messages_dispatched) == (0, 0), "nothing is stuck yet"
+
+    report = await reconcile(store, emulator, gateway, settings, ahead=120)
+    assert (report.messages_requeued, report.messages_dispatched) == (2, 2)
+    for wait in (first, second):
+        done = store.get_wait(wait.id)
+        assert done.status == WaitStatus.delivered
+        assert done.result_model().resolved_by == ResolvedBy.webhook
+    assert {row.status for row in store.list_messages()} == {MessageStatus.done.value}
+    assert sorted(run for run, _ in gateway.resumes) == sorted([first.flow_run_id, second.flow_run_id])
+
+
+async def test_documents_wait_past_soft_deadline_resolved_from_status(store, emulator, gateway, settings) -> None:
+    patient_id, request_id = await documents_done(emulator)
+    early = waiting(store, gateway, patient_id, Stage.documents, request_id=request_id, soft=600)
+    assert (await reconcile(store, emulator, gateway, settings)).waits_checked == 0, "soft deadline not passed"
+
+    report = await reconcile(store, emulator, gateway, settings, ahead=601)
+    assert (report.waits_checked, report.resolved_ready, report.delivered) == (1, 1, 1)
+    wait = store.get_wait(early.id)
+    result = wait.result_model()
+    assert (wait.status, result.outcome, result.resolved_by, result.request_id) == (
+        WaitStatus.delivered, Outcome.ready, ResolvedBy.reconciler, request_id)
+    assert (result.documents, result.converted) == (7, 1)
+    assert gateway.resumes == [(early.flow_run_id, result.model_dump(mode="json"))]
+    heartbeat = store.get_heartbeat(HEARTBEAT)
+    assert heartbeat.detail["resolved_ready"] == 1 and heartbeat.detail["waits_checked"] == 1
+
+
+async def test_stuck_query_stays_open_until_the_hard_deadline_times_it_out(store, emulator, gateway,
+                                                                          settings) -> None:
+    patient_id = await emulator.patient("chris")
+    await emulator.faults(stuck_patients=[patient_id])
+    started = await emulator.api.start_document_query(patient_id, emulator.facility_id)
+    wait = waiting(store, gateway, patient_id, Stage.documents, request_id=started.request_id, hard=60)
+
+    report = await reconcile(store, emulator, gateway, settings)
+    assert (report.waits_checked, report.still_processing, report.resolved) == (1, 1, 0)
+    assert store.get_wait(wait.id).status == WaitStatus.open
+
+    report = await reconcile(store, emulator, gateway, settings, ahead=61)
+    assert (report.still_processing, report.timed_out, report.delivered) == (1, 1, 1)
+    result = store.get_wait(wait.id).result_model()
+    assert (result.outcome, result.resolved_by) == (Outcome.timeout, ResolvedBy.reconciler)
+    assert "hard deadline" in result.detail and "documents" in result.detail
+
+
+async def test_consolidated_past_soft_deadline_is_fetched_from_the_stored_webhook(store, emulator, gateway,
+                                                                                settings) -> None:
+    patient_id, _ = await documents_done(emulator)
+    query = await emulator.api.start_consolidated_query(patient_id, "json")
+    await emulator.idle()
+    wait = waiting(store, gateway, patient_id, Stage.consolidated, request_id=query.request_id)
+
+    report = await reconcile(store, emulator, gateway, settings)
+    assert (report.resolved_ready, report.delivered) == (1, 1)
+    result = store.get_wait(wait.id).result_model()
+    assert (result.outcome, result.resolved_by, result.empty) == (Outcome.ready, ResolvedBy.reconciler, False)
+    stored = Path(result.bundle_path)
+    assert stored == settings.bundle_dir / patient_id / f"{query.request_id}.json"
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == result.sha256
+    assert stored.stat().st_size == result.size_bytes and stored.stat().st_mode & 0o777 == 0o600
+
+
+async def test_expired_bundle_url_resolves_expired_so_the_flow_re_requests(store, emulator, gateway,
+                                                                          settings) -> None:
+    patient_id, _ = await documents_done(emulator)
+    await emulator.faults(url_lifetime=0)
+    query = await emulator.api.start_consolidated_query(patient_id, "json")
+    await emulator.idle()
+    wait = waiting(store, gateway, patient_id, Stage.consolidated, request_id=query.request_id)
+
+    report = await reconcile(store, emulator, gateway, settings)
+    assert (report.resolved_expired, report.delivered) == (1, 1)
+    result = store.get_wait(wait.id).result_model()
+    assert (result.outcome, result.request_id) == (Outcome.expired, query.request_id)
+    assert not (settings.bundle_dir / patient_id).exists() or not any((settings.bundle_dir / patient_id).iterdir())
+    # the flow's next attempt has its own wait and pause key: the reconciler leaves it alone
+    retry = waiting(store, gateway, patient_id, Stage.consolidated, attempt=2, soft=600)
+    assert pause_key(Stage.consolidated, 2) != wait.pause_key
+    again = await reconcile(store, emulator, gateway, settings)
+    assert (again.resolved, again.delivered) == (0, 0)
+    assert store.get_wait(retry.id).status == WaitStatus.open
+
+
+async def test_failed_deliveries_are_retried_and_the_resent_messages_correlate(store, emulator, gateway,
+                                                                              tmp_path) -> None:
+    patient_id, request_id = await documents_done(emulator, "ollie")
+    wait = waiting(store, gateway, patient_id, Stage.documents, request_id=request_id, soft=600)
+    # Metriport's key exists once a URL is set; the receiver verifies with it, then the URL points at it.
+    key = (await emulator.api.update_settings("http://127.0.0.1:9/nowhere")).webhook_key
+    settings = make_settings(tmp_path, store, metriport_base_url=EMULATOR, metriport_webhook_key=key)
+    with serve(create_receiver(settings, store, run_dispatcher=False)) as receiver_url:
+        await emulator.api.update_settings(f"{receiver_url}/metriport/webhook")
+        await emulator.idle()
+        assert (await emulator.api.get_webhook_status()).webhook_requests_failed == 2
+
+        report = await reconcile_once(store, emulator.api, gateway, settings)
+        assert (report.webhooks_failed, report.webhook_retry_requested) == (2, True)
+        await emulator.idle()
+
+    rows = {row.type: row for row in store.list_messages()}
+    assert set(rows) == {"medical.document-download", "medical.document-conversion"}
+    assert all(parse_message(row.body).meta.data is None for row in rows.values()), "retries carry no meta.data"
+    assert rows["medical.document-conversion"].request_id is None
+    await Dispatcher(store, settings, gateway, emulator.api).dispatch_once()
+    resolved = store.get_wait(wait.id).result_model()
+    assert (resolved.outcome, resolved.resolved_by) == (Outcome.ready, ResolvedBy.webhook)
+    assert {store.get_message(row.message_id).wait_id for row in rows.values()} == {wait.id}
+    assert (await emulator.api.get_webhook_status()).webhook_requests_failed == 0
+    assert (await reconcile_once(store, emulator.api, gateway, settings)).webhook_retry_requested is False
+
+
+async def test_two_passes_resolve_and_resume_once(store, emulator, gateway, settings) -> None:
+    patient_id, request_id = await documents_done(emulator, "kyla")
+    soft = waiting(store, gateway, patient_id, Stage.documents, request_id=request_id)
+    hard = waiting(store, gateway, "pat-silent", Stage.bulk_download, hard=-1)
+
+    reports = await asyncio.gather(*(reconcile(store, emulator, gateway, settings) for _ in range(2)))
+    assert sum(r.resolved_ready for r in reports) == 1 and sum(r.timed_out for r in reports) == 1
+    later = await reconcile(store, emulator, gateway, settings, ahead=3600)
+    assert (later.waits_checked, later.resolved, later.delivered) == (0, 0, 0)
+    assert sorted(run for run, _ in gateway.resumes) == sorted([soft.flow_run_id, hard.flow_run_id])
+    assert store.get_wait(hard.id).result_model().outcome == Outcome.timeout
