@@ -68,20 +68,24 @@ def ccda_xml(seed_key: str) -> bytes:
         _section("2.16.840.1.113883.10.20.22.2.1", "10160-0", "Medications", medications),
     ))
     xml = f"""<?xml version="1.0" encoding="UTF-8"?>
-<ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:sdtc="urn:hl7-org:sdtc" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:sdtc="urn:hl7-org:sdtc"
+ xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
 <realmCode code="US"/>
 <typeId root="2.16.840.1.113883.1.3" extension="POCD_HD000040"/>
 <templateId root="2.16.840.1.113883.10.20.22.1.1" extension="2015-08-01"/>
 <templateId root="2.16.840.1.113883.10.20.22.1.2" extension="2015-08-01"/>
 <id root="{_oid_uuid("ccda", seed_key)}"/>
-<code code="34133-9" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC" displayName="Summarization of Episode Note"/>
+<code code="34133-9" codeSystem="2.16.840.1.113883.6.1" codeSystemName="LOINC"
+ displayName="Summarization of Episode Note"/>
 <title>C-CDA R2.1 Patient Record</title>
 <effectiveTime value="{CCDA_EFFECTIVE}"/>
 <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>
 <languageCode code="en-US"/>
 <recordTarget><patientRole>
 <id root="{_oid_uuid("patient", seed_key)}"/>
-<addr use="HP"><streetAddressLine>{escape(address.address_line1)}</streetAddressLine><city>{escape(address.city)}</city><state>{address.state}</state><postalCode>{address.zip}</postalCode><country>US</country></addr>
+<addr use="HP"><streetAddressLine>{escape(address.address_line1)}</streetAddressLine>
+<city>{escape(address.city)}</city><state>{address.state}</state>
+<postalCode>{address.zip}</postalCode><country>US</country></addr>
 <patient>
 <name use="L"><given>{escape(seed.first_name)}</given><family>{escape(seed.last_name)}</family></name>
 <administrativeGenderCode code="{seed.gender_at_birth}" codeSystem="2.16.840.1.113883.5.1" displayName="{gender}"/>
@@ -109,9 +113,12 @@ _FINDINGS = (
 )
 
 
+_VISITS = {"demo2.pdf": "2022-07-21", "demo3.pdf": "2023-03-22", "demo4.pdf": "2023-06-12"}
+
+
 def examination_pdf(file_name: str, seed_key: str) -> bytes:
     seed = SEED_PATIENTS[seed_key]
-    visit = {"demo2.pdf": "2022-07-21", "demo3.pdf": "2023-03-22", "demo4.pdf": "2023-06-12"}.get(file_name, "2023-06-15")
+    visit = _VISITS.get(file_name, "2023-06-15")
     lines = [
         f"Patient: {seed.first_name} {seed.last_name}    DOB: {seed.dob}    Sex: {seed.gender_at_birth}",
         f"Visit date: {visit}    Document: {file_name}",
@@ -168,10 +175,13 @@ def tiny_tiff(description: str, shade: int = 96, size: int = 8) -> bytes:
         (283, 5, 1, res_at + 8),  # YResolution
         (296, 3, 1, 2),  # ResolutionUnit: inch
     ]
-    ifd = struct.pack("<H", tags) + b"".join(
-        struct.pack("<HHIHH", tag, kind, count, value, 0) if kind == 3 else struct.pack("<HHII", tag, kind, count, value)
+    packed = [
+        struct.pack("<HHIHH", tag, kind, count, value, 0)  # SHORT values sit left-justified in 4 bytes
+        if kind == 3
+        else struct.pack("<HHII", tag, kind, count, value)
         for tag, kind, count, value in entries
-    ) + struct.pack("<I", 0)
+    ]
+    ifd = struct.pack("<H", tags) + b"".join(packed) + struct.pack("<I", 0)
     header = b"II*\x00" + struct.pack("<I", ifd_at)
     padding = b"\x00" * (len(text) % 2)
     resolution = struct.pack("<IIII", 72, 1, 72, 1)

@@ -179,9 +179,10 @@ class RecordBuilder:
         return round(value, measure.decimals) if measure.decimals else float(round(value))
 
     def _observation(self, measure: fc.Measure, encounter: dict, at: datetime, lab: bool, value: float) -> dict:
+        kind = ("laboratory", "Laboratory") if lab else ("vital-signs", "Vital Signs")
         fields: dict = {
             "status": "final",
-            "category": category(fc.OBS_CATEGORY, *(("laboratory", "Laboratory") if lab else ("vital-signs", "Vital Signs"))),
+            "category": category(fc.OBS_CATEGORY, *kind),
             "code": measure.code.concept(),
             "subject": self.subject(),
             "encounter": ref(encounter),

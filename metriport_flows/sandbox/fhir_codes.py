@@ -95,7 +95,9 @@ POTASSIUM = Measure(_loinc("2823-3", "Potassium [Moles/volume] in Serum or Plasm
 CHOLESTEROL = Measure(_loinc("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma"), "mg/dL", (125, 200))
 TRIGLYCERIDE = Measure(_loinc("2571-8", "Triglyceride [Mass/volume] in Serum or Plasma"), "mg/dL", (40, 150))
 HDL = Measure(_loinc("2085-9", "Cholesterol in HDL [Mass/volume] in Serum or Plasma"), "mg/dL", (40, 80))
-LDL = Measure(_loinc("18262-6", "Cholesterol in LDL [Mass/volume] in Serum or Plasma by Direct assay"), "mg/dL", (50, 100))
+LDL = Measure(
+    _loinc("18262-6", "Cholesterol in LDL [Mass/volume] in Serum or Plasma by Direct assay"), "mg/dL", (50, 100)
+)
 HEMOGLOBIN = Measure(_loinc("718-7", "Hemoglobin [Mass/volume] in Blood"), "g/dL", (12.0, 17.0), 1)
 WBC = Measure(_loinc("6690-2", "Leukocytes [#/volume] in Blood by Automated count"), "10*3/uL", (4.5, 11.0), 1)
 PLATELETS = Measure(_loinc("777-3", "Platelets [#/volume] in Blood by Automated count"), "10*3/uL", (150, 400))
@@ -113,12 +115,18 @@ DIABETES = _problem("44054006", "E11.9", "Type 2 diabetes mellitus", "Type 2 dia
 HYPERLIPIDEMIA = _problem("55822004", "E78.5", "Hyperlipidemia", "Hyperlipidemia, unspecified")
 ASTHMA = _problem("195967001", "J45.909", "Asthma", "Unspecified asthma, uncomplicated")
 ANXIETY = _problem("21897009", "F41.1", "Generalized anxiety disorder", "Generalized anxiety disorder")
-MIGRAINE = _problem("37796009", "G43.909", "Migraine", "Migraine, unspecified, not intractable, without status migrainosus")
-COPD = _problem("13645005", "J44.9", "Chronic obstructive lung disease", "Chronic obstructive pulmonary disease, unspecified")
+MIGRAINE = _problem(
+    "37796009", "G43.909", "Migraine", "Migraine, unspecified, not intractable, without status migrainosus"
+)
+COPD = _problem(
+    "13645005", "J44.9", "Chronic obstructive lung disease", "Chronic obstructive pulmonary disease, unspecified"
+)
 AFIB = _problem("49436004", "I48.91", "Atrial fibrillation", "Unspecified atrial fibrillation")
 OSTEOARTHRITIS = _problem("239873007", "M17.9", "Osteoarthritis of knee", "Osteoarthritis of knee, unspecified")
 CKD3 = _problem("433144002", "N18.30", "Chronic kidney disease stage 3", "Chronic kidney disease, stage 3 unspecified")
-OSTEOPOROSIS = _problem("64859006", "M81.0", "Osteoporosis", "Age-related osteoporosis without current pathological fracture")
+OSTEOPOROSIS = _problem(
+    "64859006", "M81.0", "Osteoporosis", "Age-related osteoporosis without current pathological fracture"
+)
 DEMENTIA = _problem("26929004", "G30.9", "Alzheimer's disease", "Alzheimer's disease, unspecified")
 BRONCHITIS = _problem("10509002", "J20.9", "Acute bronchitis", "Acute bronchitis, unspecified", chronic=False)
 BACK_PAIN = _problem("279039007", "M54.50", "Low back pain", "Low back pain, unspecified", chronic=False)
@@ -132,16 +140,20 @@ def _drug(rxcui: str, display: str, dosage: str, treats: Problem) -> Drug:
 DRUGS: tuple[Drug, ...] = (
     _drug("314076", "lisinopril 10 MG Oral Tablet", "Take 1 tablet by mouth once daily", HYPERTENSION),
     _drug("197361", "amlodipine 5 MG Oral Tablet", "Take 1 tablet by mouth once daily", HYPERTENSION),
-    _drug("861007", "metformin hydrochloride 500 MG Oral Tablet", "Take 1 tablet by mouth twice daily with meals", DIABETES),
+    _drug("861007", "metformin hydrochloride 500 MG Oral Tablet", "Take 1 tablet by mouth twice daily with meals",
+          DIABETES),
     _drug("617310", "atorvastatin 20 MG Oral Tablet", "Take 1 tablet by mouth at bedtime", HYPERLIPIDEMIA),
-    _drug("745679", "200 ACTUAT albuterol 0.09 MG/ACTUAT Metered Dose Inhaler", "Inhale 2 puffs every 4 to 6 hours as needed", ASTHMA),
+    _drug("745679", "200 ACTUAT albuterol 0.09 MG/ACTUAT Metered Dose Inhaler",
+          "Inhale 2 puffs every 4 to 6 hours as needed", ASTHMA),
     _drug("312941", "sertraline 50 MG Oral Tablet", "Take 1 tablet by mouth once daily", ANXIETY),
     _drug("1364445", "apixaban 5 MG Oral Tablet", "Take 1 tablet by mouth twice daily", AFIB),
-    _drug("198440", "acetaminophen 500 MG Oral Tablet", "Take 2 tablets by mouth every 6 hours as needed for pain", OSTEOARTHRITIS),
+    _drug("198440", "acetaminophen 500 MG Oral Tablet", "Take 2 tablets by mouth every 6 hours as needed for pain",
+          OSTEOARTHRITIS),
     _drug("904419", "alendronate 70 MG Oral Tablet", "Take 1 tablet by mouth once weekly", OSTEOPOROSIS),
     _drug("997223", "donepezil hydrochloride 10 MG Oral Tablet", "Take 1 tablet by mouth at bedtime", DEMENTIA),
     _drug("197806", "ibuprofen 600 MG Oral Tablet", "Take 1 tablet by mouth every 8 hours as needed", BACK_PAIN),
-    _drug("308182", "amoxicillin 500 MG Oral Capsule", "Take 1 capsule by mouth three times daily for 10 days", SINUSITIS),
+    _drug("308182", "amoxicillin 500 MG Oral Capsule", "Take 1 capsule by mouth three times daily for 10 days",
+          SINUSITIS),
 )
 
 # (substance, clinical code, reaction manifestation, criticality)

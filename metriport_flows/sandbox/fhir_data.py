@@ -133,7 +133,9 @@ def filter_resources(
             continue
         selected.add(index)
     supporting = {
-        f"{r['resourceType']}/{r['id']}": i for i, r in enumerate(resources) if r.get("resourceType") in SUPPORTING_TYPES
+        f"{r['resourceType']}/{r['id']}": i
+        for i, r in enumerate(resources)
+        if r.get("resourceType") in SUPPORTING_TYPES
     }
     pending = sorted(selected)
     while pending:

@@ -83,75 +83,100 @@ def _is_lab(obs: Mapping[str, Any]) -> bool:
     return any(c.get("code") == "laboratory" for cat in obs.get("category", []) for c in cat.get("coding", []))
 
 
-def summary_sections(resources: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[Section]]:
-    """The patient header lines and one section per resource type present, in clinical order."""
-    resources = list(resources)
-    by_ref = {f"{r.get('resourceType')}/{r.get('id')}": r for r in resources}
-    of = {kind: [r for r in resources if r.get("resourceType") == kind] for kind in {r.get("resourceType") for r in resources}}
+class _Record:
+    """The resources indexed by type and by `Type/id`, with the lookups the sections need."""
 
-    def medication(resource: Mapping[str, Any]) -> str:
+    def __init__(self, resources: Iterable[Mapping[str, Any]]) -> None:
+        self.resources = list(resources)
+        self.by_ref = {f"{r.get('resourceType')}/{r.get('id')}": r for r in self.resources}
+        self.types = sorted({str(r.get("resourceType")) for r in self.resources if r.get("resourceType")})
+
+    def dated(self, kind: str) -> list[Mapping[str, Any]]:
+        """Resources of one type, newest first."""
+        return sorted((r for r in self.resources if r.get("resourceType") == kind), key=_when, reverse=True)
+
+    def medication(self, resource: Mapping[str, Any]) -> str:
         if "medicationCodeableConcept" in resource:
             return _concept(resource["medicationCodeableConcept"])
-        target = by_ref.get(str((resource.get("medicationReference") or {}).get("reference")))
+        target = self.by_ref.get(str((resource.get("medicationReference") or {}).get("reference")))
         return _concept(target.get("code")) if target else ""
 
-    def dosage(items: Any) -> str:
-        return "; ".join(str(d.get("text", "")) for d in items or [])
+    def lab_results(self, report: Mapping[str, Any]) -> str:
+        observations = [self.by_ref.get(str(x.get("reference"))) for x in report.get("result", [])]
+        return "; ".join(f"{_concept(o.get('code'))}: {_observation_value(o)}" for o in observations if o)
 
-    def dated(kind: str) -> list[Mapping[str, Any]]:
-        return sorted(of.get(kind, []), key=_when, reverse=True)
 
-    header: list[str] = []
-    for patient in of.get("Patient", []):
-        name = (patient.get("name") or [{}])[0]
-        full = " ".join([*name.get("given", []), name.get("family", "")]).strip()
-        address = (patient.get("address") or [{}])[0]
-        place = ", ".join(filter(None, [*address.get("line", []), address.get("city"), address.get("state"), address.get("postalCode")]))
-        header += [f"Patient: {full}", f"Date of birth: {patient.get('birthDate', '')}    Gender: {patient.get('gender', '')}"]
-        header += [f"Address: {place}"] if place else []
+def _dosage(items: Any) -> str:
+    return "; ".join(str(d.get("text", "")) for d in items or [])
 
+
+def _reactions(allergy: Mapping[str, Any]) -> str:
+    return ", ".join(_concept(m) for x in allergy.get("reaction", []) for m in x.get("manifestation", []))
+
+
+def _patient_lines(patient: Mapping[str, Any]) -> list[str]:
+    name = (patient.get("name") or [{}])[0]
+    full = " ".join([*name.get("given", []), name.get("family", "")]).strip()
+    address = (patient.get("address") or [{}])[0]
+    parts = [*address.get("line", []), address.get("city"), address.get("state"), address.get("postalCode")]
+    place = ", ".join(str(p) for p in parts if p)
+    born = f"Date of birth: {patient.get('birthDate', '')}    Gender: {patient.get('gender', '')}"
+    lines = [f"Patient: {full}", born]
+    return lines + ([f"Address: {place}"] if place else [])
+
+
+def status(resource: Mapping[str, Any]) -> str:
+    return str(resource.get("status", ""))
+
+
+def period(resource: Mapping[str, Any], key: str) -> str:
+    return str((resource.get("period") or {}).get(key, ""))
+
+
+def summary_sections(resources: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[Section]]:
+    """The patient header lines and one section per resource type present, in clinical order."""
+    rec = _Record(resources)
+    header = [line for patient in rec.dated("Patient") for line in _patient_lines(patient)]
     sections = [
         Section("Condition", "Conditions", ("Condition", "Codes", "Status", "Onset"),
                 [(_concept(r.get("code")), _codes(r.get("code")), _status(r.get("clinicalStatus")), _when(r))
-                 for r in dated("Condition")]),
+                 for r in rec.dated("Condition")]),
         Section("MedicationStatement", "Medications", ("Medication", "Dosage", "Status", "Since"),
-                [(medication(r), dosage(r.get("dosage")), str(r.get("status", "")), _when(r))
-                 for r in dated("MedicationStatement")]),
+                [(rec.medication(r), _dosage(r.get("dosage")), status(r), _when(r))
+                 for r in rec.dated("MedicationStatement")]),
         Section("MedicationRequest", "Prescriptions", ("Medication", "Instructions", "Status", "Ordered"),
-                [(medication(r), dosage(r.get("dosageInstruction")), str(r.get("status", "")), _when(r))
-                 for r in dated("MedicationRequest")]),
+                [(rec.medication(r), _dosage(r.get("dosageInstruction")), status(r), _when(r))
+                 for r in rec.dated("MedicationRequest")]),
         Section("AllergyIntolerance", "Allergies", ("Allergy", "Reaction", "Criticality", "Recorded"),
-                [(_concept(r.get("code")),
-                  ", ".join(_concept(m) for x in r.get("reaction", []) for m in x.get("manifestation", [])),
-                  str(r.get("criticality", "")), _when(r)) for r in dated("AllergyIntolerance")]),
+                [(_concept(r.get("code")), _reactions(r), str(r.get("criticality", "")), _when(r))
+                 for r in rec.dated("AllergyIntolerance")]),
         Section("Immunization", "Immunizations", ("Vaccine", "Codes", "Status", "Date"),
-                [(_concept(r.get("vaccineCode")), _codes(r.get("vaccineCode")), str(r.get("status", "")), _when(r))
-                 for r in dated("Immunization")]),
+                [(_concept(r.get("vaccineCode")), _codes(r.get("vaccineCode")), status(r), _when(r))
+                 for r in rec.dated("Immunization")]),
         Section("Procedure", "Procedures", ("Procedure", "Codes", "Status", "Date"),
-                [(_concept(r.get("code")), _codes(r.get("code")), str(r.get("status", "")), _when(r))
-                 for r in dated("Procedure")]),
+                [(_concept(r.get("code")), _codes(r.get("code")), status(r), _when(r))
+                 for r in rec.dated("Procedure")]),
         Section("DiagnosticReport", "Lab reports", ("Report", "Results", "Status", "Date"),
-                [(_concept(r.get("code")),
-                  "; ".join(f"{_concept(o.get('code'))}: {_observation_value(o)}"
-                            for x in r.get("result", []) if (o := by_ref.get(str(x.get("reference"))))),
-                  str(r.get("status", "")), _when(r)) for r in dated("DiagnosticReport")]),
+                [(_concept(r.get("code")), rec.lab_results(r), status(r), _when(r))
+                 for r in rec.dated("DiagnosticReport")]),
         Section("Observation", "Vital signs", ("Measurement", "Value", "Date"),
                 [(_concept(r.get("code")), _observation_value(r), _when(r))
-                 for r in dated("Observation") if not _is_lab(r)]),
+                 for r in rec.dated("Observation") if not _is_lab(r)]),
         Section("Observation", "Lab results", ("Test", "Value", "Date"),
-                [(_concept(r.get("code")), _observation_value(r), _when(r)) for r in dated("Observation") if _is_lab(r)]),
+                [(_concept(r.get("code")), _observation_value(r), _when(r))
+                 for r in rec.dated("Observation") if _is_lab(r)]),
         Section("Encounter", "Encounters", ("Type", "Class", "Start", "End"),
                 [(", ".join(_concept(t) for t in r.get("type", [])), str((r.get("class") or {}).get("display", "")),
-                  str((r.get("period") or {}).get("start", "")), str((r.get("period") or {}).get("end", "")))
-                 for r in dated("Encounter")]),
+                  period(r, "start"), period(r, "end")) for r in rec.dated("Encounter")]),
         Section("DocumentReference", "Documents", ("Document", "Type", "Date"),
-                [(str(r.get("description", "")), _concept(r.get("type")), _when(r)) for r in dated("DocumentReference")]),
+                [(str(r.get("description", "")), _concept(r.get("type")), _when(r))
+                 for r in rec.dated("DocumentReference")]),
     ]
     covered = {s.resource_type for s in sections} | {"Patient"} | SUPPORTING_TYPES  # shown via referrers
-    for kind in sorted(k for k in of if k and k not in covered):
-        sections.append(Section(kind, kind, ("Summary", "Date"),
-                                [(_concept(r.get("code")) or str(r.get("name", "")) or str(r.get("id", "")), _when(r))
-                                 for r in of[kind]]))
+    for kind in (k for k in rec.types if k not in covered):
+        rows = [(_concept(r.get("code")) or str(r.get("name", "")) or str(r.get("id", "")), _when(r))
+                for r in rec.dated(kind)]
+        sections.append(Section(kind, kind, ("Summary", "Date"), rows))
     return header, [s for s in sections if s.rows]
 
 

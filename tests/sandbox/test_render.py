@@ -141,7 +141,8 @@ def test_seed_documents_are_real_files(key):
             root = ET.fromstring(raw)
             ns = {"h": "urn:hl7-org:v3"}
             assert root.tag == "{urn:hl7-org:v3}ClinicalDocument"
-            assert root.find("h:templateId[@root='2.16.840.1.113883.10.20.22.1.1']", ns).get("extension") == "2015-08-01"
+            template = root.find("h:templateId[@root='2.16.840.1.113883.10.20.22.1.1']", ns)
+            assert template.get("extension") == "2015-08-01"
             assert root.find("h:code", ns).get("code") == "34133-9"
             name_el = root.find("h:recordTarget/h:patientRole/h:patient/h:name", ns)
             seed = SEED_PATIENTS[key]
