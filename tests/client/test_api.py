@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import stat
 import uuid
@@ -28,9 +29,13 @@ from metriport_flows.client.messages import (
     BulkPatientCreateMessage,
     ConsolidatedDataMessage,
     DocumentDownloadMessage,
+    GenericMessage,
+    PatientAdmitMessage,
+    PatientDischargeMessage,
     parse_message,
 )
 from metriport_flows.client.models import Address, Demographics, FacilityCreate
+from metriport_flows.settings import Settings
 from tests.fixtures.emulator import api_key_for
 
 BASE = "http://emulator.test"
@@ -285,3 +290,36 @@ async def test_rate_limit_429_waits_retry_after_then_succeeds(
         with pytest.raises(RateLimited) as caught:
             await bare.start_document_query(third.id)
     assert caught.value.retry_after is not None and "document query" in caught.value.detail
+
+
+async def test_notifications_parse_and_their_bundle_downloads(
+    api: MedicalApi, control: httpx.AsyncClient, webhook_receiver, tmp_path: Path
+) -> None:
+    await api.update_settings(webhook_receiver.url)
+    facility = await api.create_facility(FACILITY)
+    patient = await api.create_patient(facility.id, person("Notified"))
+    for kind in ("patient.admit", "patient.discharge"):
+        sent = await control.post("/_sandbox/notifications", json={"patientId": patient.id, "type": kind})
+        assert sent.status_code == 200, sent.text
+    await flush(control)
+    admit = parse_message(webhook_receiver.wait_for(1, "patient.admit")[0].body)
+    discharge = parse_message(webhook_receiver.wait_for(1, "patient.discharge")[0].body)
+    assert isinstance(admit, PatientAdmitMessage) and isinstance(discharge, PatientDischargeMessage)
+    assert admit.patient_id == discharge.patient_id == patient.id
+    assert admit.payload.admit_timestamp and discharge.payload.discharge_timestamp
+    bundle = await api.download(discharge.payload.url, tmp_path / "adt.json")
+    assert bundle.size > 0 and b"Encounter" in bundle.path.read_bytes()
+    typed = [parse_message(r.body) for r in webhook_receiver.messages()]
+    assert all(not isinstance(m, GenericMessage) for m in typed)
+
+
+async def test_from_settings_over_real_loopback(emulator, tmp_path: Path) -> None:
+    """The default transport (no injection) against the uvicorn emulator on a free port."""
+    settings = Settings(metriport_base_url=emulator.base_url, metriport_api_key=emulator.api_key)
+    async with MedicalApi.from_settings(settings) as api:
+        facility = await api.create_facility(FACILITY)
+        patient = await api.create_patient(facility.id, JANE)
+        await api.start_document_query(patient.id)
+        await asyncio.to_thread(emulator.idle)
+        downloaded = await api.download(await api.get_download_url("demo2.pdf"), tmp_path / "demo2.pdf")
+    assert downloaded.path.read_bytes().startswith(b"%PDF") and downloaded.content_type == "application/pdf"
