@@ -77,5 +77,6 @@ RESULT_MODELS: dict[Stage, type[StageResult]] = {
 
 
 def pause_key(stage: Stage, attempt: int) -> str:
-    """A pause key fires once, so every stage attempt gets its own."""
-    return f"{stage.value}-{attempt}"
+    """A pause key fires once, so every stage attempt gets its own. Prefect derives run-input keys from it,
+    which allow only lowercase letters, digits and dashes (`bulk_download` would fail the suspend)."""
+    return f"{Stage(stage).value.replace('_', '-')}-{attempt}"
