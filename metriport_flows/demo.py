@@ -142,7 +142,7 @@ async def read_outcome(run: FlowRun, patient: DemoPatient) -> None:
 def live_table(patients: list[DemoPatient], elapsed: float) -> Table:
     table = Table(title=f"patient-records runs ({elapsed:.0f} s)", title_justify="left")
     for column in ("patient id", "kind", "flow run", "stage", "seconds"):
-        table.add_column(column, justify="right" if column == "seconds" else "left")
+        table.add_column(column, justify="right" if column == "seconds" else "left", no_wrap=column != "stage")
     colours = {"done": "green", "failed": "red"}
     for p in patients:
         stage = f"[{colours.get(p.stage, 'yellow')}]{p.stage}[/]"
@@ -153,7 +153,8 @@ def live_table(patients: list[DemoPatient], elapsed: float) -> Table:
 def summary_table(patients: list[DemoPatient]) -> Table:
     table = Table(title="Summary", title_justify="left")
     for column in ("patient id", "outcome", "documents", "resources", "bundle", "seconds"):
-        table.add_column(column, justify="right" if column in ("documents", "resources", "seconds") else "left")
+        table.add_column(column, justify="right" if column in ("documents", "resources", "seconds") else "left",
+                         no_wrap=column == "patient id", overflow="fold")
     for p in patients:
         r = p.result
         outcome = "[green]completed[/]" if r else f"[red]{p.stage}: {p.error or 'unfinished'}[/]"
@@ -168,14 +169,18 @@ def summary_table(patients: list[DemoPatient]) -> Table:
 async def follow_runs(stack: LocalStack, patients: list[DemoPatient], console: Console, timeout: float) -> None:
     store = Store(stack.database_url)
     began = time.monotonic()
-    async with PrefectClient(api=stack.prefect_api_url) as client:
-        await start_runs(client, patients)
-        with Live(live_table(patients, 0), console=console, refresh_per_second=4) as live:
-            while any(p.stage not in FINAL_STAGES for p in patients) and time.monotonic() - began < timeout:
-                await refresh(client, store, patients)
+    # Results are read from the stack's result storage (the flows persist them there).
+    bound = temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url,
+                                        PREFECT_LOCAL_STORAGE_PATH: stack.prefect_home / "storage"})
+    with bound:
+        async with PrefectClient(api=stack.prefect_api_url) as client:
+            await start_runs(client, patients)
+            with Live(live_table(patients, 0), console=console, refresh_per_second=4) as live:
+                while any(p.stage not in FINAL_STAGES for p in patients) and time.monotonic() - began < timeout:
+                    await refresh(client, store, patients)
+                    live.update(live_table(patients, time.monotonic() - began))
+                    await asyncio.sleep(0.5)
                 live.update(live_table(patients, time.monotonic() - began))
-                await asyncio.sleep(0.5)
-            live.update(live_table(patients, time.monotonic() - began))
     store.dispose()
 
 
@@ -188,19 +193,18 @@ def prepare_root(root: Path) -> None:
 
 
 def run_demo(console: Console, *, root: Path = DEFAULT_ROOT, keep: bool = False,
-             seed_keys: list[str] | None = None, others: int = 2) -> list[DemoPatient]:
+             seed_keys: list[str] | None = None, others: int = 2, hot_window_seconds: float = 30.0,
+             delay: tuple[float, float] = (0.0, 5.0)) -> list[DemoPatient]:
     began = time.monotonic()
     prepare_root(root)
-    stack = LocalStack(root, hot_window_seconds=30.0, delay=(0.0, 5.0))
+    stack = LocalStack(root, hot_window_seconds=hot_window_seconds, delay=delay)
     try:
         with console.status("Starting Prefect server, emulator, receiver and deployments..."):
             stack.start()
         console.print(f"Stack up in {time.monotonic() - began:.1f} s; logs in {stack.logs_dir}")
         patients = asyncio.run(create_patients(stack, list(seed_keys or SEED_PATIENTS), others))
         console.print(f"Created a facility and {len(patients)} patients; starting one run each")
-        with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url,
-                                         PREFECT_LOCAL_STORAGE_PATH: stack.prefect_home / "storage"}):
-            asyncio.run(follow_runs(stack, patients, console, RUNS_TIMEOUT_SECONDS))
+        asyncio.run(follow_runs(stack, patients, console, RUNS_TIMEOUT_SECONDS))
         console.print()
         console.print(summary_table(patients))
         console.print(f"Prefect UI: {stack.prefect_url}  (flow runs, their artifacts and events)")

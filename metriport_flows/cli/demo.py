@@ -18,10 +18,15 @@ def register(app: typer.Typer) -> None:
                                      help="Comma-separated seed patients (jane, chris, ollie, andreas, kyla)"),
         others: int = typer.Option(2, "--others", min=0, max=2, help="Extra patients without documents"),
         root: Path = typer.Option(Path(".demo"), "--root", help="Where the stack keeps its files and logs"),
+        hot_window: float = typer.Option(30.0, "--hot-window", min=0,
+                                         help="Seconds a wait watches in-process before suspending "
+                                              "(e.g. 2 to see Suspended runs in the UI)"),
         stop: bool = typer.Option(False, "--stop", help="Stop a stack a previous `demo --keep` left running"),
     ) -> None:
         """Start everything, fetch seven patients' records through Prefect, show them, stop."""
         console = Console()
+        if not console.is_terminal:
+            console = Console(width=180)  # a log file: keep ids and paths on one line
         if stop:
             from metriport_flows.stack import stop_saved
 
@@ -34,6 +39,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"not seed patients: {', '.join(unknown)}", param_hint="--patients")
         from metriport_flows.demo import run_demo
 
-        outcome = run_demo(console, root=root, keep=keep, seed_keys=seed_keys, others=others)
+        outcome = run_demo(console, root=root, keep=keep, seed_keys=seed_keys, others=others,
+                           hot_window_seconds=hot_window)
         if any(patient.result is None for patient in outcome):
             raise typer.Exit(1)
