@@ -39,7 +39,8 @@ def _age(seconds: float | None) -> str:
 
 def render_status(report: StatusReport, console: Console) -> None:
     waits = Table(title=f"Open waits ({len(report.open_waits)})")
-    for column in ("flow run", "stage", "attempt", "age", "soft deadline", "hard deadline"):
+    waits.add_column("flow run", no_wrap=True)
+    for column in ("stage", "attempt", "age", "soft deadline", "hard deadline"):
         waits.add_column(column)
     for wait in report.open_waits:
         soft = wait.soft_deadline.strftime("%Y-%m-%d %H:%M:%S") + (" (passed)" if wait.past_soft_deadline else "")
@@ -84,7 +85,7 @@ def register(app: typer.Typer) -> None:
         ask_metriport: bool = typer.Option(True, help="Ask Metriport for its failed webhook deliveries"),
     ) -> None:
         """Open waits, the inbox backlog, failed webhook deliveries and the last reconcile pass."""
-        from metriport_flows.client.api import MedicalApi
+        from metriport_flows.client.api import MedicalApi, default_retry
 
         settings = Settings()
 
@@ -92,7 +93,9 @@ def register(app: typer.Typer) -> None:
             store = _store(settings)
             if not ask_metriport:
                 return await collect_status(store, None)
-            async with MedicalApi.from_settings(settings) as api:
+            # A status screen answers fast: one quick retry, not the flows' patient backoff.
+            quick = default_retry(total=1, backoff_factor=0.2, max_backoff_wait=1.0)
+            async with MedicalApi.from_settings(settings, retry=quick) as api:
                 return await collect_status(store, api)
 
         report = asyncio.run(gather())
