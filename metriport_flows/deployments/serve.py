@@ -2,8 +2,8 @@
 
 Why one process: on one machine a runner that polls the server is all the infrastructure needed; each
 flow run still gets its own subprocess. A resumed (suspended) run restarts only when the runner polls,
-so run this with `PREFECT_RUNNER_POLL_FREQUENCY=1` (the local stack sets it): a resume then reaches the
-flow within about a second instead of ~10 s. `PREFECT_RUNNER_PROCESS_LIMIT` bounds concurrent runs.
+so this polls every second (`PREFECT_RUNNER_POLL_FREQUENCY`, default here 1 instead of Prefect's 10; the
+local stack sets it): a resume then reaches the flow within about a second instead of ~10 s. `PREFECT_RUNNER_PROCESS_LIMIT` bounds concurrent runs.
 
 Requires PREFECT_API_URL, and what the flows read: METRIPORT_BASE_URL, METRIPORT_API_KEY, DATABASE_URL,
 BUNDLE_DIR, HOT_WINDOW_SECONDS. `prefect.yaml` beside this file declares the same deployments for a
@@ -13,6 +13,7 @@ process work pool. To add a deployment, add one `Served(...)` line to SERVED.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -88,7 +89,9 @@ def deployment_names() -> list[str]:
 
 
 def main() -> None:
-    serve(*deployments(), limit=PREFECT_RUNNER_PROCESS_LIMIT.value())
+    # A resumed run starts on the runner's next poll: 1 s unless PREFECT_RUNNER_POLL_FREQUENCY says otherwise.
+    query_seconds = None if "PREFECT_RUNNER_POLL_FREQUENCY" in os.environ else 1.0
+    serve(*deployments(), limit=PREFECT_RUNNER_PROCESS_LIMIT.value(), query_seconds=query_seconds)
 
 
 if __name__ == "__main__":
