@@ -107,3 +107,12 @@ def test_stop_saved_only_stops_groups_that_are_still_ours(tmp_path: Path) -> Non
     finally:
         foreign.stop(grace_seconds=1)
         ours.stop(grace_seconds=1)
+
+
+def test_a_component_that_fails_to_start_stops_everything_started_before_it(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path, faults="explode=1", startup_timeout=60)
+    with pytest.raises(StackError, match="emulator exited"):
+        stack.start()
+    assert "prefect-server" in stack.services
+    assert not stack.any_alive()
+    assert not (tmp_path / "stack.json").exists()
