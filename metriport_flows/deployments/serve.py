@@ -76,6 +76,9 @@ SERVED: tuple[Served, ...] = (
            "(validated first), then optionally refresh them."),
     Served("bulk_document_download:bulk_document_download", "on-demand", "Download a patient's documents "
            "(all, or one) into local storage with a manifest."),
+    Served("reconcile:reconcile", "every-minute", "End every wait: re-dispatch stuck messages, retry failed "
+           "webhooks, ask Metriport past the soft deadline, time out past the hard one.",
+           interval=timedelta(minutes=1)),
 )
 
 
