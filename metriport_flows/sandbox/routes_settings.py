@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse, Response
 
+from metriport_flows.sandbox.errors import invalid_params, not_found
 from metriport_flows.sandbox.routes import BackendDep, TenantDep, json_body, reply
 
 router = APIRouter()
@@ -37,3 +38,15 @@ async def retry_webhooks(backend: BackendDep, tenant: TenantDep) -> Response:
     backend.check_api(tenant, "webhookRetry")
     backend.retry_webhooks(tenant)
     return Response(status_code=200)
+
+
+@router.post("/settings/webhook/sample-payload")
+async def sample_payload(request: Request, backend: BackendDep, tenant: TenantDep) -> JSONResponse:
+    """Sandbox only (Metriport refuses it in production): send any body with `meta.type` to the webhook."""
+    backend.check_api(tenant, "settings")
+    if backend.config.mode == "production":
+        raise not_found("Not available in production")
+    body = await json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("meta"), dict) or not body["meta"].get("type"):
+        raise invalid_params([("Required", "meta,type")])
+    return reply(await backend.sender.send_sample(backend.tenant(tenant), body))

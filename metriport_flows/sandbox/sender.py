@@ -198,6 +198,30 @@ class WebhookSender:
             "size": len(body), "url": settings.webhook_url, "at": now_iso(),
         })
 
+    async def send_sample(self, tenant: Tenant, payload: dict) -> dict:
+        """POST /settings/webhook/sample-payload: sign and send the body as-is, answer with the outcome."""
+        settings = tenant.settings
+        if not settings.webhook_url or not settings.webhook_key:
+            return {"status": "failure", "webhookResponse": None, "url": settings.webhook_url, "durationMillis": 0}
+        body = compact_json(payload)
+        box: list = []
+        status, http_status, millis, detail = await self._http(
+            settings.webhook_url, settings.webhook_key, body, self.backend.config.webhook_timeout, box)
+        meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
+        self.deliveries.append({
+            "seq": len(self.deliveries), "message_id": meta.get("messageId"), "type": meta.get("type"),
+            "request_id": meta.get("requestId"), "patient_id": None, "kind": "sample", "sent": True,
+            "status": status, "http_status": http_status, "duration_ms": millis, "detail": detail,
+            "sha256": hashlib.sha256(body).hexdigest(), "size": len(body), "url": settings.webhook_url,
+            "at": now_iso()})
+        answer: Any = None
+        if box:
+            try:
+                answer = box[0].json()
+            except ValueError:
+                answer = box[0].text
+        return {"status": status, "webhookResponse": answer, "url": settings.webhook_url, "durationMillis": millis}
+
     def retry_failed(self, tenant: Tenant) -> int:
         failed = sorted((r for r in tenant.webhooks if r.status == "failure"), key=lambda r: (r.when, r.seq))
         for request in failed:

@@ -39,6 +39,7 @@ class WebhookReceiver:
     status: int = 200
     answer_pong: bool = True
     redirect: bool = False
+    delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -51,6 +52,8 @@ class WebhookReceiver:
                 body = self.rfile.read(length)
                 with receiver.lock:
                     receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 if receiver.redirect:
                     self.send_response(302)
                     self.send_header("location", "http://127.0.0.1:9/elsewhere")

@@ -137,3 +137,50 @@ def test_fixed_window_resets_after_the_window():
     now[0] += 0.5
     assert limiter.hit("t", "documentQuery")["RateLimit-Remaining"] == "0"
     assert limiter.hit("t", "facility") == {}
+
+
+async def test_slow_receiver_times_out_and_is_recorded(emulator_config):
+    receiver = WebhookReceiver(delay=0.5)
+    app = create_app(emulator_config(webhook_timeout=0.1))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e",
+                                     headers={"x-api-key": api_key_for("slow-tenant")}) as client:
+            await client.post("/settings", json={"webhookUrl": receiver.url})
+            facility_id = (await client.post("/medical/v1/facility", json=FACILITY)).json()["id"]
+            patient_id = (await client.post("/medical/v1/patient", params={"facilityId": facility_id},
+                                            json=person())).json()["id"]
+            await client.post("/medical/v1/document/query", params={"patientId": patient_id})
+            await flush(client)
+            rows = (await client.get("/_sandbox/webhook-requests")).json()
+            assert [(r["status"], r["statusDetail"]) for r in rows] == [("failure", "timeout of 100ms exceeded")]
+    finally:
+        receiver.close()
+
+
+async def test_reorder_holds_messages_back(emulator_config):
+    """With reorder=1 every first send waits a seeded fraction of reorder_delay: messages whose fractions are
+    clearly apart (100 ms) arrive in the fractions' order, not in creation order."""
+    receiver = WebhookReceiver()
+    app = create_app(emulator_config(seed=5, faults="reorder=1.0,reorder_delay=1.0"))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e",
+                                     headers={"x-api-key": api_key_for("reorder-tenant")}) as client:
+            await client.post("/settings", json={"webhookUrl": receiver.url})
+            facility_id = (await client.post("/medical/v1/facility", json=FACILITY)).json()["id"]
+            created = []
+            for n in range(6):
+                patient_id = (await client.post("/medical/v1/patient", params={"facilityId": facility_id},
+                                                json=person(f"R{n}"))).json()["id"]
+                await client.post("/medical/v1/document/query", params={"patientId": patient_id})
+                created.append(patient_id)
+            await flush(client)
+            backend = app.state.backend
+            keys = [r.fault_key for t in backend.tenants.values() for r in t.webhooks]
+        arrived = [m.json()["patients"][0]["patientId"] for m in receiver.wait_for(6, "medical.document-download")]
+        fractions = [backend.faults.fraction("reorder", key) for key in keys]
+        position = {pid: arrived.index(pid) for pid in created}
+        assert arrived != created
+        for i, j in ((i, j) for i in range(6) for j in range(6) if fractions[i] + 0.1 < fractions[j]):
+            assert position[created[i]] < position[created[j]]
+    finally:
+        receiver.close()

@@ -175,3 +175,17 @@ def test_notifications_admit_and_discharge(emulator, webhook_receiver):
         bundle = httpx.get(admit["payload"]["url"], trust_env=False).json()
         assert {e["resource"]["resourceType"] for e in bundle["entry"]} == {"Patient", "Encounter"}
         assert "X-Amz-Expires=600" in admit["payload"]["url"]
+
+
+def test_sample_payload_is_sent_as_is(emulator, webhook_receiver):
+    with api(emulator) as client:
+        key = client.post("/settings", json={"webhookUrl": webhook_receiver.url}).json()["webhookKey"]
+        webhook_receiver.wait_for(1)
+        sample = {"meta": {"messageId": "m-1", "when": "2025-01-01T00:00:00.000Z", "type": "medical.custom"},
+                  "x": "ü"}
+        answer = client.post("/settings/webhook/sample-payload", json=sample).json()
+        assert answer["status"] == "success" and answer["url"] == webhook_receiver.url
+        received = webhook_receiver.wait_for(1, "medical.custom")[0]
+        assert received.body == compact_json(sample)
+        assert WebhookSigner(key).verify(received.body, received.headers[SIGNATURE_HEADER])
+        assert client.post("/settings/webhook/sample-payload", json={"x": 1}).status_code == 400
