@@ -1,0 +1,287 @@
+"""patient-records end to end: a real Prefect server and runner, the emulator, the receiver and dispatcher.
+
+Every test creates fresh patients (unique last names; the sandbox picks seed data by first name) and
+checks, besides the final state: that each stage attempt has one wait with one resolution which the
+run consumed (store), that Metriport saw one start per stage attempt (the emulator's deliveries carry
+one requestId per query), and that the stored bundle's sha256 is what the emulator served.
+Faults and delays are the emulator's and global, so a test that sets them restores them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import FlowRun, StateType
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+from metriport_flows.client.signing import SIGNATURE_HEADER, WebhookSigner, compact_json
+from metriport_flows.stack import LocalStack
+from metriport_flows.stages import ConsolidatedReady, Outcome, Stage
+from metriport_flows.store import Store, Wait, WaitStatus
+from tests.fixtures.stack import run_patient_records, wait_for_final_state
+
+pytestmark = pytest.mark.e2e
+
+FACILITY = {"name": "E2E Clinic", "npi": "1234567893",
+            "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701",
+                        "country": "USA"}}
+DOWNLOAD, CONVERSION, CONSOLIDATED = ("medical.document-download", "medical.document-conversion",
+                                      "medical.consolidated-data")
+RUN_TIMEOUT = 120.0  # a deadline, not a sleep: generous for a loaded 2-core machine
+
+
+# -- fixtures and helpers ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def facility_id(stack_api: httpx.Client, sandbox_control: httpx.Client) -> str:
+    sandbox_control.post("/config", json={"patient_limit": 1000}).raise_for_status()
+    response = stack_api.post("/medical/v1/facility", json=FACILITY)
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+@contextmanager
+def emulator(control: httpx.Client, *, faults: dict[str, Any] | None = None,
+             delay: tuple[float, float] | None = None, mode: str | None = None) -> Iterator[None]:
+    """Set the emulator's faults, delay and mode for the block, then restore the stack's defaults."""
+    try:
+        if faults is not None:
+            control.post("/faults", json=faults).raise_for_status()
+        if delay is not None or mode is not None:
+            config = {"delay": list(delay)} if delay is not None else {}
+            control.post("/config", json={**config, **({"mode": mode} if mode else {})}).raise_for_status()
+        yield
+    finally:
+        control.post("/faults", json={"spec": ""}).raise_for_status()
+        control.post("/config", json={"delay": [0, 0], "mode": "sandbox"}).raise_for_status()
+
+
+def new_patient(api: httpx.Client, facility_id: str, first_name: str) -> str:
+    last_name = "E" + "".join(random.choices(string.ascii_lowercase, k=10))
+    body = {"firstName": first_name, "lastName": last_name, "dob": "1980-05-17", "genderAtBirth": "F",
+            "address": [{"addressLine1": "9 Test Rd", "city": "Springfield", "state": "IL", "zip": "62701",
+                         "country": "USA"}]}
+    response = api.post("/medical/v1/patient", params={"facilityId": facility_id}, json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def run_all(stack: LocalStack, requests: list[dict[str, Any]]) -> list[FlowRun]:
+    """Start one run per request, then wait for all of them to end (they run concurrently)."""
+    run_ids = [run_patient_records(stack, request) for request in requests]
+    with ThreadPoolExecutor(len(run_ids)) as pool:
+        return list(pool.map(lambda run_id: wait_for_final_state(stack, run_id, timeout=RUN_TIMEOUT), run_ids))
+
+
+def state_names(prefect: SyncPrefectClient, run: FlowRun) -> list[str]:
+    return [state.name for state in prefect.read_flow_run_states(run.id)]
+
+
+def deliveries(control: httpx.Client, patient_id: str) -> list[dict[str, Any]]:
+    return control.get("/deliveries", params={"patient_id": patient_id}).json()
+
+
+def started_request_ids(control: httpx.Client, patient_id: str, message_type: str) -> set[str]:
+    """One requestId per query Metriport ran: its messages (first sends and duplicates) carry it."""
+    return {d["request_id"] for d in deliveries(control, patient_id) if d["type"] == message_type and d["request_id"]}
+
+
+def assert_each_stage_delivered_once(store: Store, control: httpx.Client, run: FlowRun, patient_id: str,
+                                     expected: list[tuple[str, int]]) -> list[Wait]:
+    """One wait per stage attempt, resolved once and consumed by the run; one Metriport query each."""
+    waits = store.waits_for_run(run.id)
+    assert [(w.stage, w.attempt) for w in waits] == expected
+    for wait in waits:
+        assert wait.resolved_at is not None and wait.request_id, wait
+        assert wait.status == WaitStatus.consumed, (wait.stage, wait.status)
+    documents = [w for w in waits if w.stage == Stage.documents]
+    consolidated = [w for w in waits if w.stage == Stage.consolidated]
+    assert started_request_ids(control, patient_id, DOWNLOAD) == {w.request_id for w in documents}
+    if consolidated:
+        assert started_request_ids(control, patient_id, CONSOLIDATED) == {w.request_id for w in consolidated}
+    return waits
+
+
+def assert_bundle_is_what_was_served(control: httpx.Client, wait: Wait) -> ConsolidatedReady:
+    result = wait.result_model()
+    assert isinstance(result, ConsolidatedReady) and result.outcome == Outcome.ready
+    if result.empty:
+        assert result.bundle_path is None
+        return result
+    stored = Path(result.bundle_path).read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == result.sha256
+    served = {d["sha256"] for d in control.get("/downloads").json()
+              if d["request_id"] == wait.request_id and d["status"] == 200}
+    assert served == {result.sha256}
+    return result
+
+
+def assert_completed(run: FlowRun) -> None:
+    assert run.state is not None and run.state.type == StateType.COMPLETED, (run.state.name, run.state.message)
+
+
+def assert_failed(run: FlowRun, message: str) -> None:
+    assert run.state is not None and run.state.type == StateType.FAILED, (run.state.name, run.state.message)
+    assert message in (run.state.message or ""), run.state.message
+
+
+def both_stages(attempts: int = 1) -> list[tuple[str, int]]:
+    return [("documents", 1)] + [("consolidated", attempt) for attempt in range(1, attempts + 1)]
+
+
+# -- the tests -----------------------------------------------------------------------------------
+
+
+def test_seed_patients_in_json_pdf_and_html(local_stack: LocalStack, stack_api: httpx.Client,
+                                           sandbox_control: httpx.Client, stack_store: Store,
+                                           stack_prefect: SyncPrefectClient, facility_id: str) -> None:
+    patients = {kind: new_patient(stack_api, facility_id, name)
+                for kind, name in (("json", "Jane"), ("pdf", "Chris"), ("html", "Ollie"))}
+    runs = run_all(local_stack, [{"patient_id": p, "conversion_type": kind} for kind, p in patients.items()])
+    for (kind, patient_id), run in zip(patients.items(), runs):
+        assert_completed(run)
+        waits = assert_each_stage_delivered_once(stack_store, sandbox_control, run, patient_id, both_stages())
+        result = assert_bundle_is_what_was_served(sandbox_control, waits[-1])
+        assert not result.empty and result.bundle_path.endswith(f".{kind}")
+        documents = waits[0].result_model()
+        assert documents.outcome == Outcome.ready
+        assert {d["type"] for d in deliveries(sandbox_control, patient_id)} >= {DOWNLOAD, CONVERSION, CONSOLIDATED}
+    artifacts = stack_prefect.read_artifacts()
+    assert {f"patient-records-{p}" for p in patients.values()} <= {a.key for a in artifacts}
+
+
+def test_webhooks_that_arrive_before_the_run_suspends(local_stack: LocalStack, stack_api: httpx.Client,
+                                                      sandbox_control: httpx.Client, stack_store: Store,
+                                                      facility_id: str) -> None:
+    """No delay and no hot window: the dispatcher's resolution races the suspend; nothing is lost."""
+    patients = [new_patient(stack_api, facility_id, name) for name in ("Andreas", "Kyla")]
+    runs = run_all(local_stack, [{"patient_id": p, "hot_window_seconds": 0} for p in patients])
+    for patient_id, run in zip(patients, runs):
+        assert_completed(run)
+        waits = assert_each_stage_delivered_once(stack_store, sandbox_control, run, patient_id, both_stages())
+        assert_bundle_is_what_was_served(sandbox_control, waits[-1])
+
+
+def test_no_documents_and_an_empty_bundle_complete_with_zero_resources(
+        local_stack: LocalStack, stack_api: httpx.Client, sandbox_control: httpx.Client, stack_store: Store,
+        facility_id: str) -> None:
+    """A patient the sandbox does not know gets a download message with no documents and no conversion
+    message; a seed patient filtered to the future gets an empty bundle."""
+    unknown = new_patient(stack_api, facility_id, "Robin")
+    filtered = new_patient(stack_api, facility_id, "Jane")
+    runs = run_all(local_stack, [{"patient_id": unknown},
+                                 {"patient_id": filtered, "date_from": "2999-01-01", "resources": ["Condition"]}])
+    for patient_id, run in zip((unknown, filtered), runs):
+        assert_completed(run)
+        waits = assert_each_stage_delivered_once(stack_store, sandbox_control, run, patient_id, both_stages())
+        assert assert_bundle_is_what_was_served(sandbox_control, waits[-1]).empty
+    assert CONVERSION not in {d["type"] for d in deliveries(sandbox_control, unknown)}
+    assert stack_store.waits_for_run(runs[0].id)[0].result_model().documents == 0
+
+
+def test_duplicated_and_reordered_webhooks(local_stack: LocalStack, stack_api: httpx.Client,
+                                           sandbox_control: httpx.Client, stack_store: Store,
+                                           facility_id: str) -> None:
+    with emulator(sandbox_control, faults={"duplicate": 1.0, "reorder": 1.0, "reorder_delay": 1.0}):
+        patients = [new_patient(stack_api, facility_id, name) for name in ("Chris", "Casey")]
+        runs = run_all(local_stack, [{"patient_id": p} for p in patients])
+    for patient_id, run in zip(patients, runs):
+        assert_completed(run)
+        waits = assert_each_stage_delivered_once(stack_store, sandbox_control, run, patient_id, both_stages())
+        assert_bundle_is_what_was_served(sandbox_control, waits[-1])
+        kinds = [d["kind"] for d in deliveries(sandbox_control, patient_id)]
+        assert kinds.count("duplicate") == kinds.count("first") >= 2
+
+
+def test_a_slow_reply_outlasts_the_hot_window_and_the_run_is_resumed(
+        local_stack: LocalStack, stack_api: httpx.Client, sandbox_control: httpx.Client, stack_store: Store,
+        stack_prefect: SyncPrefectClient, facility_id: str) -> None:
+    slow = local_stack.hot_window_seconds + 2
+    with emulator(sandbox_control, delay=(slow, slow)):
+        patient_id = new_patient(stack_api, facility_id, "Jane")
+        (run,) = run_all(local_stack, [{"patient_id": patient_id}])
+    assert_completed(run)
+    names = state_names(stack_prefect, run)
+    assert names.count("Suspended") == 2 and names.count("Resuming") == 2, names
+    waits = assert_each_stage_delivered_once(stack_store, sandbox_control, run, patient_id, both_stages())
+    assert all(w.delivered_at is not None for w in waits)
+    assert_bundle_is_what_was_served(sandbox_control, waits[-1])
+
+
+def test_a_failed_document_query_fails_the_run(local_stack: LocalStack, stack_api: httpx.Client,
+                                               sandbox_control: httpx.Client, stack_store: Store,
+                                               facility_id: str) -> None:
+    with emulator(sandbox_control, faults={"dq_failed": 1.0}, mode="production"):
+        patient_id = new_patient(stack_api, facility_id, "Ollie")
+        (run,) = run_all(local_stack, [{"patient_id": patient_id}])
+    assert_failed(run, f"for patient {patient_id} ended failed")
+    assert_each_stage_delivered_once(stack_store, sandbox_control, run, patient_id, [("documents", 1)])
+    assert started_request_ids(sandbox_control, patient_id, CONSOLIDATED) == set()
+
+
+def test_a_bundle_url_that_expires_twice_fails_the_run(local_stack: LocalStack, stack_api: httpx.Client,
+                                                       sandbox_control: httpx.Client, stack_store: Store,
+                                                       facility_id: str) -> None:
+    with emulator(sandbox_control, faults={"url_lifetime": 0}):
+        patient_id = new_patient(stack_api, facility_id, "Kyla")
+        (run,) = run_all(local_stack, [{"patient_id": patient_id}])
+    assert_failed(run, "expired 2 times")
+    waits = assert_each_stage_delivered_once(stack_store, sandbox_control, run, patient_id, both_stages(2))
+    assert [w.result_model().outcome for w in waits[1:]] == [Outcome.expired, Outcome.expired]
+    refused = [d for d in sandbox_control.get("/downloads").json()
+               if d["status"] == 403 and f"/{patient_id}/" in d["path"]]
+    assert len(refused) >= 2
+
+
+def test_a_failed_consolidated_query_fails_the_run(local_stack: LocalStack, stack_api: httpx.Client,
+                                                   sandbox_control: httpx.Client, stack_store: Store,
+                                                   facility_id: str) -> None:
+    """Metriport reports the consolidated query failed: the test signs that message with the webhook key
+    and posts it to the receiver while the emulator's own (completed) reply is still 8 s away."""
+    with emulator(sandbox_control, delay=(8, 8)):
+        patient_id = new_patient(stack_api, facility_id, "Andreas")
+        run_id = run_patient_records(local_stack, {"patient_id": patient_id})
+        wait = wait_for_consolidated_request(stack_store, run_id)
+        send_failed_consolidated(local_stack, patient_id, wait.request_id, run_id)
+        run = wait_for_final_state(local_stack, run_id, timeout=RUN_TIMEOUT)
+    assert_failed(run, f"Consolidated query {wait.request_id} for patient {patient_id} failed")
+    waits = stack_store.waits_for_run(run_id)
+    assert [(w.stage, w.attempt, w.status) for w in waits] == [
+        ("documents", 1, WaitStatus.consumed), ("consolidated", 1, WaitStatus.consumed)]
+    assert waits[1].result_model().outcome == Outcome.failed
+
+
+def wait_for_consolidated_request(store: Store, run_id: str) -> Wait:
+    def consolidated_wait() -> Wait | None:
+        waits = [w for w in store.waits_for_run(run_id) if w.stage == Stage.consolidated and w.request_id]
+        return waits[0] if waits else None
+
+    retrying = Retrying(stop=stop_after_delay(RUN_TIMEOUT), wait=wait_fixed(0.2), reraise=True,
+                        retry=retry_if_result(lambda wait: wait is None))
+    return retrying(consolidated_wait)
+
+
+def send_failed_consolidated(stack: LocalStack, patient_id: str, request_id: str, run_id: str) -> None:
+    body = compact_json({
+        "meta": {"messageId": str(uuid.uuid4()), "requestId": request_id,
+                 "when": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                 "type": CONSOLIDATED, "data": {"flowRunId": run_id, "stage": "consolidated"}},
+        "patients": [{"patientId": patient_id, "status": "failed"}],
+    })
+    assert stack.webhook_key
+    response = httpx.post(stack.webhook_url, content=body, headers={
+        "content-type": "application/json", SIGNATURE_HEADER: WebhookSigner(stack.webhook_key).sign(body)})
+    assert response.status_code == 200, response.text
