@@ -47,6 +47,7 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
         self.downloads: list[dict[str, Any]] = []
         self._api_calls: dict[tuple[str, str], int] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._pings_due = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -56,6 +57,7 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
         self.tenants.clear()
         self.downloads.clear()
         self._api_calls.clear()
+        self._pings_due = 0
         self.sender.reset()
         self.limiter.reset()
 
@@ -79,16 +81,19 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
         """Wait until no background job or delivery is pending; False on timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._tasks:
+        while self._tasks or self._pings_due:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            await asyncio.wait(set(self._tasks), timeout=remaining)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=remaining)
+            else:
+                await asyncio.sleep(min(0.01, remaining))
         return True
 
     @property
     def pending(self) -> int:
-        return len(self._tasks)
+        return len(self._tasks) + self._pings_due
 
     def delay(self, tenant: Tenant) -> float:
         low, high = self.config.delay
@@ -247,6 +252,7 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
         data = validation.settings_body(body)
         settings = tenant.settings
         if data.get("webhookUrl"):
+            self._pings_due += 1
             settings.webhook_url = data["webhookUrl"]
             if not settings.webhook_key:
                 settings.webhook_key = nanoid(tenant.rng)
@@ -256,9 +262,13 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
         return self.get_settings(tenant_id)
 
     async def schedule_ping(self, tenant_id: str) -> None:
+        """Runs after the POST /settings response went out; `idle()` counts the ping as due until then."""
         tenant = self.tenant(tenant_id)
-        if tenant.settings.webhook_url:
-            self.spawn(self.sender.ping(tenant))
+        try:
+            if tenant.settings.webhook_url:
+                self.spawn(self.sender.ping(tenant))
+        finally:
+            self._pings_due = max(0, self._pings_due - 1)
 
     def webhook_status(self, tenant_id: str) -> dict:
         tenant = self.tenant(tenant_id)

@@ -22,8 +22,10 @@ async def update_settings(request: Request, background: BackgroundTasks, backend
                           tenant: TenantDep) -> JSONResponse:
     """The ping goes out after the response has been sent."""
     backend.check_api(tenant, "settings")
-    settings = backend.update_settings(tenant, await json_body(request))
-    background.add_task(backend.schedule_ping, tenant)
+    body = await json_body(request)
+    settings = backend.update_settings(tenant, body)
+    if body.get("webhookUrl"):
+        background.add_task(backend.schedule_ping, tenant)
     return JSONResponse(settings, background=background)
 
 
