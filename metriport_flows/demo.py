@@ -161,9 +161,15 @@ def summary_table(patients: list[DemoPatient]) -> Table:
         listed = None if r is None else (r.documents if r.documents is not None else r.converted)
         documents = "-" if listed is None else str(listed)
         resources = "-" if r is None else str(r.bundle.total_resources)
-        bundle = (os.path.relpath(r.bundle.path) if r.bundle.path else "(empty bundle)") if r else "-"
+        bundle = (_shown_path(r.bundle.path) if r.bundle.path else "(empty bundle)") if r else "-"
         table.add_row(p.patient_id, outcome, documents, resources, bundle, f"{p.seconds:.1f}")
     return table
+
+
+def _shown_path(path: str) -> str:
+    """Relative to the working directory when under it (`.demo/bundles/...`), else absolute."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 async def follow_runs(stack: LocalStack, patients: list[DemoPatient], console: Console, timeout: float) -> None:
