@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 
 import typer
@@ -38,6 +40,9 @@ def register(app: typer.Typer) -> None:
         if unknown:
             raise typer.BadParameter(f"not seed patients: {', '.join(unknown)}", param_hint="--patients")
         from metriport_flows.demo import run_demo
+
+        # A SIGTERM (not only Ctrl-C) must unwind through the stack's cleanup too.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
         outcome = run_demo(console, root=root, keep=keep, seed_keys=seed_keys, others=others,
                            hot_window_seconds=hot_window)
