@@ -26,7 +26,6 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import FlowRun, StateType
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from metriport_flows.client.signing import SIGNATURE_HEADER, WebhookSigner, compact_json
 from metriport_flows.stack import LocalStack
 from metriport_flows.stages import ConsolidatedReady, Outcome, Stage
 from metriport_flows.store import Store, Wait, WaitStatus
@@ -249,13 +248,13 @@ def test_a_bundle_url_that_expires_twice_fails_the_run(local_stack: LocalStack, 
 def test_a_failed_consolidated_query_fails_the_run(local_stack: LocalStack, stack_api: httpx.Client,
                                                    sandbox_control: httpx.Client, stack_store: Store,
                                                    facility_id: str) -> None:
-    """Metriport reports the consolidated query failed: the test signs that message with the webhook key
-    and posts it to the receiver while the emulator's own (completed) reply is still 8 s away."""
+    """The sandbox never fails a consolidated query, so the test has it send Metriport's failed message
+    (sample-payload) while the emulator's own (completed) reply is still 8 s away."""
     with emulator(sandbox_control, delay=(8, 8)):
         patient_id = new_patient(stack_api, facility_id, "Andreas")
         run_id = run_patient_records(local_stack, {"patient_id": patient_id})
         wait = wait_for_consolidated_request(stack_store, run_id)
-        send_failed_consolidated(local_stack, patient_id, wait.request_id, run_id)
+        send_failed_consolidated(stack_api, patient_id, wait.request_id, run_id)
         run = wait_for_final_state(local_stack, run_id, timeout=RUN_TIMEOUT)
     assert_failed(run, f"Consolidated query {wait.request_id} for patient {patient_id} failed")
     waits = stack_store.waits_for_run(run_id)
@@ -274,14 +273,13 @@ def wait_for_consolidated_request(store: Store, run_id: str) -> Wait:
     return retrying(consolidated_wait)
 
 
-def send_failed_consolidated(stack: LocalStack, patient_id: str, request_id: str, run_id: str) -> None:
-    body = compact_json({
+def send_failed_consolidated(api: httpx.Client, patient_id: str, request_id: str, run_id: str) -> None:
+    """Through the sandbox's sample-payload endpoint, which signs and sends any message as Metriport."""
+    body = {
         "meta": {"messageId": str(uuid.uuid4()), "requestId": request_id,
                  "when": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                  "type": CONSOLIDATED, "data": {"flowRunId": run_id, "stage": "consolidated"}},
         "patients": [{"patientId": patient_id, "status": "failed"}],
-    })
-    assert stack.webhook_key
-    response = httpx.post(stack.webhook_url, content=body, headers={
-        "content-type": "application/json", SIGNATURE_HEADER: WebhookSigner(stack.webhook_key).sign(body)})
-    assert response.status_code == 200, response.text
+    }
+    response = api.post("/settings/webhook/sample-payload", json=body)
+    assert response.status_code == 200 and response.json()["status"] == "success", response.text
