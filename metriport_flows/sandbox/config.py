@@ -27,17 +27,21 @@ class SandboxConfig(BaseModel):
     @field_validator("delay")
     @classmethod
     def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        low, high = value
-        if low < 0 or high < low:
-            raise ValueError("delay must be MIN,MAX with 0 <= MIN <= MAX")
-        return value
+        return check_delay(value)
+
+
+def check_delay(value: tuple[float, float]) -> tuple[float, float]:
+    low, high = value
+    if low < 0 or high < low:
+        raise ValueError("delay must be MIN,MAX with 0 <= MIN <= MAX")
+    return (float(low), float(high))
 
 
 def parse_delay(text: str) -> tuple[float, float]:
     """`"0,5"` or `"2"` -> (min, max) seconds."""
     parts = [float(p) for p in text.split(",") if p.strip()]
     if len(parts) == 1:
-        return (parts[0], parts[0])
+        return check_delay((parts[0], parts[0]))
     if len(parts) != 2:
         raise ValueError("delay must be MIN,MAX")
-    return (parts[0], parts[1])
+    return check_delay((parts[0], parts[1]))

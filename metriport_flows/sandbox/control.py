@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from metriport_flows.sandbox import files
-from metriport_flows.sandbox.config import parse_delay
+from metriport_flows.sandbox.config import check_delay, parse_delay
 from metriport_flows.sandbox.errors import bad_request
 from metriport_flows.sandbox.faults import FaultScenario
 from metriport_flows.sandbox.routes import BackendDep, json_body
@@ -53,7 +53,7 @@ async def set_config(request: Request, backend: BackendDep) -> dict:
     try:
         if "delay" in body:
             delay = body["delay"]
-            config.delay = parse_delay(delay) if isinstance(delay, str) else (float(delay[0]), float(delay[1]))
+            config.delay = parse_delay(delay) if isinstance(delay, str) else check_delay((float(delay[0]), float(delay[1])))
         if body.get("mode") in ("sandbox", "production"):
             config.mode = body["mode"]
         if "url_lifetimes" in body:
