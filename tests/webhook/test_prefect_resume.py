@@ -1,9 +1,9 @@
 """The dispatcher resuming REAL suspended runs on a REAL Prefect server subprocess.
 
 One module, module-scoped processes: a Prefect server (fresh PREFECT_HOME, free port), a `serve`
-process for tests/webhook/suspending_flow.py, and the receiver (`uvicorn --factory create_app`, its
-dispatcher in-process) configured only through the environment, with its webhook key in a Prefect
-Secret block. Two orders: the message after the suspend, and the message before the run even started
+process for tests/webhook/suspending_flow.py, `metriport-flows receiver --no-dispatcher` and
+`metriport-flows dispatcher` (the scale-out shape), configured only through the environment, the webhook
+key in a Prefect Secret block. Two orders: the message after the suspend, and the message before the run even started
 (the resume is then refused as "not paused" until the run suspends; delivery keeps looking).
 """
 
@@ -35,6 +35,7 @@ from tests.webhook.suspending_flow import DEPLOYMENT
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "metriport-flows")
 KEY_BLOCK = "d-test-webhook-key"
 WEBHOOK_KEY = "whk_from-a-secret-block"
 
@@ -87,17 +88,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             Secret(value=WEBHOOK_KEY).save(KEY_BLOCK, overwrite=True)
         served = start("serve", [sys.executable, "-m", "tests.webhook.suspending_flow"],
                        PREFECT_API_URL=api_url, PREFECT_RUNNER_POLL_FREQUENCY="1", DATABASE_URL=database_url)
-        receiver = start("receiver", [sys.executable, "-m", "uvicorn", "--factory",
-                                      "metriport_flows.webhook.receiver:create_app", "--host", "127.0.0.1",
-                                      "--port", str(receiver_port)],
-                         PREFECT_API_URL=api_url, DATABASE_URL=database_url, WEBHOOK_KEY_BLOCK=KEY_BLOCK,
-                         DISPATCHER_POLL_SECONDS="0.2", BUNDLE_DIR=str(root / "bundles"))
+        common = dict(PREFECT_API_URL=api_url, DATABASE_URL=database_url, WEBHOOK_KEY_BLOCK=KEY_BLOCK,
+                      DISPATCHER_POLL_SECONDS="0.2", BUNDLE_DIR=str(root / "bundles"))
+        receiver = start("receiver", [CLI, "receiver", "--no-dispatcher", "--port", str(receiver_port)], **common)
+        dispatcher = start("dispatcher", [CLI, "dispatcher"], **common)
         poll_until(lambda: _ok(f"{api_url}/deployments/name/{DEPLOYMENT}"), timeout=90,
                    what="serving the test deployment", service=served)
         receiver_url = f"http://127.0.0.1:{receiver_port}"
         poll_until(lambda: _ok(f"{receiver_url}/healthz"), timeout=60, what="starting the receiver",
                    service=receiver)
         store = Store(database_url)
+        poll_until(lambda: store.get_heartbeat("dispatcher") is not None, timeout=60,
+                   what="starting the dispatcher", service=dispatcher)
         yield Stack(api_url, receiver_url, store, out_dir)
         store.dispose()
     finally:
