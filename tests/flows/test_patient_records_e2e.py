@@ -27,9 +27,9 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from metriport_flows.stack import LocalStack
-from metriport_flows.stages import ConsolidatedReady, Outcome, Stage
+from metriport_flows.stages import ConsolidatedReady, Outcome, ResolvedBy, Stage
 from metriport_flows.store import Store, Wait, WaitStatus
-from tests.fixtures.stack import run_patient_records, wait_for_final_state
+from tests.fixtures.stack import run_patient_records, wait_for_final_state, wait_for_state_name
 
 pytestmark = pytest.mark.e2e
 
@@ -283,3 +283,24 @@ def send_failed_consolidated(api: httpx.Client, patient_id: str, request_id: str
     }
     response = api.post("/settings/webhook/sample-payload", json=body)
     assert response.status_code == 200 and response.json()["status"] == "success", response.text
+
+
+def test_a_person_resumes_a_stuck_wait_from_the_ui_form(local_stack: LocalStack, stack_api: httpx.Client,
+                                                        sandbox_control: httpx.Client, stack_store: Store,
+                                                        stack_prefect: SyncPrefectClient,
+                                                        facility_id: str) -> None:
+    """Metriport never answers (a stuck query); a person resumes the suspended run with outcome timeout,
+    as the UI's Resume form does. The run records that input as the resolution and fails clearly."""
+    patient_id = new_patient(stack_api, facility_id, "Jane")
+    with emulator(sandbox_control, faults={"stuck_patients": [patient_id]}):
+        run_id = run_patient_records(local_stack, {"patient_id": patient_id})
+        wait_for_state_name(local_stack, run_id, "Suspended", timeout=RUN_TIMEOUT)
+        accepted = stack_prefect.resume_flow_run(run_id, run_input={"outcome": "timeout", "detail": "no answer"})
+        assert accepted.status.value == "ACCEPT", accepted
+        run = wait_for_final_state(local_stack, run_id, timeout=RUN_TIMEOUT)
+    assert_failed(run, f"Document query for patient {patient_id} passed its hard deadline: no answer")
+    (wait,) = stack_store.waits_for_run(run_id)
+    result = wait.result_model()
+    assert (wait.status, result.outcome, result.resolved_by) == (WaitStatus.consumed, Outcome.timeout,
+                                                                 ResolvedBy.manual)
+    assert started_request_ids(sandbox_control, patient_id, DOWNLOAD) == set()
