@@ -109,8 +109,11 @@ class ConsolidatedOps:
         await asyncio.sleep(delay)
         if tenant.patients.get(patient.id) is not patient:
             return
-        resources = self.consolidated_resources(patient, query)
-        result = ConsolidatedResult(query.request_id, patient.id, "completed", query.conversion_type, resources)
+        failed = self.faults.chance(self.faults.consolidated_failed, "consolidated_failed", tenant.id,
+                                    patient.ordinal, query.request_id)
+        resources = None if failed else self.consolidated_resources(patient, query)
+        status = "failed" if failed else "completed"
+        result = ConsolidatedResult(query.request_id, patient.id, status, query.conversion_type, resources)
         bundle = empty_bundle()
         if resources is not None:
             base = f"/_sandbox/files/consolidated/{tenant.id}/{patient.id}/{query.request_id}"
@@ -126,9 +129,11 @@ class ConsolidatedOps:
                 "content": [{"attachment": {"contentType": CONTENT_TYPES[kind], "url": url}}
                             for kind, url in attachments]}}]}
         tenant.consolidated_results[query.request_id] = result
-        item = {**dtos.patient_item(patient), "status": "completed", "bundle": bundle,
-                "filters": filters_for(query, resources is not None and query.conversion_type == "json")}
-        query.status = "completed"
+        item = {**dtos.patient_item(patient), "status": status}
+        if not failed:
+            item["bundle"] = bundle
+        item["filters"] = filters_for(query, resources is not None and query.conversion_type == "json")
+        query.status = status
         if query.from_dashboard:
             self.sender.suppress(tenant, CONSOLIDATED, {"patients": [item]}, request_id=query.request_id,
                                  patient_id=patient.id)

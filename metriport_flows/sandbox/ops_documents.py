@@ -82,13 +82,13 @@ class DocumentOps:
 
     async def _run_document_query(self: "Backend", tenant: Tenant, patient: Patient, query: DocumentQuery,
                                   delay: float, override: bool, rng: random.Random) -> None:
-        await asyncio.sleep(delay)
+        await asyncio.sleep(delay / 2)
         if tenant.patients.get(patient.id) is not patient or patient.document_query is not query:
             return
         if self.config.mode == "sandbox":
-            await self._sandbox_document_query(tenant, patient, query, rng)
+            await self._sandbox_document_query(tenant, patient, query, rng, delay / 2)
         else:
-            await self._production_document_query(tenant, patient, query, override, rng)
+            await self._production_document_query(tenant, patient, query, override, rng, delay / 2)
         self.document_query_finished(tenant, patient)
 
     def _doc_message(self: "Backend", tenant: Tenant, patient: Patient, type_: str, status: str,
@@ -101,7 +101,7 @@ class DocumentOps:
                                  metadata_flow="document", fault_scope=str(patient.ordinal))
 
     async def _sandbox_document_query(self: "Backend", tenant: Tenant, patient: Patient, query: DocumentQuery,
-                                      rng: random.Random) -> None:
+                                      rng: random.Random, pause: float) -> None:
         key = seed.seed_key(patient.first_name)
         if key is None:
             query.progress = {"download": {"status": "completed"}, "requestId": query.request_id}
@@ -114,7 +114,7 @@ class DocumentOps:
         query.documents = self._seed_documents(tenant, patient, key, query.request_id, rng)
         patient.documents = list(query.documents)
         self._load_record(patient, key)
-        await asyncio.sleep(0)
+        await asyncio.sleep(pause)
         query.progress["download"] = {"total": 7, "status": "completed", "successful": 7}
         query.progress["convert"] = {"total": 1, "status": "completed"}
         query.state = "completed"
@@ -122,7 +122,7 @@ class DocumentOps:
         self._doc_message(tenant, patient, CONVERSION, "completed", None, None)
 
     async def _production_document_query(self: "Backend", tenant: Tenant, patient: Patient, query: DocumentQuery,
-                                         override: bool, rng: random.Random) -> None:
+                                         override: bool, rng: random.Random, pause: float) -> None:
         if self.faults.chance(self.faults.dq_failed, "dq_failed", tenant.id, patient.ordinal, patient.dq_count):
             query.progress["download"] = {"status": "failed"}
             query.progress["convert"] = {"status": "failed"}
@@ -146,7 +146,7 @@ class DocumentOps:
         query.progress["download"]["webhookSent"] = True
         await self.sender.wait_sent(sent)
         query.state = "converting"
-        await asyncio.sleep(0)
+        await asyncio.sleep(pause)
         query.progress["convert"] = {"status": "completed", "total": convertible, "successful": convertible}
         query.state = "completed"
         self._doc_message(tenant, patient, CONVERSION, "completed", None, query.request_id)

@@ -153,3 +153,18 @@ async def test_big_bundle_knob_streams_a_file_of_the_chosen_size(emulator_asgi_c
     assert gzip.decompress((await client.get(gzip_url)).content) == body
     recorded = [d for d in (await client.get("/_sandbox/downloads")).json() if d["kind"] == "consolidated"]
     assert recorded[0]["size"] == len(body)
+
+
+async def test_failed_consolidated_query_has_no_bundle(emulator_asgi_client, webhook_receiver):
+    client = emulator_asgi_client
+    await set_webhook(client, webhook_receiver.url)
+    patient_id = await seeded_patient(client)
+    await client.post("/_sandbox/faults", json={"spec": "consolidated_failed=1.0"})
+    query = (await client.post(consolidated_url(patient_id), params={"conversionType": "json"})).json()
+    await flush(client)
+    item = webhook_receiver.wait_for(1, "medical.consolidated-data")[0].json()["patients"][0]
+    assert item["status"] == "failed" and "bundle" not in item
+    assert (await client.get(f"{consolidated_url(patient_id)}/{query['requestId']}")).json()["status"] == "failed"
+    hook = (await client.get(f"/medical/v1/patient/{patient_id}/consolidated/webhook",
+                             params={"requestId": query["requestId"]})).json()
+    assert hook == {"requestId": query["requestId"], "status": "failed", "conversionType": "json"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.sandbox.helpers import flush, setup_patient
 
 
@@ -22,10 +24,16 @@ async def test_url_lifetimes_are_configurable_at_run_time(emulator_asgi_client):
 async def test_idle_waits_for_delayed_jobs_and_reset_forgets_everything(emulator_asgi_client):
     client = emulator_asgi_client
     _, patient_id = await setup_patient(client)
-    await client.post("/_sandbox/config", json={"delay": "0.2,0.3"})
+    await client.post("/_sandbox/config", json={"delay": "1,1"})
     await client.post("/medical/v1/document/query", params={"patientId": patient_id})
     running = (await client.get("/medical/v1/document/query", params={"patientId": patient_id})).json()
     assert running["download"] == {"status": "processing"}
+    deadline = asyncio.get_running_loop().time() + 5
+    while running["download"] == {"status": "processing"} and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+        running = (await client.get("/medical/v1/document/query", params={"patientId": patient_id})).json()
+    assert running["download"] == {"total": 7, "status": "processing"}
+    assert running["convert"] == {"total": 1, "status": "processing"}
     idle = (await client.get("/_sandbox/idle")).json()
     assert idle == {"idle": True, "pending": 0}
     done = (await client.get("/medical/v1/document/query", params={"patientId": patient_id})).json()
