@@ -27,6 +27,8 @@ from metriport_flows.webhook.router import HandlerContext, Router, router as def
 logger = logging.getLogger(__name__)
 
 HEARTBEAT = "dispatcher"
+HEARTBEAT_EVERY = 5.0
+ORPHAN_EVERY = 60.0
 
 
 def retry_delay(attempts: int, *, cap: float) -> timedelta:
@@ -146,18 +148,21 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set: dispatch, deliver, orphan stale unmatched rows, heartbeat."""
         poll = self.settings.dispatcher_poll_seconds
-        last_housekeeping = 0.0
+        last_heartbeat = last_orphaning = 0.0
         while not stop.is_set():
             claimed = 0
             try:
                 claimed = await self.dispatch_once()
                 delivered = await self.deliver()
-                if time.monotonic() - last_housekeeping > 30:
-                    last_housekeeping = time.monotonic()
-                    orphaned = await asyncio.to_thread(
+                now = time.monotonic()
+                if now - last_orphaning > ORPHAN_EVERY:
+                    last_orphaning = now
+                    await asyncio.to_thread(
                         self.store.orphan_unmatched, timedelta(seconds=self.settings.hard_deadline_seconds))
+                if now - last_heartbeat > HEARTBEAT_EVERY:
+                    last_heartbeat = now
                     await asyncio.to_thread(self.store.record_heartbeat, HEARTBEAT,
-                                            {"claimed": claimed, "delivery": delivered, "orphaned": orphaned})
+                                            {"claimed": claimed, "delivery": delivered})
             except Exception as exc:  # the database or Prefect is down: keep polling, nothing is lost
                 logger.warning("dispatcher pass failed: %s", exc.__class__.__name__)
             if claimed < self.batch_size:
