@@ -1,0 +1,50 @@
+"""patient.admit / patient.discharge start a patient-records run through the deployment's event trigger:
+emulator control plane → signed webhook → receiver → dispatcher (stores the notification bundle, emits
+`metriport.patient.admit`) → Prefect trigger → a run for that patient, created by the automation."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import FlowRun, StateType
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+from metriport_flows.stack import LocalStack
+from tests.fixtures.stack import wait_for_final_state
+from tests.flows.stack_patients import create_facility, new_patient, runs_of
+
+pytestmark = pytest.mark.e2e
+
+
+def runs_for_patient(prefect: SyncPrefectClient, patient_id: str) -> list[FlowRun]:
+    return [run for run in runs_of(prefect, "patient-records/on-demand")
+            if run.parameters.get("request", {}).get("patient_id") == patient_id]  # fmt: skip
+
+
+def wait_for_runs(prefect: SyncPrefectClient, patient_id: str, count: int, timeout: float = 60) -> list[FlowRun]:
+    return Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.5), reraise=True,
+                    retry=retry_if_result(lambda runs: len(runs) < count),
+                    retry_error_callback=lambda s: pytest.fail(f"{count} run(s) for the patient not created"),
+                    )(runs_for_patient, prefect, patient_id)  # fmt: skip
+
+
+def test_an_admission_and_a_discharge_each_refresh_that_patients_records(
+    local_stack: LocalStack, stack_api: httpx.Client, sandbox_control: httpx.Client,
+    stack_prefect: SyncPrefectClient,
+) -> None:  # fmt: skip
+    patient_id = new_patient(stack_api, create_facility(stack_api, sandbox_control), "Ollie")
+    assert runs_for_patient(stack_prefect, patient_id) == []
+    sent = sandbox_control.post("/notifications", json={"patientId": patient_id, "type": "patient.admit"})
+    sent.raise_for_status()
+    (admitted,) = wait_for_runs(stack_prefect, patient_id, 1)
+    assert admitted.created_by is not None and admitted.created_by.type == "AUTOMATION"
+    run = wait_for_final_state(local_stack, str(admitted.id), timeout=90)
+    assert run.state.type == StateType.COMPLETED, run.state.message
+    notifications = local_stack.bundle_dir / patient_id / "notifications"
+    assert (notifications / f"{sent.json()['messageId']}.json").is_file()
+
+    sandbox_control.post("/notifications", json={"patientId": patient_id, "type": "patient.discharge"}).raise_for_status()
+    runs = wait_for_runs(stack_prefect, patient_id, 2)
+    discharged = next(r for r in runs if r.id != admitted.id)
+    assert wait_for_final_state(local_stack, str(discharged.id), timeout=90).state.type == StateType.COMPLETED
