@@ -304,3 +304,25 @@ def test_a_person_resumes_a_stuck_wait_from_the_ui_form(local_stack: LocalStack,
     assert (wait.status, result.outcome, result.resolved_by) == (WaitStatus.consumed, Outcome.timeout,
                                                                  ResolvedBy.manual)
     assert started_request_ids(sandbox_control, patient_id, DOWNLOAD) == set()
+
+
+def test_a_wait_past_its_hard_deadline_fails_the_run(local_stack: LocalStack, stack_api: httpx.Client,
+                                                     sandbox_control: httpx.Client, stack_store: Store,
+                                                     stack_prefect: SyncPrefectClient, facility_id: str) -> None:
+    """Metriport never answers; the reconciler's hard-deadline check resolves the wait as timeout and the
+    dispatcher resumes the suspended run with it."""
+    from metriport_flows.reconciler import ReconcileReport, check_hard_deadlines
+
+    patient_id = new_patient(stack_api, facility_id, "Chris")
+    with emulator(sandbox_control, faults={"stuck_patients": [patient_id]}):
+        run_id = run_patient_records(local_stack, {"patient_id": patient_id, "soft_deadline_seconds": 1,
+                                                   "hard_deadline_seconds": 2})
+        wait_for_state_name(local_stack, run_id, "Suspended", timeout=RUN_TIMEOUT)
+        report = ReconcileReport(started_at=datetime.now(UTC))
+        check_hard_deadlines(stack_store, datetime.now(UTC), report)
+        assert report.timed_out >= 1
+        run = wait_for_final_state(local_stack, run_id, timeout=RUN_TIMEOUT)
+    assert_failed(run, f"Document query for patient {patient_id} passed its hard deadline")
+    (wait,) = stack_store.waits_for_run(run_id)
+    assert (wait.status, wait.result_model().resolved_by) == (WaitStatus.consumed, ResolvedBy.reconciler)
+    assert wait.delivered_at is not None and "Resuming" in state_names(stack_prefect, run)
