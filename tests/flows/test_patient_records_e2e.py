@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import random
 import string
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,7 +23,6 @@ import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import FlowRun, StateType
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from metriport_flows.stack import LocalStack
 from metriport_flows.stages import ConsolidatedReady, Outcome, ResolvedBy, Stage
@@ -248,41 +246,13 @@ def test_a_bundle_url_that_expires_twice_fails_the_run(local_stack: LocalStack, 
 def test_a_failed_consolidated_query_fails_the_run(local_stack: LocalStack, stack_api: httpx.Client,
                                                    sandbox_control: httpx.Client, stack_store: Store,
                                                    facility_id: str) -> None:
-    """The sandbox never fails a consolidated query, so the test has it send Metriport's failed message
-    (sample-payload) while the emulator's own (completed) reply is still 8 s away."""
-    with emulator(sandbox_control, delay=(8, 8)):
+    with emulator(sandbox_control, faults={"consolidated_failed": 1.0}):
         patient_id = new_patient(stack_api, facility_id, "Andreas")
-        run_id = run_patient_records(local_stack, {"patient_id": patient_id})
-        wait = wait_for_consolidated_request(stack_store, run_id)
-        send_failed_consolidated(stack_api, patient_id, wait.request_id, run_id)
-        run = wait_for_final_state(local_stack, run_id, timeout=RUN_TIMEOUT)
-    assert_failed(run, f"Consolidated query {wait.request_id} for patient {patient_id} failed")
-    waits = stack_store.waits_for_run(run_id)
-    assert [(w.stage, w.attempt, w.status) for w in waits] == [
-        ("documents", 1, WaitStatus.consumed), ("consolidated", 1, WaitStatus.consumed)]
+        (run,) = run_all(local_stack, [{"patient_id": patient_id}])
+    waits = assert_each_stage_delivered_once(stack_store, sandbox_control, run, patient_id, both_stages())
+    assert_failed(run, f"Consolidated query {waits[1].request_id} for patient {patient_id} failed")
     assert waits[1].result_model().outcome == Outcome.failed
-
-
-def wait_for_consolidated_request(store: Store, run_id: str) -> Wait:
-    def consolidated_wait() -> Wait | None:
-        waits = [w for w in store.waits_for_run(run_id) if w.stage == Stage.consolidated and w.request_id]
-        return waits[0] if waits else None
-
-    retrying = Retrying(stop=stop_after_delay(RUN_TIMEOUT), wait=wait_fixed(0.2), reraise=True,
-                        retry=retry_if_result(lambda wait: wait is None))
-    return retrying(consolidated_wait)
-
-
-def send_failed_consolidated(api: httpx.Client, patient_id: str, request_id: str, run_id: str) -> None:
-    """Through the sandbox's sample-payload endpoint, which signs and sends any message as Metriport."""
-    body = {
-        "meta": {"messageId": str(uuid.uuid4()), "requestId": request_id,
-                 "when": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                 "type": CONSOLIDATED, "data": {"flowRunId": run_id, "stage": "consolidated"}},
-        "patients": [{"patientId": patient_id, "status": "failed"}],
-    }
-    response = api.post("/settings/webhook/sample-payload", json=body)
-    assert response.status_code == 200 and response.json()["status"] == "success", response.text
+    assert not [d for d in sandbox_control.get("/downloads").json() if d["request_id"] == waits[1].request_id]
 
 
 def test_a_person_resumes_a_stuck_wait_from_the_ui_form(local_stack: LocalStack, stack_api: httpx.Client,
