@@ -17,7 +17,7 @@ from metriport_flows.sandbox import signed_urls, validation
 from metriport_flows.sandbox.config import SandboxConfig
 from metriport_flows.sandbox.errors import ApiError, bad_request, not_found, problem
 from metriport_flows.sandbox.faults import FaultScenario
-from metriport_flows.sandbox.ids import nanoid, uuid4, uuid7
+from metriport_flows.sandbox.ids import nanoid, uuid7
 from metriport_flows.sandbox.ops_bulk import BulkOps
 from metriport_flows.sandbox.ops_consolidated import ConsolidatedOps
 from metriport_flows.sandbox.ops_documents import DocumentOps
@@ -33,6 +33,7 @@ DEFAULT_LIFETIMES = {
     "document": signed_urls.DOWNLOAD_URL, "consolidated": signed_urls.CONSOLIDATED,
     "bulk-download": signed_urls.BULK_DOWNLOAD, "bulk-upload": signed_urls.BULK_UPLOAD,
     "bulk-result": signed_urls.BULK_RESULT, "notification": signed_urls.NOTIFICATION,
+    "medical-record": signed_urls.MEDICAL_RECORD,
 }
 
 
@@ -279,6 +280,3 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
 
     def retry_webhooks(self, tenant_id: str) -> int:
         return self.sender.retry_failed(self.tenant(tenant_id))
-
-    def message_id(self, tenant: Tenant) -> str:
-        return uuid4(tenant.rng)

@@ -61,6 +61,15 @@ def resolve(backend: "Backend", path: str) -> SandboxFile:
         if job is None or job.result_csv is None:
             raise FileMissing(path)
         return SandboxFile("bulk-result", tenant.id, None, job.request_id, "text/csv", job.result_csv)
+    if kind == "medical-record" and len(parts) == 4 and parts[3] in ("summary.html", "summary.pdf"):
+        patient = tenant.patients.get(parts[2])
+        if patient is None or not patient.resources:
+            raise FileMissing(path)
+        from metriport_flows.sandbox.render import render_html, render_pdf
+
+        ext = parts[3].rsplit(".", 1)[-1]
+        body = (render_html if ext == "html" else render_pdf)(patient.resources)
+        return SandboxFile("medical-record", tenant.id, patient.id, None, MEDIA[ext], body)
     if kind == "notifications" and len(parts) == 4:
         request_id = parts[3].removesuffix(".json")
         resources = tenant.notification_bundles.get(request_id)

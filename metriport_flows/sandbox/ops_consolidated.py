@@ -92,6 +92,39 @@ class ConsolidatedOps:
             body["message"] = "No data found for the given filters"
         return body
 
+    def consolidated_count(self: "Backend", tenant_id: str, patient_id: str, resources: str | None,
+                           date_from: str | None, date_to: str | None) -> dict:
+        """GET .../consolidated/count: resources per type in the patient's record, after the filters."""
+        from metriport_flows.sandbox.fhir_data import RESOURCE_TYPES, filter_resources
+
+        patient = self.get_patient(tenant_id, patient_id)
+        names = validation.resource_list(resources, frozenset(RESOURCE_TYPES))
+        low = validation.parse_date(date_from, "dateFrom") if date_from else None
+        high = validation.parse_date(date_to, "dateTo") if date_to else None
+        counts: dict[str, int] = {}
+        kept = filter_resources(patient.resources or [], set(names) or None,
+                                date.fromisoformat(low) if low else None, date.fromisoformat(high) if high else None)
+        for resource in kept:
+            if not names or resource["resourceType"] in names:
+                counts[resource["resourceType"]] = counts.get(resource["resourceType"], 0) + 1
+        return {"total": sum(counts.values()), "resources": counts,
+                "filter": {"resources": ", ".join(names), "dateFrom": low, "dateTo": high}}
+
+    def medical_record_status(self: "Backend", tenant_id: str, patient_id: str) -> dict:
+        patient = self.get_patient(tenant_id, patient_id)
+        exists = bool(patient.resources)
+        state = {"exists": exists, **({"createdAt": patient.record_at} if exists and patient.record_at else {})}
+        return {"html": dict(state), "pdf": dict(state)}
+
+    def medical_record_url(self: "Backend", tenant_id: str, patient_id: str, conversion_type: str | None) -> str:
+        """The pre-rendered summary (html or pdf) of the patient's whole record, 180 s; 404 without data."""
+        patient = self.get_patient(tenant_id, patient_id)
+        kind = validation.conversion_type(conversion_type, ("pdf", "html"))
+        if not patient.resources:
+            raise not_found("Medical record summary not found")
+        return self.sign_url(f"/_sandbox/files/medical-record/{tenant_id}/{patient.id}/summary.{kind}",
+                             "medical-record")
+
     def consolidated_resources(self: "Backend", patient: Patient, query: ConsolidatedQuery) -> list[dict] | None:
         """The filtered record, or None when the patient has no data (no completed seed document query)."""
         from metriport_flows.sandbox.fhir_data import filter_resources

@@ -79,6 +79,7 @@ class DocumentOps:
         if patient.resources is None:
             rng = random.Random(f"{self.config.seed}:fhir:{key}:{patient.ordinal}")
             patient.resources = patient_resources(patient.id, key, rng, patient.demographics)
+            patient.record_at = now_iso()
 
     async def _run_document_query(self: "Backend", tenant: Tenant, patient: Patient, query: DocumentQuery,
                                   delay: float, override: bool, rng: random.Random) -> None:

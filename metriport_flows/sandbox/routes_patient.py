@@ -135,3 +135,23 @@ async def consolidated_webhook(patient_id: str, backend: BackendDep, tenant: Ten
                                requestId: str | None = None) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "consolidatedWebhook")
     return reply(backend.consolidated_webhook(tenant, patient_id, requestId))
+
+
+@router.get("/patient/{patient_id}/consolidated/count")
+async def consolidated_count(patient_id: str, backend: BackendDep, tenant: TenantDep, resources: str | None = None,
+                             dateFrom: str | None = None, dateTo: str | None = None) -> JSONResponse:  # noqa: N803
+    backend.check_api(tenant, "consolidatedCount")
+    return reply(backend.consolidated_count(tenant, patient_id, resources, dateFrom, dateTo))
+
+
+@router.get("/patient/{patient_id}/medical-record")
+async def medical_record(patient_id: str, backend: BackendDep, tenant: TenantDep,
+                         conversionType: str | None = None) -> JSONResponse:  # noqa: N803
+    backend.check_api(tenant, "medicalRecord")
+    return reply({"url": backend.medical_record_url(tenant, patient_id, conversionType)})
+
+
+@router.get("/patient/{patient_id}/medical-record-status")
+async def medical_record_status(patient_id: str, backend: BackendDep, tenant: TenantDep) -> JSONResponse:
+    backend.check_api(tenant, "medicalRecord")
+    return reply(backend.medical_record_status(tenant, patient_id))

@@ -121,6 +121,7 @@ class Patient:
     document_query: DocumentQuery | None = None
     documents: list[Document] = field(default_factory=list)
     resources: list[dict] | None = None
+    record_at: str | None = None
     consolidated: list[ConsolidatedQuery] = field(default_factory=list)
     bulk_download: BulkDownload | None = None
     bundle_size: int | None = None

@@ -168,3 +168,23 @@ async def test_failed_consolidated_query_has_no_bundle(emulator_asgi_client, web
     hook = (await client.get(f"/medical/v1/patient/{patient_id}/consolidated/webhook",
                              params={"requestId": query["requestId"]})).json()
     assert hook == {"requestId": query["requestId"], "status": "failed", "conversionType": "json"}
+
+
+async def test_count_and_medical_record_summary(emulator_asgi_client):
+    client = emulator_asgi_client
+    _, empty_id = await setup_patient(client, person())
+    assert (await client.get(f"/medical/v1/patient/{empty_id}/consolidated/count")).json()["total"] == 0
+    missing = await client.get(f"/medical/v1/patient/{empty_id}/medical-record", params={"conversionType": "pdf"})
+    assert missing.status_code == 404
+    status = (await client.get(f"/medical/v1/patient/{empty_id}/medical-record-status")).json()
+    assert status == {"html": {"exists": False}, "pdf": {"exists": False}}
+    patient_id = await seeded_patient(client)
+    count = (await client.get(f"/medical/v1/patient/{patient_id}/consolidated/count",
+                              params={"resources": "Condition,Observation"})).json()
+    assert set(count["resources"]) == {"Condition", "Observation"}
+    assert count["total"] == sum(count["resources"].values()) > 0
+    assert count["filter"] == {"resources": "Condition, Observation", "dateFrom": None, "dateTo": None}
+    assert (await client.get(f"/medical/v1/patient/{patient_id}/medical-record-status")).json()["pdf"]["exists"]
+    url = (await client.get(f"/medical/v1/patient/{patient_id}/medical-record",
+                            params={"conversionType": "pdf"})).json()["url"]
+    assert "X-Amz-Expires=180" in url and (await client.get(url)).content.startswith(b"%PDF")
