@@ -19,6 +19,8 @@ def test_fault_spec_parsing():
         "api_429.documentQuery=0.5", seed=7)
     assert (scenario.duplicate, scenario.drop, scenario.reorder) == (0.3, 0.1, 0.5)
     assert scenario.url_lifetime == 0 and scenario.stuck_dq == 1.0 and scenario.op_429 == {"documentQuery": 0.5}
+    assert FaultScenario.parse("stuck_patients=p1|p2").stuck_patients == {"p1", "p2"}
+    assert FaultScenario.parse("stuck_patients=p1").dq_stuck("p1") and not FaultScenario().dq_stuck("p1")
     with pytest.raises(ValueError):
         FaultScenario.parse("bogus=1")
     with pytest.raises(ValueError):
