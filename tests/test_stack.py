@@ -31,8 +31,7 @@ def test_every_component_answers(local_stack: LocalStack, sandbox_control: httpx
 @pytest.mark.e2e
 def test_the_receiver_answered_the_emulators_ping(local_stack: LocalStack, sandbox_control: httpx.Client) -> None:
     pings = sandbox_control.get("/deliveries", params={"type": "ping"}).json()
-    assert pings[-1]["status"] == "success"
-    assert pings[-1]["url"] == local_stack.webhook_url
+    assert any(p["status"] == "success" and p["url"] == local_stack.webhook_url for p in pings), pings
 
 
 def test_prefect_yaml_declares_what_serve_serves() -> None:
