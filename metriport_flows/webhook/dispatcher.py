@@ -15,6 +15,8 @@ from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
 
+from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception_type, wait_exponential
+
 from metriport_flows.client.messages import GenericMessage, WebhookMessage, parse_message
 from metriport_flows.settings import Settings
 from metriport_flows.stages import ResolvedBy, Stage, StageResult
@@ -173,7 +175,24 @@ class Dispatcher:
 
 
 async def run_dispatcher(settings: Settings, store: Store, stop: asyncio.Event) -> None:
-    """The dispatcher with its own Prefect gateway and Metriport client, until `stop` is set."""
+    """The dispatcher with its own Prefect gateway and Metriport client, until `stop` is set; if it
+    cannot start (Prefect unreachable, say) it is started again with backoff rather than left dead."""
+    retrying = AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=30), retry=retry_if_exception_type(Exception),
+                             stop=lambda _state: stop.is_set(), before_sleep=_log_restart)
+    try:
+        async for attempt in retrying:
+            with attempt:
+                await _run_dispatcher(settings, store, stop)
+    except RetryError:
+        logger.info("dispatcher stopped while restarting")
+
+
+def _log_restart(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    logger.warning("dispatcher stopped (%s); restarting", error.__class__.__name__ if error else "?")
+
+
+async def _run_dispatcher(settings: Settings, store: Store, stop: asyncio.Event) -> None:
     from metriport_flows.client.api import MedicalApi
     from metriport_flows.webhook.prefect_gateway import PrefectGateway
 
