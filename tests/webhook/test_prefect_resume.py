@@ -145,7 +145,7 @@ def related_events(stack: Stack, run_id: str) -> set[str]:
 def test_the_dispatcher_resumes_real_suspended_runs_in_either_order(stack: Stack) -> None:
     after_patient, before_patient = f"pat-{uuid.uuid4().hex[:8]}", f"pat-{uuid.uuid4().hex[:8]}"
     suspended_first = start_run(stack, after_patient)
-    until(lambda: state_name(stack, suspended_first) == "Suspended", timeout=60, what="first run suspended")
+    until(lambda: state_name(stack, suspended_first) == "Suspended", timeout=120, what="first run suspended")
 
     early = start_run(stack, before_patient)
     # the message comes before this run has registered its wait: it waits, unmatched, for the wait
@@ -153,7 +153,7 @@ def test_the_dispatcher_resumes_real_suspended_runs_in_either_order(stack: Stack
     post(stack, conversion_message(after_patient, data={"flowRunId": suspended_first, "stage": "documents"}))
 
     for run_id in (suspended_first, early):
-        until(lambda: state_name(stack, run_id) == "Completed", timeout=90, what=f"run {run_id} completed")
+        until(lambda: state_name(stack, run_id) == "Completed", timeout=150, what=f"run {run_id} completed")
         received = json.loads((stack.out_dir / f"{run_id}.json").read_text())
         [wait] = stack.store.waits_for_run(run_id)
         assert wait.status == WaitStatus.delivered and wait.delivered_at is not None
@@ -166,11 +166,11 @@ def test_the_dispatcher_resumes_real_suspended_runs_in_either_order(stack: Stack
 def test_a_message_for_a_finished_wait_changes_nothing(stack: Stack) -> None:
     patient = f"pat-{uuid.uuid4().hex[:8]}"
     run_id = start_run(stack, patient)
-    until(lambda: state_name(stack, run_id) == "Suspended", timeout=60, what="run suspended")
+    until(lambda: state_name(stack, run_id) == "Suspended", timeout=120, what="run suspended")
     first = conversion_message(patient, data={"flowRunId": run_id})
     post(stack, first)
     post(stack, first)  # the same delivery twice: one row
-    until(lambda: state_name(stack, run_id) == "Completed", timeout=90, what="run completed")
+    until(lambda: state_name(stack, run_id) == "Completed", timeout=150, what="run completed")
     late = conversion_message(patient, status="failed", data={"flowRunId": run_id})
     post(stack, late)
     until(lambda: (row := stack.store.get_message(late["meta"]["messageId"])) and row.status == "done",
