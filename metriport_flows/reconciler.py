@@ -27,7 +27,15 @@ from sqlalchemy import and_, or_, select
 
 from metriport_flows.client.errors import MetriportError, NotFound, UrlExpired
 from metriport_flows.settings import Settings
-from metriport_flows.stages import ConsolidatedReady, DocumentsReady, Outcome, ResolvedBy, Stage, StageResult
+from metriport_flows.stages import (
+    RESULT_MODELS,
+    ConsolidatedReady,
+    DocumentsReady,
+    Outcome,
+    ResolvedBy,
+    Stage,
+    StageResult,
+)
 from metriport_flows.store import InboxMessage, MessageStatus, Store, Wait
 from metriport_flows.webhook.delivery import Delivery, Gateway, deliver_due
 from metriport_flows.webhook.dispatcher import Dispatcher
@@ -144,8 +152,6 @@ async def consolidated_status(api: MedicalApi, settings: Settings, wait: Wait) -
 
 
 def timeout_result(wait: Wait, now: datetime) -> StageResult:
-    from metriport_flows.stages import RESULT_MODELS
-
     waited = int((now - wait.created_at).total_seconds())
     return RESULT_MODELS[Stage(wait.stage)](
         outcome=Outcome.timeout, request_id=wait.request_id, resolved_by=ResolvedBy.reconciler,
