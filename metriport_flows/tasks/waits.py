@@ -16,6 +16,7 @@ real store without a Prefect server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +39,17 @@ async def prefect_suspend(model: type[StageResult], key: str) -> StageResult:
     from prefect.flow_runs import asuspend_flow_run
 
     return await asuspend_flow_run(wait_for_input=model, key=key, timeout=None)
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger (its lines show in the UI), or a plain one outside a run."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def fired_pause_keys() -> set[str]:
@@ -120,8 +132,10 @@ class StageWait:
             raise RuntimeError("register() the wait before using it")
         return self.wait
 
-    def _consume(self, result: StageResult) -> StageResult:
+    def _consume(self, result: StageResult, how: str) -> StageResult:
         self.store.mark_wait_consumed(self._wait().id)
+        run_logger().info("Wait %s ended %s (resolved by %s, read %s)", self.key, result.outcome.value,
+                          result.resolved_by.value, how)
         return result
 
     async def result(
@@ -131,17 +145,19 @@ class StageWait:
         wait = self.store.get_wait(self._wait().id)
         stored = wait.result_model()
         if stored is not None:
-            return self._consume(stored)
+            return self._consume(stored, "from the store")
         if self.key in fired():
-            return self._consume(adopt_run_input(self.store, wait, await suspend(self.model, self.key)))
+            run_input = await suspend(self.model, self.key)
+            return self._consume(adopt_run_input(self.store, wait, run_input), "from the resume input")
         hot = await watch(self.store, wait.id, self.deadlines.hot_window_seconds, self.poll_seconds)
         if hot is not None:
-            return self._consume(hot)
+            return self._consume(hot, "in the hot window")
+        run_logger().info("Wait %s: no answer within %.1f s; suspending", self.key, self.deadlines.hot_window_seconds)
         run_input = await suspend(self.model, self.key)
         stored = self.store.get_wait(wait.id).result_model()
         if stored is not None:
-            return self._consume(stored)
-        return self._consume(adopt_run_input(self.store, wait, run_input))
+            return self._consume(stored, "from the store")
+        return self._consume(adopt_run_input(self.store, wait, run_input), "from the resume input")
 
 
 def stage_seconds(waits: list[Wait]) -> dict[str, float]:
