@@ -13,7 +13,7 @@ import hashlib
 import random
 import string
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,6 +27,7 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun, StateType
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from metriport_flows.records import PatientRecordsResult
 from metriport_flows.stack import LocalStack
 from metriport_flows.stages import ConsolidatedReady, Outcome, ResolvedBy, Stage
 from metriport_flows.store import Store, Wait, WaitStatus
@@ -314,3 +315,34 @@ def test_a_wait_past_its_hard_deadline_fails_the_run(local_stack: LocalStack, st
     (wait,) = stack_store.waits_for_run(run_id)
     assert (wait.status, wait.result_model().resolved_by) == (WaitStatus.consumed, ResolvedBy.reconciler)
     assert wait.delivered_at is not None and "Resuming" in state_names(stack_prefect, run)
+
+
+def test_an_expired_bundle_url_is_re_requested_under_a_new_attempt(
+        local_stack: LocalStack, stack_api: httpx.Client, sandbox_control: httpx.Client, stack_store: Store,
+        facility_id: str) -> None:
+    """The first consolidated reply's URL is already expired; the run asks again (attempt 2, pause key
+    consolidated-2) and the second reply, signed after the test restored normal URLs, is stored."""
+    patient_id = new_patient(stack_api, facility_id, "Ollie")
+    with emulator(sandbox_control, faults={"url_lifetime": 0}, delay=(2, 2)):
+        run_id = run_patient_records(local_stack, {"patient_id": patient_id})
+        first = wait_for(lambda: next((w for w in stack_store.waits_for_run(run_id)
+                                       if w.stage == Stage.consolidated and w.resolved_at), None))
+        sandbox_control.post("/faults", json={"spec": ""}).raise_for_status()
+        run = wait_for_final_state(local_stack, run_id, timeout=RUN_TIMEOUT)
+    assert first.result_model().outcome == Outcome.expired
+    assert_completed(run)
+    waits = assert_each_stage_delivered_once(stack_store, sandbox_control, run, patient_id, both_stages(2))
+    assert_bundle_is_what_was_served(sandbox_control, waits[-1])
+    result = PatientRecordsResult.model_validate(run.state.result())
+    assert (result.consolidated_attempts, result.consolidated_request_id) == (2, waits[-1].request_id)
+    assert result.total_resources > 0 and result.bundle.sha256 == waits[-1].result_model().sha256
+    assert set(result.stage_seconds) == {"documents-1", "consolidated-1", "consolidated-2"}
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = RUN_TIMEOUT) -> Any:
+    """Poll `probe` every 0.1 s until it returns something; fail after `timeout` seconds."""
+    retrying = Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.1), reraise=True,
+                        retry=retry_if_result(lambda value: value is None))
+    value = retrying(probe)
+    assert value is not None
+    return value
