@@ -47,6 +47,9 @@ class CohortParams(BaseModel):
     create_interval_seconds: float = Field(
         0.5, ge=0, le=60, description="Pause between run creations (the embedded server refuses bursts)"
     )
+    manage_rate_limits: bool = Field(
+        True, description="First create/update Metriport's rate limits from METRIPORT_RATE_* (off: managed elsewhere)"
+    )
     follow_minutes: float = Field(60.0, ge=0, description="How long to follow the runs before reporting")
     poll_seconds: float = Field(5.0, gt=0, le=300, description="How often to read the runs' states")
 
@@ -75,7 +78,8 @@ class CohortFailed(RuntimeError):
 async def cohort_refresh(params: CohortParams = CohortParams()) -> CohortReport:
     """Start one patient-records run per patient, follow them, report."""
     logger = get_run_logger()
-    await ensure_rate_limits()
+    if params.manage_rate_limits:
+        await ensure_rate_limits()
     patient_ids = await collect_patient_ids(
         params.patient_ids, params.csv_path, params.facility_id, params.all_patients
     )

@@ -92,8 +92,12 @@ def artifacts_of(prefect: SyncPrefectClient, run_id: str) -> dict[str, str]:
 
 
 def log_text(prefect: SyncPrefectClient, run_ids: list[str]) -> str:
-    logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)), limit=200)
-    return "\n".join(log.message for log in logs)
+    """Every log line of these runs (read 200 at a time)."""
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids))
+    lines: list[str] = []
+    while batch := prefect.read_logs(log_filter=log_filter, limit=200, offset=len(lines)):
+        lines += [log.message for log in batch]
+    return "\n".join(lines)
 
 
 def runs_of(prefect: SyncPrefectClient, deployment: str, **flow_run_filter: Any) -> list[FlowRun]:

@@ -110,3 +110,73 @@ def test_the_report_sorts_runs_and_its_markdown_holds_ids_and_counts_only():
     text = report.markdown()
     assert "| documents | 1 | 2 | 0 | 0 | 0 |" in text
     assert "| p-2 | r-2 | Failed |" in text and "| p-3 | r-3 | Suspended |" in text and "- p-4" in text
+
+
+# -- end to end: 50 patients under Metriport's rate limits ---------------------------------------------
+
+COHORT_SIZE = 50
+# The emulator's fixed window is shortened from 60 s to 10 s (20 document queries and 20 consolidated
+# queries per window) so the test takes about a minute; the Prefect limits are set to the same window.
+WINDOW_SECONDS, PER_WINDOW = 10.0, 20
+
+
+@pytest.fixture
+def cohort_patients(stack_api, sandbox_control) -> list[str]:
+    from tests.flows.stack_patients import create_facility, emulator_settings, new_patient
+
+    facility_id = create_facility(stack_api, sandbox_control)
+    with emulator_settings(sandbox_control, rate_limits={"patientCreateOrUpdate": 10_000}):
+        return [new_patient(stack_api, facility_id, "Robin") for _ in range(COHORT_SIZE)]
+
+
+@pytest.fixture
+def rate_limits_like_the_emulator(local_stack):
+    """Prefect's limits for the short window, on the stack's server; removed afterwards."""
+    import asyncio
+
+    from prefect.client.orchestration import PrefectClient
+
+    from metriport_flows.tasks.limits import RateLimitSettings, ensure_rate_limits, rate_limits
+
+    settings = RateLimitSettings(document_query=PER_WINDOW, consolidated_query=PER_WINDOW,
+                                 window_seconds=WINDOW_SECONDS, _env_file=None)  # fmt: skip
+
+    async def apply(remove: bool) -> None:
+        async with PrefectClient(api=local_stack.prefect_api_url) as client:
+            if not remove:
+                await ensure_rate_limits(settings, client)
+                return
+            for limit in rate_limits(settings):
+                await client.delete_global_concurrency_limit_by_name(limit.name)
+
+    asyncio.run(apply(remove=False))
+    yield settings
+    asyncio.run(apply(remove=True))
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_fifty_patients_under_metriports_rate_limits_all_complete_without_a_429(
+    local_stack, stack_api, sandbox_control, stack_prefect, cohort_patients, rate_limits_like_the_emulator,
+) -> None:  # fmt: skip
+    from prefect.client.schemas.objects import StateType
+
+    from tests.fixtures.stack import run_deployment_on, wait_for_final_state
+    from tests.flows.stack_patients import artifacts_of, emulator_settings, log_text, runs_of
+
+    params = {"patient_ids": cohort_patients, "manage_rate_limits": False, "create_interval_seconds": 0.2,
+              "poll_seconds": 3, "follow_minutes": 8}  # fmt: skip
+    limits = {"documentQuery": PER_WINDOW, "consolidatedDataQuery": PER_WINDOW}
+    with emulator_settings(sandbox_control, rate_limits=limits, rate_limit_window=WINDOW_SECONDS):
+        run_id = run_deployment_on(local_stack, "cohort-refresh/nightly", {"params": params})
+        cohort = wait_for_final_state(local_stack, run_id, timeout=540)
+    assert cohort.state.type == StateType.COMPLETED, cohort.state.message
+    report = artifacts_of(stack_prefect, run_id)["cohort-refresh"]
+    assert f"completed **{COHORT_SIZE}** · failed **0** · still waiting **0**" in report
+    assert f"| documents | 0 | {COHORT_SIZE} |" in report and f"| consolidated | 0 | {COHORT_SIZE} |" in report
+    keys = [f"cohort:{run_id}:{patient_id}" for patient_id in cohort_patients]
+    runs = runs_of(stack_prefect, "patient-records/on-demand", idempotency_key={"any_": keys})
+    assert sorted(r.parameters["request"]["patient_id"] for r in runs) == sorted(cohort_patients)
+    assert all(r.state.type == StateType.COMPLETED for r in runs)
+    logs = log_text(stack_prefect, [str(r.id) for r in runs])
+    assert "RateLimited" not in logs and "429" not in logs
