@@ -44,6 +44,9 @@ ResourceType = Literal[RESOURCE_TYPES]  # type: ignore[valid-type]
 ConversionType = Literal["json", "pdf", "html"]
 CONTENT_TYPES: dict[str, str] = {"json": "application/json", "pdf": "application/pdf", "html": "text/html"}
 
+# Metriport ids are uuids; the pattern also keeps names and other free text out of the parameters.
+ID_PATTERN = r"^[A-Za-z0-9._-]+$"
+
 # A bundle URL that expired is re-requested once (attempt 2); a second expiry fails the run.
 MAX_CONSOLIDATED_ATTEMPTS = 2
 
@@ -51,10 +54,11 @@ MAX_CONSOLIDATED_ATTEMPTS = 2
 class PatientRecordsParams(BaseModel):
     """The run's parameters: the Prefect UI renders this as the deployment's form. Ids only."""
 
-    patient_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
-                            description="Metriport patient id")  # fmt: skip
-    facility_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
-                                    description="Facility for the document query; default: the patient's primary one")  # fmt: skip
+    patient_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN, description="Metriport patient id")
+    facility_id: str | None = Field(
+        None, max_length=64, pattern=ID_PATTERN,
+        description="Facility for the document query; default: the patient's primary one",
+    )  # fmt: skip
     resources: list[ResourceType] = Field(  # type: ignore[valid-type]
         default_factory=list, description="FHIR resource types to fetch; empty means all of them"
     )
@@ -208,7 +212,8 @@ def validate_resource(resource: dict) -> None:
     try:
         model.model_validate(resource)
     except pydantic.ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) + f" ({e['type']})" for e in exc.errors(include_input=False)[:3])
+        errors = exc.errors(include_input=False)[:3]
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) + f" ({e['type']})" for e in errors)
         raise BundleInvalid(f"Invalid {resource_type} {resource.get('id', '')}: {fields}") from None
 
 
