@@ -64,6 +64,7 @@ class DemoPatient:
     stage: str = "starting"
     result: PatientRecordsResult | None = None
     error: str | None = None
+    documents: int | None = None  # documents Metriport holds for the patient after the run
 
     @property
     def seconds(self) -> float:
@@ -139,6 +140,13 @@ async def read_outcome(run: FlowRun, patient: DemoPatient) -> None:
     patient.result = PatientRecordsResult.model_validate(result)
 
 
+async def count_documents(stack: LocalStack, patients: list[DemoPatient]) -> None:
+    """The run's result knows the count only when the download message came first: ask Metriport."""
+    async with MedicalApi.from_settings(stack.settings()) as api:
+        for patient in patients:
+            patient.documents = len(await api.list_documents(patient.patient_id))
+
+
 def live_table(patients: list[DemoPatient], elapsed: float) -> Table:
     table = Table(title=f"patient-records runs ({elapsed:.0f} s)", title_justify="left")
     for column in ("patient id", "kind", "flow run", "stage", "seconds"):
@@ -152,24 +160,23 @@ def live_table(patients: list[DemoPatient], elapsed: float) -> Table:
 
 def summary_table(patients: list[DemoPatient]) -> Table:
     table = Table(title="Summary", title_justify="left")
-    for column in ("patient id", "outcome", "documents", "resources", "bundle", "seconds"):
+    for column in ("patient id", "outcome", "documents", "resources", "bundle file", "seconds"):
         table.add_column(column, justify="right" if column in ("documents", "resources", "seconds") else "left",
                          no_wrap=column == "patient id", overflow="fold")
     for p in patients:
         r = p.result
         outcome = "[green]completed[/]" if r else f"[red]{p.stage}: {p.error or 'unfinished'}[/]"
-        listed = None if r is None else (r.documents if r.documents is not None else r.converted)
-        documents = "-" if listed is None else str(listed)
+        documents = "-" if p.documents is None else str(p.documents)
         resources = "-" if r is None else str(r.bundle.total_resources)
-        bundle = (_shown_path(r.bundle.path) if r.bundle.path else "(empty bundle)") if r else "-"
+        bundle = (Path(r.bundle.path).name if r.bundle.path else "(empty bundle)") if r else "-"
         table.add_row(p.patient_id, outcome, documents, resources, bundle, f"{p.seconds:.1f}")
     return table
 
 
-def _shown_path(path: str) -> str:
-    """Relative to the working directory when under it (`.demo/bundles/...`), else absolute."""
+def _shown_path(path: Path) -> str:
+    """Relative to the working directory when under it (`.demo/bundles`), else absolute."""
     relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
+    return str(path) if relative.startswith("..") else relative
 
 
 async def follow_runs(stack: LocalStack, patients: list[DemoPatient], console: Console, timeout: float) -> None:
@@ -211,8 +218,10 @@ def run_demo(console: Console, *, root: Path = DEFAULT_ROOT, keep: bool = False,
         patients = asyncio.run(create_patients(stack, list(seed_keys or SEED_PATIENTS), others))
         console.print(f"Created a facility and {len(patients)} patients; starting one run each")
         asyncio.run(follow_runs(stack, patients, console, RUNS_TIMEOUT_SECONDS))
+        asyncio.run(count_documents(stack, patients))
         console.print()
         console.print(summary_table(patients))
+        console.print(f"Bundle files are in {_shown_path(stack.bundle_dir)}/<patient id>/")
         console.print(f"Prefect UI: {stack.prefect_url}  (flow runs, their artifacts and events)")
     finally:
         if keep:

@@ -10,8 +10,15 @@ import pytest
 from prefect.client.schemas.objects import StateType
 from rich.console import Console
 
-from metriport_flows.demo import DemoPatient, create_patients, follow_runs, stage_of, summary_table
-from metriport_flows.sandbox.seed import SEED_PATIENTS
+from metriport_flows.demo import (
+    DemoPatient,
+    count_documents,
+    create_patients,
+    follow_runs,
+    stage_of,
+    summary_table,
+)
+from metriport_flows.sandbox.seed import SEED_DOCUMENTS, SEED_PATIENTS
 from metriport_flows.stack import LocalStack
 from metriport_flows.store.models import Wait, WaitStatus
 
@@ -49,6 +56,7 @@ def test_demo_follows_a_seed_patient_and_one_without_documents_to_the_end(local_
     out = io.StringIO()
     console = Console(file=out, width=200)
     asyncio.run(follow_runs(local_stack, patients, console, timeout=120))
+    asyncio.run(count_documents(local_stack, patients))
     console.print(summary_table(patients))
 
     seed, other = patients
@@ -56,7 +64,9 @@ def test_demo_follows_a_seed_patient_and_one_without_documents_to_the_end(local_
     assert seed.result is not None and seed.result.bundle.total_resources > 0
     assert Path(seed.result.bundle.path).is_file()
     assert other.result is not None and other.result.empty and other.result.bundle.total_resources == 0
+    assert (seed.documents, other.documents) == (len(SEED_DOCUMENTS), 0)
     printed = out.getvalue()
+    assert Path(seed.result.bundle.path).name in printed
     assert seed.patient_id in printed and other.patient_id in printed
     ollie = SEED_PATIENTS["ollie"]
     for phi in (ollie.first_name, ollie.last_name, ollie.dob, ollie.address.address_line1, "Robin"):
