@@ -164,7 +164,12 @@ def _retrying() -> AsyncRetrying:
     )
 
 
-@task(name="collect-patient-ids", retries=2, retry_delay_seconds=[5, 15])
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Metriport or the network may recover; a bad CSV or a missing file will not."""
+    return not isinstance(state.data, (CohortInputError, OSError))
+
+
+@task(name="collect-patient-ids", retries=2, retry_delay_seconds=[5, 15], retry_condition_fn=_worth_retrying)
 async def collect_patient_ids(
     patient_ids: Sequence[str], csv_path: str | None, facility_id: str | None, all_patients: bool
 ) -> list[str]:

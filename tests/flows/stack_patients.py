@@ -19,7 +19,6 @@ from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
-    FlowRunFilterId,
     LogFilter,
     LogFilterFlowRunId,
 )
@@ -110,6 +109,3 @@ def runs_of(prefect: SyncPrefectClient, deployment: str, **flow_run_filter: Any)
         limit=200,
     )
 
-
-def read_runs(prefect: SyncPrefectClient, run_ids: list[str]) -> list[FlowRun]:
-    return prefect.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids)), limit=200)
