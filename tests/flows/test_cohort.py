@@ -164,8 +164,9 @@ def test_fifty_patients_under_metriports_rate_limits_all_complete_without_a_429(
     from tests.fixtures.stack import run_deployment_on, wait_for_final_state
     from tests.flows.stack_patients import artifacts_of, emulator_settings, log_text, runs_of
 
+    # A long hot window: this test is about rate limits, so no run should pay for a suspend and resume.
     params = {"patient_ids": cohort_patients, "manage_rate_limits": False, "create_interval_seconds": 0.2,
-              "poll_seconds": 3, "follow_minutes": 8}  # fmt: skip
+              "poll_seconds": 3, "follow_minutes": 8, "hot_window_seconds": 60}  # fmt: skip
     limits = {"documentQuery": PER_WINDOW, "consolidatedDataQuery": PER_WINDOW}
     with emulator_settings(sandbox_control, rate_limits=limits, rate_limit_window=WINDOW_SECONDS):
         run_id = run_deployment_on(local_stack, "cohort-refresh/nightly", {"params": params})
