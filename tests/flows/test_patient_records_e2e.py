@@ -268,8 +268,13 @@ def test_a_person_resumes_a_stuck_wait_from_the_ui_form(local_stack: LocalStack,
     with emulator(sandbox_control, faults={"stuck_patients": [patient_id]}):
         run_id = run_patient_records(local_stack, {"patient_id": patient_id})
         wait_for_state_name(local_stack, run_id, "Suspended", timeout=RUN_TIMEOUT)
-        accepted = stack_prefect.resume_flow_run(run_id, run_input={"outcome": "timeout", "detail": "no answer"})
-        assert accepted.status.value == "ACCEPT", accepted
+        # Suspended comes a moment before the run saves its input schema; until then Prefect answers REJECT
+        # ("Run input schema not found") and the run stays suspended, so resume again, as a person would.
+        resume = Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.5), retry_error_callback=lambda s: s,
+                          retry=retry_if_result(lambda answer: answer.status.value != "ACCEPT"))
+        accepted = resume(stack_prefect.resume_flow_run, run_id,
+                          run_input={"outcome": "timeout", "detail": "no answer"})
+        assert getattr(accepted, "status", None) is not None and accepted.status.value == "ACCEPT", accepted
         run = wait_for_final_state(local_stack, run_id, timeout=RUN_TIMEOUT)
     assert_failed(run, f"Document query for patient {patient_id} passed its hard deadline: no answer")
     (wait,) = stack_store.waits_for_run(run_id)
