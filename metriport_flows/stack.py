@@ -13,140 +13,31 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
 
+from metriport_flows.processes import (
+    Service,
+    StackError,
+    environ_of,
+    free_port,
+    group_members,
+    http_ok,
+    poll_until,
+    stop_group,
+    venv_bin,
+)
 from metriport_flows.settings import EMULATOR_API_KEY, Settings
+
+__all__ = ["LocalStack", "Service", "StackError", "free_port", "poll_until", "stop_saved"]
 
 WEBHOOK_PATH = "/metriport/webhook"
 STATE_FILE = "stack.json"
 # Environment variables the children must not inherit from whoever started the stack.
 _ISOLATED_PREFIXES = ("PREFECT_", "METRIPORT_", "DATABASE_URL", "BUNDLE_DIR", "HOT_WINDOW_SECONDS")
-
-
-class StackError(RuntimeError):
-    """A process of the stack did not start or died; the message ends with its log's tail."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a live (not zombie) process is in the group; init reaps orphaned zombies lazily."""
-    return bool(_group_members(pgid))
-
-
-def stop_group(pgid: int, grace_seconds: float) -> None:
-    """SIGTERM the whole group, SIGKILL whatever is left after the grace period."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_seconds
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _group_alive(pgid):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-
-
-@dataclass
-class Service:
-    """One subprocess of the stack, in its own process group, logging to its own file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    cwd: Path
-    process: subprocess.Popen | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def group_alive(self) -> bool:
-        return self.process is not None and _group_alive(self.process.pid)
-
-    def stop(self, grace_seconds: float) -> None:
-        if self.process is None:
-            return
-        pgid = self.process.pid
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.process.wait(timeout=grace_seconds)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-            self.process.wait()
-        # The leader is reaped; anything left in its group (a flow-run child) gets the same treatment.
-        stop_group(pgid, grace_seconds)
-
-    def log_tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-
-def poll_until(check: Callable[[], bool], *, timeout: float, what: str, service: Service | None = None) -> None:
-    """Poll `check` every 0.2 s until it is true; fail early if `service` died, late on the deadline."""
-
-    def attempt() -> bool:
-        if service is not None and not service.alive():
-            raise StackError(f"{service.name} exited while {what}:\n{service.log_tail()}")
-        return check()
-
-    retrying = Retrying(
-        stop=stop_after_delay(timeout),
-        wait=wait_fixed(0.2),
-        retry=retry_if_result(lambda ok: not ok) | retry_if_exception_type(httpx.TransportError),
-        reraise=True,
-    )
-    try:
-        ok = retrying(attempt)
-    except httpx.TransportError as exc:
-        raise StackError(f"timed out after {timeout:.0f} s {what}: {exc!r}") from exc
-    if not ok:
-        tail = f":\n{service.log_tail()}" if service else ""
-        raise StackError(f"timed out after {timeout:.0f} s {what}{tail}")
-
-
-def _http_ok(url: str, *, any_status: bool = False) -> bool:
-    response = httpx.get(url, timeout=2.0)
-    return any_status or response.status_code == 200
 
 
 class LocalStack:
@@ -295,30 +186,30 @@ class LocalStack:
 
         prefect = self._service(
             "prefect-server",
-            [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)],
+            [venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)],
             PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{self.prefect_db_path}",
             PREFECT_UI_ENABLED="true",
             PREFECT_SERVER_LOGGING_LEVEL="WARNING",
         )
-        emulator_argv = [_bin("metriport-flows"), "sandbox", "--host", "127.0.0.1", "--port", str(self.emulator_port)]
+        emulator_argv = [venv_bin("metriport-flows"), "sandbox", "--host", "127.0.0.1", "--port", str(self.emulator_port)]
         emulator_argv += ["--mode", self.mode, "--delay", f"{self.delay[0]:g},{self.delay[1]:g}"]
         if self.faults:
             emulator_argv += ["--faults", self.faults]
         emulator = self._service("emulator", emulator_argv)
-        poll_until(lambda: _http_ok(f"{self.emulator_url}/_sandbox/deliveries", any_status=True),
+        poll_until(lambda: http_ok(f"{self.emulator_url}/_sandbox/deliveries", any_status=True),
                    timeout=timeout, what="waiting for the emulator", service=emulator)
         ready("emulator")
 
         self.webhook_key = self._set_webhook_url()
-        receiver = self._service("receiver", [_bin("metriport-flows"), "receiver", "--host", "127.0.0.1",
+        receiver = self._service("receiver", [venv_bin("metriport-flows"), "receiver", "--host", "127.0.0.1",
                                               "--port", str(self.receiver_port)])
-        poll_until(lambda: _http_ok(f"{self.receiver_url}/healthz"), timeout=timeout,
+        poll_until(lambda: http_ok(f"{self.receiver_url}/healthz"), timeout=timeout,
                    what="waiting for the receiver", service=receiver)
         self._set_webhook_url()
         poll_until(self._pinged, timeout=timeout, what="waiting for the receiver to answer the emulator's ping",
                    service=receiver)
         ready("receiver")
-        poll_until(lambda: _http_ok(f"{self.prefect_api_url}/health"), timeout=timeout,
+        poll_until(lambda: http_ok(f"{self.prefect_api_url}/health"), timeout=timeout,
                    what="waiting for the Prefect server", service=prefect)
         ready("prefect-server")
         if self.serve:
@@ -386,34 +277,8 @@ def stop_saved(root: Path, grace_seconds: float = 10.0) -> list[str]:
     stopped = []
     for name, pgid in reversed(list(state["process_groups"].items())):
         # A group id can be reused once the group is gone: stop only groups that still carry our marker.
-        if any(marker in _environ(pid) for pid in _group_members(pgid)):
+        if any(marker in environ_of(pid) for pid in group_members(pgid)):
             stop_group(pgid, grace_seconds)
             stopped.append(name)
     state_path.unlink()
     return stopped
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live processes of a process group, from /proc (zombies excluded)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
-def _environ(pid: int) -> list[bytes]:
-    try:
-        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return []
-
-
-def _bin(name: str) -> str:
-    """A console script installed beside this interpreter (the venv's), else from PATH."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from metriport_flows.deployments import serve
-from metriport_flows.stack import LocalStack, Service, StackError, _group_alive, poll_until, stop_saved
+from metriport_flows.processes import Service, StackError, group_alive, poll_until
+from metriport_flows.stack import LocalStack, stop_saved
 
 PREFECT_YAML = Path(serve.__file__).with_name("prefect.yaml")
 PROJECT_ROOT = Path(serve.__file__).parents[2]
@@ -77,7 +78,7 @@ def test_stop_ends_the_whole_process_group_even_when_sigterm_is_ignored(tmp_path
                service=service)
     service.stop(grace_seconds=0.5)
     assert not service.alive()
-    assert not _group_alive(service.pid)
+    assert not group_alive(service.pid)
 
 
 def test_a_process_that_dies_at_startup_fails_fast_with_its_log(tmp_path: Path) -> None:
