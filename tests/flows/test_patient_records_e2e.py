@@ -209,7 +209,7 @@ def test_duplicated_and_reordered_webhooks(local_stack: LocalStack, stack_api: h
 def test_a_slow_reply_outlasts_the_hot_window_and_the_run_is_resumed(
         local_stack: LocalStack, stack_api: httpx.Client, sandbox_control: httpx.Client, stack_store: Store,
         stack_prefect: SyncPrefectClient, facility_id: str) -> None:
-    slow = local_stack.hot_window_seconds + 2
+    slow = local_stack.hot_window_seconds + 3
     with emulator(sandbox_control, delay=(slow, slow)):
         patient_id = new_patient(stack_api, facility_id, "Jane")
         (run,) = run_all(local_stack, [{"patient_id": patient_id}])
