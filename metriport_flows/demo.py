@@ -30,7 +30,7 @@ from metriport_flows.client.models import Demographics
 from metriport_flows.deployments.serve import PATIENT_RECORDS_PARAMETER
 from metriport_flows.records import PatientRecordsResult
 from metriport_flows.sandbox.seed import SEED_PATIENTS
-from metriport_flows.stack import LocalStack
+from metriport_flows.stack import LocalStack, saved_stack_running
 from metriport_flows.store.models import Wait, WaitStatus
 from metriport_flows.store.store import Store
 
@@ -199,7 +199,7 @@ async def follow_runs(stack: LocalStack, patients: list[DemoPatient], console: C
 
 def prepare_root(root: Path) -> None:
     """A fresh folder per demo; refuse while a kept demo still runs there."""
-    if (root / "stack.json").exists():
+    if saved_stack_running(root):
         raise SystemExit(f"a demo stack is still running under {root}: stop it with `metriport-flows demo --stop`")
     if root.exists():
         shutil.rmtree(root)

@@ -267,18 +267,26 @@ class LocalStack:
         self.stop()
 
 
-def stop_saved(root: Path, grace_seconds: float = 10.0) -> list[str]:
-    """Stop the stack a previous `LocalStack` left running under `root`; returns what was stopped."""
+def _saved_groups(root: Path) -> dict[str, int]:
+    """Process groups a `LocalStack` saved under `root` that are still alive and still ours."""
     state_path = Path(root) / STATE_FILE
     if not state_path.exists():
-        return []
+        return {}
     state = json.loads(state_path.read_text())
     marker = f"PREFECT_HOME={state['prefect_home']}".encode()
-    stopped = []
-    for name, pgid in reversed(list(state["process_groups"].items())):
-        # A group id can be reused once the group is gone: stop only groups that still carry our marker.
-        if any(marker in environ_of(pid) for pid in group_members(pgid)):
-            stop_group(pgid, grace_seconds)
-            stopped.append(name)
-    state_path.unlink()
-    return stopped
+    # A group id can be reused once the group is gone: only groups that still carry our marker count.
+    return {name: pgid for name, pgid in state["process_groups"].items()
+            if any(marker in environ_of(pid) for pid in group_members(pgid))}
+
+
+def saved_stack_running(root: Path) -> bool:
+    return bool(_saved_groups(root))
+
+
+def stop_saved(root: Path, grace_seconds: float = 10.0) -> list[str]:
+    """Stop the stack a previous `LocalStack` left running under `root`; returns what was stopped."""
+    groups = _saved_groups(root)
+    for pgid in reversed(list(groups.values())):
+        stop_group(pgid, grace_seconds)
+    (Path(root) / STATE_FILE).unlink(missing_ok=True)
+    return list(reversed(list(groups)))

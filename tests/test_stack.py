@@ -12,7 +12,7 @@ import yaml
 
 from metriport_flows.deployments import serve
 from metriport_flows.processes import Service, StackError, group_alive, poll_until
-from metriport_flows.stack import LocalStack, stop_saved
+from metriport_flows.stack import LocalStack, saved_stack_running, stop_saved
 
 PREFECT_YAML = Path(serve.__file__).with_name("prefect.yaml")
 PROJECT_ROOT = Path(serve.__file__).parents[2]
@@ -101,9 +101,11 @@ def test_stop_saved_only_stops_groups_that_are_still_ours(tmp_path: Path) -> Non
     foreign.start()
     try:
         stack._save_state()
+        assert saved_stack_running(tmp_path)
         assert stop_saved(tmp_path, grace_seconds=5) == ["ours"]
         ours.process.wait(timeout=10)
         assert foreign.alive()
+        assert not saved_stack_running(tmp_path)
     finally:
         foreign.stop(grace_seconds=1)
         ours.stop(grace_seconds=1)
