@@ -233,3 +233,24 @@ async def test_two_passes_resolve_and_resume_once(store, emulator, gateway, sett
     assert (later.waits_checked, later.resolved, later.delivered) == (0, 0, 0)
     assert sorted(run for run, _ in gateway.resumes) == sorted([soft.flow_run_id, hard.flow_run_id])
     assert store.get_wait(hard.id).result_model().outcome == Outcome.timeout
+
+
+async def test_failed_query_and_empty_bundle_are_resolved_from_status(store, emulator, gateway, settings) -> None:
+    nobody = (await emulator.api.create_patient(emulator.facility_id, {
+        "firstName": "Zed", "lastName": "Nobody", "dob": "1980-01-01", "genderAtBirth": "M",
+        "address": [FACILITY["address"]]})).id
+    query = await emulator.api.start_consolidated_query(nobody, "json")  # no documents: an empty bundle
+    failing = await emulator.patient("andreas")
+    (await emulator.control.post("/config", json={"mode": "production"})).raise_for_status()  # HIE failures
+    await emulator.faults(dq_failed=1.0)
+    started = await emulator.api.start_document_query(failing, emulator.facility_id)
+    await emulator.idle()
+    empty = waiting(store, gateway, nobody, Stage.consolidated, request_id=query.request_id)
+    failed = waiting(store, gateway, failing, Stage.documents, request_id=started.request_id)
+
+    report = await reconcile(store, emulator, gateway, settings)
+    assert (report.resolved_ready, report.resolved_failed, report.delivered) == (1, 1, 2)
+    bundle = store.get_wait(empty.id).result_model()
+    assert (bundle.outcome, bundle.empty, bundle.bundle_path) == (Outcome.ready, True, None)
+    documents = store.get_wait(failed.id).result_model()
+    assert (documents.outcome, documents.resolved_by) == (Outcome.failed, ResolvedBy.reconciler)
