@@ -142,17 +142,17 @@ def test_dropped_webhooks_are_recovered_through_retry(local_stack, stack_api, sa
     patient_id = new_patient(stack_api, facility_id, "Jane")
     faults(drop=1.0)
     run_id = run_patient_records(local_stack, {"patient_id": patient_id})
-    until(lambda: dropped(sandbox_control, patient_id, DOWNLOAD, CONVERSION), timeout=60,
+    until(lambda: dropped(sandbox_control, patient_id, DOWNLOAD, CONVERSION), timeout=90,
           what="both document messages to be dropped")
-    wait_for_state_name(local_stack, run_id, "Suspended")
+    wait_for_state_name(local_stack, run_id, "Suspended", timeout=90)
     faults()  # Metriport works again, but never re-sends by itself: the run would wait forever
 
     reconcile_run = run_deployment_on(local_stack, RECONCILE, {})
-    assert wait_for_final_state(local_stack, reconcile_run, timeout=60).state.type == StateType.COMPLETED
+    assert wait_for_final_state(local_stack, reconcile_run, timeout=120).state.type == StateType.COMPLETED
     report = stack_store.get_heartbeat(HEARTBEAT).detail
     assert report["webhook_retry_requested"] is True and report["webhooks_failed"] >= 2
 
-    run = wait_for_final_state(local_stack, run_id, timeout=90)
+    run = wait_for_final_state(local_stack, run_id, timeout=150)
     assert run.state.type == StateType.COMPLETED, (run.state.name, run.state.message)
     retried = {d["type"]: d for d in deliveries(sandbox_control, patient_id) if d["kind"] == "retry"}
     assert {DOWNLOAD, CONVERSION} <= set(retried) and all(d["status"] == "success" for d in retried.values())
@@ -170,14 +170,14 @@ def test_stuck_document_query_is_ended_by_the_hard_deadline(local_stack, stack_a
     faults(stuck_patients=[patient_id])
     run_id = run_patient_records(local_stack, {"patient_id": patient_id, "soft_deadline_seconds": 1,
                                                "hard_deadline_seconds": 6})
-    wait = until(lambda: past_soft_deadline(stack_store, run_id, Stage.documents), timeout=60,
+    wait = until(lambda: past_soft_deadline(stack_store, run_id, Stage.documents), timeout=90,
                  what="the documents wait past its soft deadline")
     early = reconcile_here(local_stack, stack_store)
     assert early.still_processing >= 1 and wait_of(stack_store, run_id, Stage.documents).result is None
     until(lambda: utcnow() > wait.hard_deadline, timeout=30, what="the hard deadline")
 
     assert reconcile_here(local_stack, stack_store).timed_out >= 1
-    run = wait_for_final_state(local_stack, run_id, timeout=90)
+    run = wait_for_final_state(local_stack, run_id, timeout=150)
     assert run.state.type == StateType.FAILED, (run.state.name, run.state.message)
     assert "hard deadline" in run.state.message and patient_id in run.state.message
     result = wait_of(stack_store, run_id, Stage.documents).result_model()
@@ -192,17 +192,17 @@ def test_expired_bundle_url_is_re_requested(local_stack, stack_api, sandbox_cont
     run_id = run_patient_records(local_stack, {"patient_id": patient_id, "soft_deadline_seconds": 2,
                                                "hard_deadline_seconds": 300})
     until(lambda: past_soft_deadline(stack_store, run_id, Stage.documents)
-          and dropped(sandbox_control, patient_id, DOWNLOAD), timeout=60, what="the document query to finish")
+          and dropped(sandbox_control, patient_id, DOWNLOAD), timeout=90, what="the document query to finish")
     reconcile_cli(local_stack)  # GET /document/query says done (and the retried messages say so too)
     assert wait_of(stack_store, run_id, Stage.documents).result_model().outcome == Outcome.ready
 
     first = until(lambda: dropped(sandbox_control, patient_id, CONSOLIDATED)
-                  and past_soft_deadline(stack_store, run_id, Stage.consolidated), timeout=60,
+                  and past_soft_deadline(stack_store, run_id, Stage.consolidated), timeout=120,
                   what="the first consolidated query to finish")
     faults()  # the first query's URL was signed already expired; the re-requested one will be fine
     reconcile_cli(local_stack)
 
-    run = wait_for_final_state(local_stack, run_id, timeout=90)
+    run = wait_for_final_state(local_stack, run_id, timeout=150)
     assert run.state.type == StateType.COMPLETED, (run.state.name, run.state.message)
     expired = stack_store.get_wait(first.id).result_model()
     assert expired.outcome == Outcome.expired and expired.request_id == first.request_id

@@ -2,12 +2,12 @@
 
 Runs last in the session (tests/e2e/conftest.py orders it). It first puts two seed patients, with the
 emulator's exact seed demographics, through patient-records (when no run of the session was resumed with
-a run input yet, with replies slower than the hot window, so both stages suspend and are resumed). Then it scans every table and every text column of
-a consistent copy of the Prefect server's SQLite database (flow run parameters, run inputs, logs, events,
-artifacts, states, ...), the raw database files (free pages included), Prefect's result storage, and the
-inbox's waits (their resolutions and progress) for the seed patients' names, birth dates and addresses.
-The scanner proves it can fail: the same scan finds values planted in a copy (after the scan, so the
-copy holds the runs above).
+a run input yet, with replies slower than the hot window, so both stages suspend and are resumed). Then
+it scans every table and every text column of a consistent copy of the Prefect server's SQLite database
+(flow run parameters, run inputs, logs, events, artifacts, states, ...), the raw database files (free
+pages included), Prefect's result storage, and the inbox's waits (their resolutions and progress) for the
+seed patients' names, birth dates and addresses. The scanner proves it can fail: the same scan finds
+values planted in a copy (taken after the scan, so the copy holds the runs above).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def run_seed_patients(stack: LocalStack, api: httpx.Client, control: httpx.Clien
     try:
         run_ids = [run_patient_records(stack, {"patient_id": patient_id}) for patient_id in patient_ids]
         with ThreadPoolExecutor(len(run_ids)) as pool:
-            runs = list(pool.map(lambda run_id: wait_for_final_state(stack, run_id, timeout=120), run_ids))
+            runs = list(pool.map(lambda run_id: wait_for_final_state(stack, run_id, timeout=180), run_ids))
     finally:
         control.post("/config", json={"delay": [0, 0]}).raise_for_status()
     for run in runs:
