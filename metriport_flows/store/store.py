@@ -286,10 +286,16 @@ class Store:
         )
         candidates = select(InboxMessage.message_id).where(due).order_by(InboxMessage.received_at).limit(limit)
         if self.is_postgres:
-            candidates = candidates.with_for_update(skip_locked=True)
+            # ARRAY(...) runs the locking subquery once; under `IN (...)` PostgreSQL may re-run it while
+            # rechecking rows and so claim more than `limit` rows.
+            chosen = InboxMessage.message_id == func.any(
+                func.array(candidates.with_for_update(skip_locked=True).scalar_subquery())
+            )
+        else:
+            chosen = InboxMessage.message_id.in_(candidates.scalar_subquery())
         statement = (
             update(InboxMessage)
-            .where(InboxMessage.message_id.in_(candidates.scalar_subquery()), due)
+            .where(chosen, due)
             .values(status=MessageStatus.claimed.value, claimed_at=now)
             .returning(InboxMessage)
             .execution_options(synchronize_session=False)

@@ -69,6 +69,13 @@ def test_claim_gives_each_row_once_and_respects_backoff(store: Store) -> None:
     assert row.attempts == 1 and row.last_error == "boom" and row.status == MessageStatus.error
 
 
+def test_claim_takes_at_most_limit_rows_oldest_first(store: Store) -> None:
+    ids = [_insert(store) for _ in range(5)]
+    assert [m.message_id for m in store.claim_pending(limit=1)] == ids[:1]
+    assert [m.message_id for m in store.claim_pending(limit=2)] == ids[1:3]
+    assert [m.message_id for m in store.claim_pending(limit=5)] == ids[3:]
+
+
 def test_a_crashed_claim_is_reclaimed_after_its_lease(store: Store) -> None:
     message_id = _insert(store)
     assert store.claim_pending()
