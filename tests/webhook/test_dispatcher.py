@@ -10,8 +10,10 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
+from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.signing import compact_json
 from metriport_flows.stages import Outcome, ResolvedBy
 from metriport_flows.store import MessageStatus, Store, WaitStatus, utcnow
@@ -19,6 +21,7 @@ from metriport_flows.webhook.delivery import Delivery, deliver_due, deliver_wait
 from metriport_flows.webhook.dispatcher import Dispatcher
 from metriport_flows.webhook.events import WAIT_DELIVERED, WAIT_RESOLVED, message_event_id
 from metriport_flows.webhook.prefect_gateway import RunView
+from tests.fixtures.emulator import api_key_for
 from tests.webhook.conftest import (
     RecordingGateway,
     conversion_message,
@@ -35,8 +38,11 @@ def gateway() -> RecordingGateway:
 
 
 @pytest.fixture
-def dispatcher(store: Store, tmp_path: Path, gateway: RecordingGateway) -> Dispatcher:
-    return Dispatcher(store, make_settings(tmp_path, store), gateway, api=None)
+async def dispatcher(store: Store, tmp_path: Path, gateway: RecordingGateway, emulator_app) -> Dispatcher:
+    """Metriport is the in-process emulator: its GET /document/query answers `{}` for these patients."""
+    transport = httpx.ASGITransport(app=emulator_app)
+    async with MedicalApi("http://emulator", api_key_for("dispatcher-tests"), transport=transport) as api:
+        yield Dispatcher(store, make_settings(tmp_path, store), gateway, api=api)
 
 
 def put(store: Store, message: dict) -> str:

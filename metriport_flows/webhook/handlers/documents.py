@@ -4,11 +4,15 @@
 - a download message with no convertible (XML) document ends it when GET /document/query shows nothing
   processing (the sandbox sends no conversion message then: gotcha 9);
 - a download message with convertible documents only records its counts on the wait: the conversion
-  message that follows resolves the wait and carries them.
+  message that follows resolves the wait and carries them (or, when it came first, reads them from the
+  query's progress).
 """
 
 from __future__ import annotations
 
+import httpx
+
+from metriport_flows.client.errors import MetriportError
 from metriport_flows.client.messages import (
     DOCUMENT_CONVERSION,
     DOCUMENT_DOWNLOAD,
@@ -49,8 +53,23 @@ async def on_document_download(message: DocumentDownloadMessage, ctx: HandlerCon
 @router.register(DOCUMENT_CONVERSION, stage=Stage.documents)
 async def on_document_conversion(message: DocumentConversionMessage, ctx: HandlerContext) -> DocumentsReady:
     progress = (ctx.wait.progress if ctx.wait is not None else None) or {}
+    documents, converted = progress.get("documents"), progress.get("convertible")
+    if documents is None and message.patient_id:
+        documents, converted = await _counts_from_progress(ctx, message.patient_id)
     if message.status == FAILED:
-        return DocumentsReady(outcome=Outcome.failed, detail="document conversion failed",
-                              documents=progress.get("documents"))
-    return DocumentsReady(outcome=Outcome.ready, documents=progress.get("documents"),
-                          converted=progress.get("convertible"))
+        return DocumentsReady(outcome=Outcome.failed, detail="document conversion failed", documents=documents)
+    return DocumentsReady(outcome=Outcome.ready, documents=documents, converted=converted)
+
+
+async def _counts_from_progress(ctx: HandlerContext, patient_id: str) -> tuple[int | None, int | None]:
+    """The conversion message overtook the download message (the sandbox fires both at once): the counts
+    are in the query's stored progress. They are nice to have, so a failed look-up leaves them unknown
+    rather than holding the run back."""
+    try:
+        query = await ctx.api.get_document_query(patient_id)
+    except (MetriportError, httpx.HTTPError):
+        return None, None
+    download, convert = query.download, query.convert
+    documents = None if download is None else (download.successful if download.successful is not None
+                                               else download.total)
+    return documents, None if convert is None else convert.total
