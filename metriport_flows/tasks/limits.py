@@ -5,8 +5,9 @@ Metriport counts start calls per operation in a fixed window (document query 20/
 concurrency limit with slot decay is a leaky bucket shared by all flow runs: `limit` slots of burst,
 refilled at `slot_decay_per_second`. In any window of W seconds it admits at most
 `limit + decay * W` calls, so we split the allowance into a burst and a refill that together never
-exceed Metriport's count for one window. (Prefect floors the decay at each update, which only ever
-makes it slower, never faster.)
+exceed Metriport's count for one window. Prefect floors the decay and restarts its clock whenever the
+limit is touched (also by a refused attempt), so under contention it admits noticeably less than the
+nominal rate (about half, measured with tens of waiters): never more, which is what matters here.
 
 Requires: a Prefect API (PREFECT_API_URL) for `ensure_rate_limits` and the `wait_for_slot` helpers.
 Configure with env vars `METRIPORT_RATE_DOCUMENT_QUERY`, `METRIPORT_RATE_CONSOLIDATED_QUERY`,
