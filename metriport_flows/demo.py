@@ -3,7 +3,9 @@
 Starts a LocalStack under `./.demo` (emulator with its default 0-5 s webhook delays), creates a facility,
 the five sandbox seed patients (documents and FHIR data) and two other patients (no documents), starts
 one `patient-records/on-demand` run per patient through the deployment, shows each run's stage live
-(from Prefect run states and the waits table), then a summary read from each run's typed result.
+(from Prefect run states and the waits table), then a summary read from each run's typed result; then
+refreshes the same patients as a cohort (`cohort-refresh/nightly`, one top-level run per patient, under
+Metriport's rate limits) and shows the cohort's report.
 The console shows patient ids only, never names: demo output ends up in logs too.
 """
 
@@ -28,6 +30,7 @@ from rich.table import Table
 from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.models import Demographics
 from metriport_flows.deployments.serve import PATIENT_RECORDS_PARAMETER
+from metriport_flows.tasks.cohort import CohortReport
 from metriport_flows.records import PatientRecordsResult
 from metriport_flows.sandbox.seed import SEED_PATIENTS
 from metriport_flows.stack import LocalStack, saved_stack_running
@@ -35,6 +38,7 @@ from metriport_flows.store.models import Wait, WaitStatus
 from metriport_flows.store.store import Store
 
 DEPLOYMENT = "patient-records/on-demand"
+COHORT_DEPLOYMENT = "cohort-refresh/nightly"
 DEFAULT_ROOT = Path(".demo")
 RUNS_TIMEOUT_SECONDS = 150.0
 DEMO_FACILITY = {
@@ -182,10 +186,7 @@ def _shown_path(path: Path) -> str:
 async def follow_runs(stack: LocalStack, patients: list[DemoPatient], console: Console, timeout: float) -> None:
     store = Store(stack.database_url)
     began = time.monotonic()
-    # Results are read from the stack's result storage (the flows persist them there).
-    bound = temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url,
-                                        PREFECT_LOCAL_STORAGE_PATH: stack.prefect_home / "storage"})
-    with bound:
+    with _bound_to(stack):
         async with PrefectClient(api=stack.prefect_api_url) as client:
             await start_runs(client, patients)
             with Live(live_table(patients, 0), console=console, refresh_per_second=4) as live:
@@ -195,6 +196,47 @@ async def follow_runs(stack: LocalStack, patients: list[DemoPatient], console: C
                     await asyncio.sleep(0.5)
                 live.update(live_table(patients, time.monotonic() - began))
     store.dispose()
+
+
+def _bound_to(stack: LocalStack):
+    """Prefect settings of the stack's server, and its result storage (the flows persist results there)."""
+    return temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url,
+                                       PREFECT_LOCAL_STORAGE_PATH: stack.prefect_home / "storage"})
+
+
+async def refresh_cohort(stack: LocalStack, patients: list[DemoPatient], console: Console,
+                         timeout: float) -> CohortReport | None:
+    """The same patients again as a nightly cohort would: one run per patient, followed, reported."""
+    parameters = {"params": {"patient_ids": [p.patient_id for p in patients], "poll_seconds": 1.0,
+                             "follow_minutes": timeout / 60}}
+    began = time.monotonic()
+    with _bound_to(stack):
+        async with PrefectClient(api=stack.prefect_api_url) as client:
+            run = await arun_deployment(COHORT_DEPLOYMENT, client=client, timeout=0, as_subflow=False,
+                                        parameters=parameters)
+            with console.status(f"cohort-refresh run {str(run.id)[:8]}: {len(patients)} patient-records runs"):
+                while time.monotonic() - began < timeout + 30:
+                    run = await client.read_flow_run(run.id)
+                    if run.state is not None and run.state.is_final():
+                        break
+                    await asyncio.sleep(1.0)
+            if run.state is None or not run.state.is_final():
+                console.print(f"[red]cohort-refresh did not finish within {timeout:.0f} s[/]")
+                return None
+            if not run.state.is_completed():
+                console.print(f"[red]cohort-refresh ended {run.state.name}: {run.state.message}[/]")
+                return None
+            report = CohortReport.model_validate(await run.state.aresult())
+    console.print(f"cohort-refresh finished in {time.monotonic() - began:.1f} s (artifact `cohort-refresh`)")
+    return report
+
+
+def cohort_table(report: CohortReport) -> Table:
+    table = Table(title="Cohort refresh", title_justify="left")
+    for column, value in report.counts().items():
+        table.add_column(column.replace("_", " "), justify="right")
+    table.add_row(*(str(value) for value in report.counts().values()))
+    return table
 
 
 def prepare_root(root: Path) -> None:
@@ -207,8 +249,11 @@ def prepare_root(root: Path) -> None:
 
 def run_demo(console: Console, *, root: Path = DEFAULT_ROOT, keep: bool = False,
              seed_keys: list[str] | None = None, others: int = 2, hot_window_seconds: float = 30.0,
-             delay: tuple[float, float] = (0.0, 5.0)) -> list[DemoPatient]:
+             delay: tuple[float, float] = (0.0, 5.0),
+             cohort: bool = True) -> tuple[list[DemoPatient], CohortReport | None]:
+    """The patients' rows and, with `cohort`, the cohort refresh's report (None when it did not finish)."""
     began = time.monotonic()
+    report = None
     prepare_root(root)
     stack = LocalStack(root, hot_window_seconds=hot_window_seconds, delay=delay)
     try:
@@ -222,6 +267,10 @@ def run_demo(console: Console, *, root: Path = DEFAULT_ROOT, keep: bool = False,
         console.print()
         console.print(summary_table(patients))
         console.print(f"Bundle files are in {_shown_path(stack.bundle_dir)}/<patient id>/")
+        if cohort:
+            report = asyncio.run(refresh_cohort(stack, patients, console, RUNS_TIMEOUT_SECONDS))
+            if report is not None:
+                console.print(cohort_table(report))
         console.print(f"Prefect UI: {stack.prefect_url}  (flow runs, their artifacts and events)")
     finally:
         if keep:
@@ -229,5 +278,5 @@ def run_demo(console: Console, *, root: Path = DEFAULT_ROOT, keep: bool = False,
         else:
             stack.stop()
     console.print(f"Demo wall time: {time.monotonic() - began:.1f} s")
-    return patients
+    return patients, report
 

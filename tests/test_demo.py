@@ -12,9 +12,11 @@ from rich.console import Console
 
 from metriport_flows.demo import (
     DemoPatient,
+    cohort_table,
     count_documents,
     create_patients,
     follow_runs,
+    refresh_cohort,
     stage_of,
     summary_table,
 )
@@ -68,6 +70,12 @@ def test_demo_follows_a_seed_patient_and_one_without_documents_to_the_end(local_
     printed = out.getvalue()
     assert Path(seed.result.bundle.path).name in printed
     assert seed.patient_id in printed and other.patient_id in printed
+    report = asyncio.run(refresh_cohort(local_stack, patients, console, timeout=120))
+    assert report is not None and report.counts() == {"completed": 2, "failed": 0, "waiting": 0, "not_started": 0}
+    assert {run.patient_id for run in report.completed} == {seed.patient_id, other.patient_id}
+    console.print(cohort_table(report))
+    printed = out.getvalue()
+    assert "Cohort refresh" in printed and "cohort-refresh finished" in printed
     ollie = SEED_PATIENTS["ollie"]
     for phi in (ollie.first_name, ollie.last_name, ollie.dob, ollie.address.address_line1, "Robin"):
         assert phi not in printed

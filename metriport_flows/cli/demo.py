@@ -24,6 +24,8 @@ def register(app: typer.Typer) -> None:
                                          help="Seconds a wait watches in-process before suspending "
                                               "(e.g. 2 to see Suspended runs in the UI)"),
         stop: bool = typer.Option(False, "--stop", help="Stop a stack a previous `demo --keep` left running"),
+        cohort: bool = typer.Option(True, "--cohort/--no-cohort",
+                                    help="Then refresh the same patients as a cohort-refresh run"),
     ) -> None:
         """Start everything, fetch seven patients' records through Prefect, show them, stop."""
         console = Console()
@@ -44,7 +46,8 @@ def register(app: typer.Typer) -> None:
         # A SIGTERM (not only Ctrl-C) must unwind through the stack's cleanup too.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
-        outcome = run_demo(console, root=root, keep=keep, seed_keys=seed_keys, others=others,
-                           hot_window_seconds=hot_window)
-        if any(patient.result is None for patient in outcome):
+        outcome, report = run_demo(console, root=root, keep=keep, seed_keys=seed_keys, others=others,
+                                   hot_window_seconds=hot_window, cohort=cohort)
+        cohort_failed = cohort and (report is None or report.failed or report.waiting or report.not_started)
+        if any(patient.result is None for patient in outcome) or cohort_failed:
             raise typer.Exit(1)

@@ -7,11 +7,13 @@ local stack sets it): a resume then reaches the flow within about a second inste
 
 Requires PREFECT_API_URL, and what the flows read: METRIPORT_BASE_URL, METRIPORT_API_KEY, DATABASE_URL,
 BUNDLE_DIR, HOT_WINDOW_SECONDS. `prefect.yaml` beside this file declares the same deployments for a
-process work pool. To add a deployment, add one `Served(...)` line to SERVED.
+process work pool. To add a deployment, add one `Served(...)` line to SERVED. Metriport's rate limits
+(Prefect global concurrency limits, `tasks/limits.py`) are created or updated at start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 from prefect.settings import PREFECT_RUNNER_PROCESS_LIMIT
 from prefect.types.entrypoint import EntrypointType
+
+from metriport_flows.tasks.limits import ensure_rate_limits
 
 # patient_records takes one pydantic model (the UI's form) under this parameter name.
 PATIENT_RECORDS_PARAMETER = "request"
@@ -92,6 +96,8 @@ def deployment_names() -> list[str]:
 
 
 def main() -> None:
+    # Metriport's rate limits hold for every run, not only a cohort's: create them before serving.
+    asyncio.run(ensure_rate_limits())
     # A resumed run starts on the runner's next poll: 1 s unless PREFECT_RUNNER_POLL_FREQUENCY says otherwise.
     query_seconds = None if "PREFECT_RUNNER_POLL_FREQUENCY" in os.environ else 1.0
     serve(*deployments(), limit=PREFECT_RUNNER_PROCESS_LIMIT.value(), query_seconds=query_seconds)

@@ -74,7 +74,7 @@ class CohortFailed(RuntimeError):
     """Some patients' runs failed; the artifact lists them."""
 
 
-@flow(name="cohort-refresh")
+@flow(name="cohort-refresh", persist_result=True)
 async def cohort_refresh(params: CohortParams = CohortParams()) -> CohortReport:
     """Start one patient-records run per patient, follow them, report."""
     logger = get_run_logger()
