@@ -14,21 +14,19 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# The inbox tests also run on PostgreSQL when the local server answers.
+# The inbox tests (and the receiver benchmark) also run on PostgreSQL when the local server answers.
+PG_ANSWERS = $(shell $(BIN)/python -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/test', connect_timeout=3).close()" 2>/dev/null && echo yes)
+WITH_PG = $(if $(PG_ANSWERS),TEST_DATABASE_URL=$${TEST_DATABASE_URL:-$(PG_URL)},)
+
 test: install
-	@if $(BIN)/python -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/test', connect_timeout=3).close()" 2>/dev/null; then \
-		echo "PostgreSQL answers: TEST_DATABASE_URL=$(PG_URL)"; \
-		TEST_DATABASE_URL=$${TEST_DATABASE_URL:-$(PG_URL)} $(BIN)/python -m pytest $(PYTEST_ARGS); \
-	else \
-		echo "PostgreSQL does not answer: inbox tests run on SQLite only"; \
-		$(BIN)/python -m pytest $(PYTEST_ARGS); \
-	fi
+	@echo "$(if $(PG_ANSWERS),PostgreSQL answers: the inbox tests run on it too,PostgreSQL does not answer: the inbox tests run on SQLite only)"
+	$(WITH_PG) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/metriport-flows demo $(DEMO_ARGS)
 
 bench: install
-	$(BIN)/python bench/run_all.py
+	$(WITH_PG) $(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .demo data .pytest_cache

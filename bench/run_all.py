@@ -1,0 +1,29 @@
+"""`make bench`: every benchmark, one after the other, each printing its side-by-side figures.
+
+The receiver benchmark compares SQLite with PostgreSQL when TEST_DATABASE_URL is set.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+BENCHES = (
+    ("receiver: answer latency, SQLite vs PostgreSQL", ["bench_receiver.py", "1000", "20"]),
+    ("patient-records: hot window vs suspend at once", ["bench_hot_window.py", "3", "2"]),
+    ("emulator: big-bundle stream", ["bench_bigbundle.py", "200"]),
+)
+
+
+def main() -> int:
+    failed = 0
+    for title, (script, *args) in BENCHES:
+        print(f"\n== {title}", flush=True)
+        failed += subprocess.run([sys.executable, str(HERE / script), *args]).returncode != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
