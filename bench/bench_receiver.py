@@ -57,7 +57,7 @@ async def post_all(base_url: str, bodies: list[bytes], concurrency: int) -> list
 
 
 def report(label: str, latencies: list[float], elapsed: float) -> None:
-    cuts = statistics.quantiles(latencies, n=100)
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     print(f"  {label:<18} {len(latencies) / elapsed:8.0f} msg/s   p50 {cuts[49] * 1000:6.1f} ms   "
           f"p99 {cuts[98] * 1000:7.1f} ms   max {max(latencies) * 1000:7.1f} ms")
 
