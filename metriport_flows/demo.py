@@ -68,7 +68,11 @@ class DemoPatient:
     stage: str = "starting"
     result: PatientRecordsResult | None = None
     error: str | None = None
-    documents: int | None = None  # documents Metriport holds for the patient after the run
+
+    @property
+    def documents(self) -> int | None:
+        """Documents the run's document query found (from its typed result)."""
+        return None if self.result is None else self.result.documents
 
     @property
     def seconds(self) -> float:
@@ -142,13 +146,6 @@ async def read_outcome(run: FlowRun, patient: DemoPatient) -> None:
         return
     result = await run.state.aresult(raise_on_failure=False)
     patient.result = PatientRecordsResult.model_validate(result)
-
-
-async def count_documents(stack: LocalStack, patients: list[DemoPatient]) -> None:
-    """The run's result knows the count only when the download message came first: ask Metriport."""
-    async with MedicalApi.from_settings(stack.settings()) as api:
-        for patient in patients:
-            patient.documents = len(await api.list_documents(patient.patient_id))
 
 
 def live_table(patients: list[DemoPatient], elapsed: float) -> Table:
@@ -263,7 +260,6 @@ def run_demo(console: Console, *, root: Path = DEFAULT_ROOT, keep: bool = False,
         patients = asyncio.run(create_patients(stack, list(seed_keys or SEED_PATIENTS), others))
         console.print(f"Created a facility and {len(patients)} patients; starting one run each")
         asyncio.run(follow_runs(stack, patients, console, RUNS_TIMEOUT_SECONDS))
-        asyncio.run(count_documents(stack, patients))
         console.print()
         console.print(summary_table(patients))
         console.print(f"Bundle files are in {_shown_path(stack.bundle_dir)}/<patient id>/")

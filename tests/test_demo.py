@@ -13,7 +13,6 @@ from rich.console import Console
 from metriport_flows.demo import (
     DemoPatient,
     cohort_table,
-    count_documents,
     create_patients,
     follow_runs,
     refresh_cohort,
@@ -58,7 +57,6 @@ def test_demo_follows_a_seed_patient_and_one_without_documents_to_the_end(local_
     out = io.StringIO()
     console = Console(file=out, width=200)
     asyncio.run(follow_runs(local_stack, patients, console, timeout=120))
-    asyncio.run(count_documents(local_stack, patients))
     console.print(summary_table(patients))
 
     seed, other = patients
