@@ -23,7 +23,7 @@ test: install
 	$(WITH_PG) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install
-	$(BIN)/metriport-flows demo $(DEMO_ARGS)
+	$(BIN)/metriport-dev demo $(DEMO_ARGS)
 
 bench: install
 	$(WITH_PG) $(BIN)/python bench/run_all.py

@@ -12,8 +12,8 @@ import resource
 import sys
 import time
 
-from metriport_flows.sandbox.bigbundle import bundle_size_hint, measure, stream_bundle
-from metriport_flows.sandbox.fhir_data import patient_resources
+from metriport_sandbox.bigbundle import bundle_size_hint, measure, stream_bundle
+from metriport_sandbox.fhir_data import patient_resources
 
 
 def main(megabytes: int) -> None:

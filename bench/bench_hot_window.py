@@ -23,12 +23,13 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import StateType
 from prefect.deployments import arun_deployment
 
-from metriport_flows.demo import create_patients
-from metriport_flows.deployments.serve import PATIENT_RECORDS_PARAMETER
-from metriport_flows.sandbox.seed import SEED_PATIENTS
-from metriport_flows.stack import LocalStack
-
-DEPLOYMENT = "patient-records/on-demand"
+from metriport_devtools.demo import create_patients
+from metriport_devtools.stack import LocalStack
+from metriport_flows.domain.patient_records import (
+    PATIENT_RECORDS_DEPLOYMENT,
+    PATIENT_RECORDS_PARAMETER,
+)
+from metriport_sandbox.seed import SEED_PATIENTS
 
 
 async def run_group(client: PrefectClient, patient_ids: list[str], hot_window: float) -> list[float]:
@@ -36,7 +37,7 @@ async def run_group(client: PrefectClient, patient_ids: list[str], hot_window: f
     started: dict[str, float] = {}
     for patient_id in patient_ids:
         request = {"patient_id": patient_id, "hot_window_seconds": hot_window}
-        run = await arun_deployment(DEPLOYMENT, client=client, timeout=0, as_subflow=False,
+        run = await arun_deployment(PATIENT_RECORDS_DEPLOYMENT, client=client, timeout=0, as_subflow=False,
                                     parameters={PATIENT_RECORDS_PARAMETER: request})
         started[str(run.id)] = time.monotonic()
     took: dict[str, float] = {}

@@ -1,1 +1,1 @@
-"""Metriport patient records, orchestrated by Prefect, driven by Metriport's webhooks."""
+"""The reusable parts: settings, the Metriport client, the store, the webhook inbox and the domain rules."""

@@ -1,13 +1,10 @@
-"""Shared fixtures live in tests/fixtures/*; each is a pytest plugin so any test folder can use them."""
-
-import importlib.util
+"""Shared fixtures live in tests/fixtures/, one module per kind, each a pytest plugin so that every test
+folder can use them."""
 
 pytest_plugins = [
-    name
-    for name in (
-        "tests.fixtures.database",
-        "tests.fixtures.emulator",
-        "tests.fixtures.stack",
-    )
-    if importlib.util.find_spec(name) is not None
+    "tests.fixtures.database",
+    "tests.fixtures.emulator",
+    "tests.fixtures.inbox",
+    "tests.fixtures.sandbox",
+    "tests.fixtures.stack",
 ]

@@ -1,19 +1,19 @@
-"""`metriport-flows`: one Typer app; each command group lives in its own module."""
+"""`metriport-flows`: the product's commands (receiver, dispatcher, status, reconcile, replay, purge).
+
+The app is composed here, explicitly: each command group lives in its own module and adds its commands.
+"""
 
 from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Metriport patient records on Prefect: emulator, receiver, ops.", no_args_is_help=True)
+from metriport_flows.cli import ops, receiver
 
-
-def _register() -> None:
-    from metriport_flows.cli import demo, ops, receiver, sandbox
-
-    for module in (sandbox, receiver, ops, demo):
-        module.register(app)
+app = typer.Typer(help="Metriport patient records on Prefect: receiver, dispatcher, operations.",
+                  no_args_is_help=True, add_completion=False)
+receiver.register(app)
+ops.register(app)
 
 
 def main() -> None:
-    _register()
     app()

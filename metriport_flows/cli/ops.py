@@ -13,9 +13,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from metriport_flows.ops import BadDuration, StatusReport, collect_status, parse_duration, purge, replay
 from metriport_flows.settings import Settings
 from metriport_flows.store import Store
+from metriport_flows.webhook.operations import (
+    BadDuration,
+    StatusReport,
+    collect_status,
+    parse_duration,
+    purge,
+    replay,
+)
 
 
 def _store(settings: Settings) -> Store:
@@ -124,7 +131,7 @@ def register(app: typer.Typer) -> None:
     @app.command("reconcile")
     def reconcile_command(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON")) -> None:
         """One reconcile pass now (the `reconcile/every-minute` deployment does this every minute)."""
-        from metriport_flows.reconciler import reconcile_with
+        from metriport_flows.webhook.reconciler import reconcile_with
 
         settings = Settings()
         report = asyncio.run(reconcile_with(settings, _store(settings)))

@@ -36,14 +36,23 @@ from httpx_retries import Retry, RetryTransport
 from pydantic import BaseModel, SecretStr
 
 from metriport_flows.client import models as m
-from metriport_flows.client.errors import NotFound, error_from_response, url_expired
+from metriport_flows.client.errors import (
+    TRANSIENT_STATUSES,
+    NotFound,
+    error_from_response,
+    url_expired,
+)
 from metriport_flows.client.metadata import metadata_body
-from metriport_flows.settings import EMULATOR_API_KEY, EMULATOR_URL, Settings, get_settings
+from metriport_flows.settings import (
+    EMULATOR_API_KEY,
+    EMULATOR_URL,
+    Settings,
+    get_settings,
+)
 
 API_KEY_HEADER = "x-api-key"
 MEDICAL_PREFIX = "/medical/v1"
 USER_AGENT = "metriport-flows"
-RETRY_STATUSES = (429, 500, 502, 503, 504)
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -54,7 +63,7 @@ def default_retry(total: int = 5, backoff_factor: float = 0.5, max_backoff_wait:
     return Retry(
         total=total,
         allowed_methods=["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "POST"],
-        status_forcelist=RETRY_STATUSES,
+        status_forcelist=TRANSIENT_STATUSES,
         backoff_factor=backoff_factor,
         max_backoff_wait=max_backoff_wait,
         respect_retry_after_header=True,

@@ -108,6 +108,17 @@ _BY_STATUS: dict[int, type[MetriportError]] = {
 }
 
 
+# Answers worth another try, from Metriport or from a busy Prefect server (the embedded one answers 503).
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A rate limit, a server error or a connection error: the same call may succeed later."""
+    if isinstance(exc, (RateLimited, ServerError, httpx.TransportError)):
+        return True
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in TRANSIENT_STATUSES
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after", "").strip()
     try:

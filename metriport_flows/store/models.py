@@ -17,7 +17,7 @@ from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from metriport_flows.stages import RESULT_MODELS, Stage, StageResult
+from metriport_flows.domain.stages import RESULT_MODELS, Stage, StageResult
 
 
 def utcnow() -> datetime:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
-from metriport_flows.stages import RESULT_MODELS, Stage, StageResult, pause_key
+from metriport_flows.domain.stages import RESULT_MODELS, Stage, StageResult, pause_key
 from metriport_flows.store.engine import alembic_config, make_engine, upgrade
 from metriport_flows.store.models import (
     RETRYABLE_MESSAGE_STATUSES,

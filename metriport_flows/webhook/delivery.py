@@ -13,7 +13,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from metriport_flows.stages import StageResult
+from metriport_flows.domain.stages import StageResult
 from metriport_flows.store import Store, Wait, WaitStatus
 from metriport_flows.webhook.events import WAIT_DELIVERED, PlannedEvent, wait_event
 from metriport_flows.webhook.prefect_gateway import ResumeAnswer, RunView

@@ -15,16 +15,27 @@ from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception_type, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception_type,
+    wait_exponential,
+)
 
-from metriport_flows.client.messages import GenericMessage, WebhookMessage, parse_message
+from metriport_flows.client.messages import (
+    GenericMessage,
+    WebhookMessage,
+    parse_message,
+)
+from metriport_flows.domain.stages import ResolvedBy, Stage, StageResult
 from metriport_flows.settings import Settings
-from metriport_flows.stages import ResolvedBy, Stage, StageResult
 from metriport_flows.store import InboxMessage, MessageStatus, Store, Wait, WaitStatus
 from metriport_flows.webhook import handlers  # noqa: F401  (registers the handlers on the router)
 from metriport_flows.webhook.delivery import deliver_due, deliver_wait
 from metriport_flows.webhook.events import WAIT_RESOLVED, message_event, wait_event
-from metriport_flows.webhook.router import HandlerContext, Router, router as default_router
+from metriport_flows.webhook.router import HandlerContext, Router
+from metriport_flows.webhook.router import router as default_router
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Every Prefect API call the dispatcher makes, behind a small concurrency bound and retries.
 
 The embedded SQLite Prefect server refuses bursts (HTTP 503, "database is locked") and drops
-connections under load (prefect-notes.md), so calls are bounded by a semaphore and retried with
+connections under load (docs/prefect.md §3), so calls are bounded by a semaphore and retried with
 backoff on 503 and transport errors; a call that still fails raises, and the caller re-schedules it.
 """
 
@@ -14,25 +14,24 @@ from types import TracebackType
 from typing import Any
 from uuid import UUID
 
-import httpx
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
-from metriport_flows.stages import StageResult
+from metriport_flows.client.errors import is_transient
+from metriport_flows.domain.stages import StageResult
 from metriport_flows.store import InboxMessage, Wait
 from metriport_flows.webhook.events import PlannedEvent, message_event
 
 logger = logging.getLogger(__name__)
 
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code in (429, 502, 503, 504)
-    return isinstance(exc, httpx.TransportError)
 
 
 @dataclass(frozen=True)

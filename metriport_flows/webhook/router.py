@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from metriport_flows.domain.stages import Stage, StageResult
 from metriport_flows.settings import Settings
-from metriport_flows.stages import Stage, StageResult
 from metriport_flows.store import InboxMessage, Store, Wait
 
 if TYPE_CHECKING:

@@ -23,8 +23,10 @@ from typing import Any
 import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
 from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
     FlowRunFilterState,
     FlowRunFilterStateType,
     LogFilter,
@@ -34,11 +36,20 @@ from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from metriport_flows.reconciler import HEARTBEAT, ReconcileReport, reconcile_with
-from metriport_flows.stack import LocalStack
-from metriport_flows.stages import Outcome, ResolvedBy, Stage
+from metriport_devtools.stack import LocalStack
+from metriport_flows.domain.stages import Outcome, ResolvedBy, Stage
 from metriport_flows.store import Store, Wait, utcnow
-from tests.fixtures.stack import run_deployment_on, run_patient_records, wait_for_final_state, wait_for_state_name
+from metriport_flows.webhook.reconciler import (
+    HEARTBEAT,
+    ReconcileReport,
+    reconcile_with,
+)
+from tests.fixtures.stack import (
+    run_deployment_on,
+    run_patient_records,
+    wait_for_final_state,
+    wait_for_state_name,
+)
 
 pytestmark = pytest.mark.e2e
 

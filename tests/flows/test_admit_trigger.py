@@ -10,14 +10,14 @@ from uuid import UUID
 import httpx
 import pytest
 from prefect.automations import Automation
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.events.actions import RunDeployment
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.objects import FlowRun, StateType
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from metriport_flows.stack import LocalStack
+from metriport_devtools.stack import LocalStack
 from tests.fixtures.stack import wait_for_final_state
 from tests.flows.stack_patients import create_facility, new_patient, runs_of
 

@@ -14,11 +14,11 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import StateType
 from pydantic import ValidationError
 
-from metriport_flows.bulk_documents import read_manifest
-from metriport_flows.flows.bulk_document_download import BulkDocumentDownloadParams
+from flows.bulk_document_download import BulkDocumentDownloadParams
+from metriport_devtools.stack import LocalStack
+from metriport_flows.domain.bulk_documents import read_manifest
+from metriport_flows.domain.stages import Outcome, Stage
 from metriport_flows.settings import Settings
-from metriport_flows.stack import LocalStack
-from metriport_flows.stages import Outcome, Stage
 from metriport_flows.store import Store
 from tests.fixtures.stack import run_deployment_on, wait_for_final_state
 from tests.flows.stack_patients import (

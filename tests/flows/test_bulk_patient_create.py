@@ -13,13 +13,17 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import StateType
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from metriport_flows.bulk_csv import ResultRow
-from metriport_flows.flows.bulk_patient_create import BulkCreateSummary, result_markdown
-from metriport_flows.stack import LocalStack
-from metriport_flows.stages import Outcome, Stage
+from flows.bulk_patient_create import BulkCreateSummary, result_markdown
+from metriport_devtools.stack import LocalStack
+from metriport_flows.domain.bulk_csv import ResultRow
+from metriport_flows.domain.rate_limits import Operation, limit_name
+from metriport_flows.domain.stages import Outcome, Stage
 from metriport_flows.store import Store
-from metriport_flows.tasks.limits import Operation, limit_name
-from tests.fixtures.stack import run_deployment_on, wait_for_final_state, wait_for_state_name
+from tests.fixtures.stack import (
+    run_deployment_on,
+    wait_for_final_state,
+    wait_for_state_name,
+)
 from tests.flows.stack_patients import artifacts_of, create_facility, letters, runs_of
 
 DEPLOYMENT = "bulk-patient-create/on-demand"

@@ -12,21 +12,27 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from metriport_flows.flows.cohort import CohortParams
-from metriport_flows.records import PatientRecordsParams
-from metriport_flows.stages import Outcome
+from metriport_flows.domain.cohort import CohortParams
+from metriport_flows.domain.patient_records import PatientRecordsParams
+from metriport_flows.domain.rate_limits import (
+    Operation,
+    RateLimitSettings,
+    limit_name,
+    rate_limits,
+)
+from metriport_flows.domain.stages import Outcome
 from metriport_flows.store.models import Wait
-from metriport_flows.tasks.cohort import (
+from metriport_flows.domain.cohort import (
     CohortInputError,
     CohortReport,
     PatientRun,
     check_patient_ids,
     read_patient_ids_csv,
-    run_status,
     stage_counts,
     unique,
 )
-from metriport_flows.tasks.limits import Operation, RateLimitSettings, ensure_rate_limits, limit_name, rate_limits
+from tasks.cohort import run_status
+from tasks.limits import ensure_rate_limits
 from tests.fixtures.stack import run_deployment_on, wait_for_final_state
 from tests.flows.stack_patients import (
     artifacts_of,

@@ -27,11 +27,15 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun, StateType
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from metriport_flows.records import PatientRecordsResult
-from metriport_flows.stack import LocalStack
-from metriport_flows.stages import ConsolidatedReady, Outcome, ResolvedBy, Stage
+from metriport_devtools.stack import LocalStack
+from metriport_flows.domain.patient_records import PatientRecordsResult
+from metriport_flows.domain.stages import ConsolidatedReady, Outcome, ResolvedBy, Stage
 from metriport_flows.store import Store, Wait, WaitStatus
-from tests.fixtures.stack import run_patient_records, wait_for_final_state, wait_for_state_name
+from tests.fixtures.stack import (
+    run_patient_records,
+    wait_for_final_state,
+    wait_for_state_name,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -305,7 +309,7 @@ def test_a_wait_past_its_hard_deadline_fails_the_run(local_stack: LocalStack, st
                                                      stack_prefect: SyncPrefectClient, facility_id: str) -> None:
     """Metriport never answers; the reconciler's hard-deadline check resolves the wait as timeout and the
     dispatcher resumes the suspended run with it."""
-    from metriport_flows.reconciler import ReconcileReport, check_hard_deadlines
+    from metriport_flows.webhook.reconciler import ReconcileReport, check_hard_deadlines
 
     patient_id = new_patient(stack_api, facility_id, "Chris")
     with emulator(sandbox_control, faults={"stuck_patients": [patient_id]}):

@@ -22,16 +22,25 @@ import pytest
 from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.messages import parse_message
 from metriport_flows.client.signing import compact_json
-from metriport_flows.reconciler import HEARTBEAT, ReconcileReport, reconcile_once
-from metriport_flows.sandbox.seed import SEED_PATIENTS
+from metriport_flows.domain.stages import Outcome, ResolvedBy, Stage, pause_key
 from metriport_flows.settings import Settings
-from metriport_flows.stages import Outcome, ResolvedBy, Stage, pause_key
 from metriport_flows.store import MessageStatus, Store, Wait, WaitStatus, utcnow
 from metriport_flows.webhook.dispatcher import Dispatcher
 from metriport_flows.webhook.prefect_gateway import RunView
 from metriport_flows.webhook.receiver import create_app as create_receiver
+from metriport_flows.webhook.reconciler import (
+    HEARTBEAT,
+    ReconcileReport,
+    reconcile_once,
+)
+from metriport_sandbox.seed import SEED_PATIENTS
 from tests.fixtures.emulator import api_key_for
-from tests.webhook.conftest import RecordingGateway, conversion_message, make_settings, serve
+from tests.fixtures.inbox import (
+    RecordingGateway,
+    conversion_message,
+    make_settings,
+    serve,
+)
 
 EMULATOR = "http://emulator.test"
 FACILITY = {"name": "Reconcile Clinic", "npi": "1234567893",

@@ -1,6 +1,6 @@
 """Artifact keys for the patient-records artifact."""
 
-from metriport_flows.tasks.bundles import artifact_key
+from tasks.bundles import artifact_key
 
 
 def test_artifact_key_uses_only_what_prefect_allows() -> None:

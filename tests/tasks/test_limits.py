@@ -8,14 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from metriport_flows.tasks.limits import (
+from metriport_flows.domain.rate_limits import (
     Operation,
     RateLimit,
     RateLimitSettings,
-    ensure_rate_limits,
     limit_name,
     rate_limits,
 )
+from tasks.limits import ensure_rate_limits
 
 
 def test_defaults_are_metriports_published_limits():

@@ -6,12 +6,17 @@ import httpx
 import pytest
 from prefect.states import Failed
 
-from metriport_flows.client.errors import BadRequest, InvalidMetadata, RateLimited, ServerError
-from metriport_flows.stages import Stage
-from metriport_flows.tasks.metriport import (
+from metriport_flows.client.errors import (
+    BadRequest,
+    InvalidMetadata,
+    RateLimited,
+    ServerError,
+)
+from metriport_flows.domain.stages import Stage
+from tasks.metriport import (
     START_CACHE_VERSION,
     correlation_metadata,
-    is_transient,
+    failed_transiently,
     start_cache_key,
     start_consolidated_query,
     start_document_query,
@@ -51,4 +56,4 @@ def test_correlation_metadata_is_valid_metriport_metadata() -> None:
     ],
 )
 def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> None:
-    assert is_transient(None, None, Failed(data=error)) is retried
+    assert failed_transiently(None, None, Failed(data=error)) is retried

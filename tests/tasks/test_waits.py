@@ -13,10 +13,17 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from metriport_flows.records import Deadlines
-from metriport_flows.stages import ConsolidatedReady, DocumentsReady, Outcome, ResolvedBy, Stage, StageResult
+from metriport_flows.domain.patient_records import Deadlines
+from metriport_flows.domain.stages import (
+    ConsolidatedReady,
+    DocumentsReady,
+    Outcome,
+    ResolvedBy,
+    Stage,
+    StageResult,
+)
 from metriport_flows.store import Store, WaitStatus
-from metriport_flows.tasks.waits import StageWait, adopt_run_input, stage_seconds, watch
+from tasks.waits import StageWait, adopt_run_input, stage_seconds, watch
 
 PATIENT_ID = "0195d964-d166-7226-8912-76934c23c140"
 

@@ -13,16 +13,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from metriport_flows.bulk_csv import parse_result_csv
-from metriport_flows.bulk_documents import (
-    DocumentSource,
-    Manifest,
-    documents_dir,
-    download_documents,
-    extension_for,
-    safe_id,
-    write_manifest,
-)
 from metriport_flows.client.errors import MetriportError, UrlExpired
 from metriport_flows.client.messages import (
     BULK_DOWNLOAD_URLS,
@@ -31,7 +21,23 @@ from metriport_flows.client.messages import (
     BulkDownloadUrlsMessage,
     BulkPatientCreateMessage,
 )
-from metriport_flows.stages import BulkCreateDone, BulkDownloadReady, Outcome, ResolvedBy, Stage
+from metriport_flows.domain.bulk_csv import parse_result_csv
+from metriport_flows.domain.bulk_documents import (
+    DocumentSource,
+    Manifest,
+    documents_dir,
+    download_documents,
+    extension_for,
+    safe_id,
+    write_manifest,
+)
+from metriport_flows.domain.stages import (
+    BulkCreateDone,
+    BulkDownloadReady,
+    Outcome,
+    ResolvedBy,
+    Stage,
+)
 from metriport_flows.webhook.router import HandlerContext, router
 
 DOWNLOAD_CONCURRENCY = 4

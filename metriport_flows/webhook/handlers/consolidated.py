@@ -12,8 +12,12 @@ import re
 from pathlib import Path
 
 from metriport_flows.client.errors import UrlExpired
-from metriport_flows.client.messages import CONSOLIDATED_DATA, FAILED, ConsolidatedDataMessage
-from metriport_flows.stages import ConsolidatedReady, Outcome, Stage
+from metriport_flows.client.messages import (
+    CONSOLIDATED_DATA,
+    FAILED,
+    ConsolidatedDataMessage,
+)
+from metriport_flows.domain.stages import ConsolidatedReady, Outcome, Stage
 from metriport_flows.webhook.router import HandlerContext, router
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")

@@ -21,7 +21,7 @@ from metriport_flows.client.messages import (
     DocumentDownloadMessage,
     DocumentRef,
 )
-from metriport_flows.stages import DocumentsReady, Outcome, Stage
+from metriport_flows.domain.stages import DocumentsReady, Outcome, Stage
 from metriport_flows.webhook.router import HandlerContext, router
 
 CONVERTIBLE_MIME_TYPES = {"application/xml", "text/xml"}

@@ -15,9 +15,13 @@ from pathlib import Path
 
 import httpx
 
-from metriport_flows.bulk_documents import safe_id
 from metriport_flows.client.errors import MetriportError
-from metriport_flows.client.messages import PATIENT_ADMIT, PATIENT_DISCHARGE, PatientAdmitMessage
+from metriport_flows.client.messages import (
+    PATIENT_ADMIT,
+    PATIENT_DISCHARGE,
+    PatientAdmitMessage,
+)
+from metriport_flows.domain.bulk_documents import safe_id
 from metriport_flows.webhook.router import HandlerContext, router
 
 logger = logging.getLogger(__name__)

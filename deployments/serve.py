@@ -1,0 +1,118 @@
+"""Every deployment of `prefect.yaml`, served from one process: the embedded mode.
+
+Run from the project root: `python -m deployments.serve`. The deployments are built from the root
+`prefect.yaml` (names, descriptions, schedules, triggers, tags), so they are declared once; only the
+work pool and the pull step do not apply here: this process runs every flow run itself, each in its own
+subprocess, with the project root as its working directory.
+
+Why one process: on one machine a runner that polls the server is all the infrastructure needed. A
+resumed (suspended) run restarts only when the runner polls, so this polls every second
+(`PREFECT_RUNNER_POLL_FREQUENCY`, default here 1 instead of Prefect's 10): a resume then reaches the
+flow within about a second instead of ~10 s (docs/prefect.md). `PREFECT_RUNNER_PROCESS_LIMIT` bounds
+concurrent runs. Metriport's rate limits (Prefect global concurrency limits, `tasks/limits.py`) are
+created or updated at start, so runs started by hand are limited too.
+
+Requires PREFECT_API_URL, and what the flows read: METRIPORT_BASE_URL, METRIPORT_API_KEY, DATABASE_URL,
+BUNDLE_DIR, HOT_WINDOW_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import Flow, serve
+from prefect.client.schemas.schedules import (
+    SCHEDULE_TYPES,
+    CronSchedule,
+    IntervalSchedule,
+)
+from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+from prefect.flows import load_flow_from_entrypoint
+from prefect.settings import PREFECT_RUNNER_PROCESS_LIMIT
+
+from tasks.limits import ensure_rate_limits
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One deployment as `prefect.yaml` declares it."""
+
+    entrypoint: str
+    name: str
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    schedules: tuple[SCHEDULE_TYPES, ...] = ()
+    triggers: tuple[DeploymentEventTrigger, ...] = ()
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, entry: dict[str, Any]) -> Declared:
+        return cls(
+            entrypoint=entry["entrypoint"],
+            name=entry["name"],
+            description=entry.get("description", ""),
+            tags=tuple(entry.get("tags") or ()),
+            schedules=tuple(_schedule(s) for s in entry.get("schedules") or ()),
+            triggers=tuple(DeploymentEventTrigger.model_validate(t) for t in entry.get("triggers") or ()),
+            parameters=dict(entry.get("parameters") or {}),
+        )
+
+    def load_flow(self) -> Flow[..., Any]:
+        return load_flow_from_entrypoint(str(PROJECT_ROOT / self.entrypoint))
+
+    @property
+    def full_name(self) -> str:
+        """`flow-name/deployment-name`, as `prefect deployment run` takes it."""
+        return f"{self.load_flow().name}/{self.name}"
+
+    def deployment(self) -> RunnerDeployment:
+        return self.load_flow().to_deployment(
+            self.name,
+            description=self.description,
+            schedules=list(self.schedules) or None,
+            parameters=self.parameters or None,
+            triggers=list(self.triggers) or None,
+            tags=list(self.tags),
+        )
+
+
+def _schedule(entry: dict[str, Any]) -> SCHEDULE_TYPES:
+    if "cron" in entry:
+        return CronSchedule(cron=entry["cron"], timezone=entry.get("timezone"))
+    if "interval" in entry:
+        return IntervalSchedule(interval=timedelta(seconds=float(entry["interval"])))
+    raise ValueError(f"prefect.yaml: a schedule needs cron or interval, got {sorted(entry)}")
+
+
+def declared(path: Path = PREFECT_YAML) -> list[Declared]:
+    """The deployments of `prefect.yaml`, in file order."""
+    return [Declared.from_yaml(entry) for entry in yaml.safe_load(path.read_text())["deployments"]]
+
+
+def deployment_names() -> list[str]:
+    """`flow-name/deployment-name` of everything served (the local stack waits until the server knows them)."""
+    return [d.full_name for d in declared()]
+
+
+def main() -> None:
+    # The runner starts flow runs with its working directory; entrypoints are relative to the root.
+    os.chdir(PROJECT_ROOT)
+    asyncio.run(ensure_rate_limits())
+    # A resumed run starts on the runner's next poll: 1 s unless PREFECT_RUNNER_POLL_FREQUENCY says otherwise.
+    query_seconds = None if "PREFECT_RUNNER_POLL_FREQUENCY" in os.environ else 1.0
+    deployments = [d.deployment() for d in declared()]
+    serve(*deployments, limit=PREFECT_RUNNER_PROCESS_LIMIT.value(), query_seconds=query_seconds)
+
+
+if __name__ == "__main__":
+    main()

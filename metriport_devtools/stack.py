@@ -1,0 +1,291 @@
+"""The whole system on one machine, as subprocesses: what `make demo` and the end-to-end tests run.
+
+`LocalStack(root)` starts, in dependency order and each behind a readiness poll with a deadline:
+a Prefect server on SQLite, the Metriport emulator, the webhook receiver (with its dispatcher) and the
+served deployments. Everything lives under `root` (PREFECT_HOME, both SQLite files, bundles, one log
+per process). Each process gets its own process group, so `stop()` (also on Ctrl-C or an exception,
+through the context manager) ends it and every child it started: SIGTERM, then SIGKILL after a grace
+period. The emulator's webhook key reaches the receiver the way it would in production: set the
+webhook URL with `POST /settings`, read the key from the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from metriport_devtools import project
+from metriport_devtools.processes import (
+    Service,
+    StackError,
+    environ_of,
+    free_port,
+    group_members,
+    http_ok,
+    poll_until,
+    stop_group,
+    venv_bin,
+)
+from metriport_flows.settings import EMULATOR_API_KEY, Settings
+
+__all__ = ["LocalStack", "Service", "StackError", "free_port", "poll_until", "stop_saved"]
+
+WEBHOOK_PATH = "/metriport/webhook"
+STATE_FILE = "stack.json"
+# Environment variables the children must not inherit from whoever started the stack.
+_ISOLATED_PREFIXES = ("PREFECT_", "METRIPORT_", "DATABASE_URL", "BUNDLE_DIR", "HOT_WINDOW_SECONDS")
+
+
+class LocalStack:
+    """Prefect server + emulator + receiver/dispatcher + served deployments under one folder."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        hot_window_seconds: float = 30.0,
+        delay: tuple[float, float] = (0.0, 5.0),
+        mode: str = "sandbox",
+        faults: str | None = None,
+        serve: bool = True,
+        runner_process_limit: int = 10,
+        startup_timeout: float = 120.0,
+        grace_seconds: float = 10.0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.hot_window_seconds = hot_window_seconds
+        self.delay = delay
+        self.mode = mode
+        self.faults = faults
+        self.serve = serve
+        self.runner_process_limit = runner_process_limit
+        self.startup_timeout = startup_timeout
+        self.grace_seconds = grace_seconds
+        self.extra_env = dict(extra_env or {})
+        self.api_key = EMULATOR_API_KEY
+        self.webhook_key: str | None = None
+        self.services: dict[str, Service] = {}
+        self.ready_after: dict[str, float] = {}  # seconds from start() until each component answered
+        self.prefect_port = self.emulator_port = self.receiver_port = 0
+
+    # Where things are: tests and the demo read these.
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
+    @property
+    def prefect_db_path(self) -> Path:
+        return self.prefect_home / "prefect.db"
+
+    @property
+    def inbox_db_path(self) -> Path:
+        return self.root / "inbox.db"
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.inbox_db_path}"
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.root / "bundles"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def prefect_url(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"{self.prefect_url}/api"
+
+    @property
+    def emulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.emulator_port}"
+
+    @property
+    def receiver_url(self) -> str:
+        return f"http://127.0.0.1:{self.receiver_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.receiver_url}{WEBHOOK_PATH}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables every component reads (secrets included: never log this)."""
+        env = {
+            "PREFECT_API_URL": self.prefect_api_url,
+            "PREFECT_HOME": str(self.prefect_home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOCAL_STORAGE_PATH": str(self.prefect_home / "storage"),
+            "DATABASE_URL": self.database_url,
+            "BUNDLE_DIR": str(self.bundle_dir),
+            "METRIPORT_BASE_URL": self.emulator_url,
+            "METRIPORT_API_KEY": self.api_key,
+            "HOT_WINDOW_SECONDS": str(self.hot_window_seconds),
+            "ENVIRONMENT": "local",
+        }
+        if self.webhook_key:
+            env["METRIPORT_WEBHOOK_KEY"] = self.webhook_key
+        env.update(self.extra_env)
+        return env
+
+    def settings(self) -> Settings:
+        """The same configuration as an in-process `Settings`, for tests and the demo."""
+        return Settings(
+            metriport_base_url=self.emulator_url,
+            metriport_api_key=self.api_key,
+            metriport_webhook_key=self.webhook_key,
+            database_url=self.database_url,
+            bundle_dir=self.bundle_dir,
+            hot_window_seconds=self.hot_window_seconds,
+            _env_file=None,
+        )
+
+    def _child_env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_ISOLATED_PREFIXES)}
+        env.update(self.env)
+        env.update(extra)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _service(self, name: str, argv: list[str], cwd: Path | None = None, **extra_env: str) -> Service:
+        service = Service(name, argv, self._child_env(**extra_env), self.logs_dir / f"{name}.log", cwd or self.root)
+        self.services[name] = service
+        service.start()
+        self._save_state()
+        return service
+
+    # Lifecycle
+    def start(self) -> "LocalStack":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.bundle_dir.mkdir(parents=True, exist_ok=True)
+        self.prefect_home.mkdir(parents=True, exist_ok=True)
+        self.prefect_port, self.emulator_port, self.receiver_port = free_port(), free_port(), free_port()
+        try:
+            self._start_all()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_all(self) -> None:
+        timeout = self.startup_timeout
+        began = time.monotonic()
+
+        def ready(name: str) -> None:
+            self.ready_after[name] = round(time.monotonic() - began, 2)
+
+        prefect = self._service(
+            "prefect-server",
+            [venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)],
+            PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{self.prefect_db_path}",
+            PREFECT_UI_ENABLED="true",
+            PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+        )
+        emulator_argv = [venv_bin("metriport-sandbox"), "--host", "127.0.0.1", "--port", str(self.emulator_port)]
+        emulator_argv += ["--mode", self.mode, "--delay", f"{self.delay[0]:g},{self.delay[1]:g}"]
+        if self.faults:
+            emulator_argv += ["--faults", self.faults]
+        emulator = self._service("emulator", emulator_argv)
+        poll_until(lambda: http_ok(f"{self.emulator_url}/_sandbox/deliveries", any_status=True),
+                   timeout=timeout, what="waiting for the emulator", service=emulator)
+        ready("emulator")
+
+        self.webhook_key = self._set_webhook_url()
+        receiver = self._service("receiver", [venv_bin("metriport-flows"), "receiver", "--host", "127.0.0.1",
+                                              "--port", str(self.receiver_port)])
+        poll_until(lambda: http_ok(f"{self.receiver_url}/healthz"), timeout=timeout,
+                   what="waiting for the receiver", service=receiver)
+        self._set_webhook_url()
+        poll_until(self._pinged, timeout=timeout, what="waiting for the receiver to answer the emulator's ping",
+                   service=receiver)
+        ready("receiver")
+        poll_until(lambda: http_ok(f"{self.prefect_api_url}/health"), timeout=timeout,
+                   what="waiting for the Prefect server", service=prefect)
+        ready("prefect-server")
+        if self.serve:
+            served = self._service("serve", [sys.executable, "-m", "deployments.serve"], cwd=project.ROOT,
+                                   PREFECT_RUNNER_POLL_FREQUENCY="1",
+                                   PREFECT_RUNNER_PROCESS_LIMIT=str(self.runner_process_limit))
+            poll_until(self._deployments_served, timeout=timeout, what="waiting for the deployments",
+                       service=served)
+            ready("serve")
+
+    def _set_webhook_url(self) -> str:
+        """POST /settings: the emulator answers with the webhook key (kept across URL changes) and pings."""
+        response = httpx.post(f"{self.emulator_url}/settings", json={"webhookUrl": self.webhook_url},
+                              headers={"x-api-key": self.api_key}, timeout=10.0)
+        response.raise_for_status()
+        return response.json()["webhookKey"]
+
+    def _pinged(self) -> bool:
+        """The emulator records every ping it sends: the last one must have got its pong."""
+        pings = httpx.get(f"{self.emulator_url}/_sandbox/deliveries", params={"type": "ping"}, timeout=2.0).json()
+        return bool(pings) and pings[-1]["status"] == "success"
+
+    def _deployments_served(self) -> bool:
+        for name in project.deployment_names():
+            if httpx.get(f"{self.prefect_api_url}/deployments/name/{name}", timeout=2.0).status_code != 200:
+                return False
+        return True
+
+    def stop(self) -> None:
+        """Stop in reverse dependency order; safe to call twice."""
+        for service in reversed(list(self.services.values())):
+            service.stop(self.grace_seconds)
+        state = self.root / STATE_FILE
+        if state.exists():
+            state.unlink()
+
+    def pids(self) -> dict[str, int]:
+        return {name: s.pid for name, s in self.services.items() if s.pid is not None}
+
+    def any_alive(self) -> bool:
+        return any(s.group_alive() for s in self.services.values())
+
+    def _save_state(self) -> None:
+        """What `stop_saved` needs to stop a stack this process left running (`demo --keep`)."""
+        state = {"process_groups": self.pids(), "prefect_home": str(self.prefect_home),
+                 "prefect_ui": self.prefect_url, "receiver": self.receiver_url, "emulator": self.emulator_url}
+        (self.root / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _saved_groups(root: Path) -> dict[str, int]:
+    """Process groups a `LocalStack` saved under `root` that are still alive and still ours."""
+    state_path = Path(root) / STATE_FILE
+    if not state_path.exists():
+        return {}
+    state = json.loads(state_path.read_text())
+    marker = f"PREFECT_HOME={state['prefect_home']}".encode()
+    # A group id can be reused once the group is gone: only groups that still carry our marker count.
+    return {name: pgid for name, pgid in state["process_groups"].items()
+            if any(marker in environ_of(pid) for pid in group_members(pgid))}
+
+
+def saved_stack_running(root: Path) -> bool:
+    return bool(_saved_groups(root))
+
+
+def stop_saved(root: Path, grace_seconds: float = 10.0) -> list[str]:
+    """Stop the stack a previous `LocalStack` left running under `root`; returns what was stopped."""
+    groups = _saved_groups(root)
+    for pgid in reversed(list(groups.values())):
+        stop_group(pgid, grace_seconds)
+    (Path(root) / STATE_FILE).unlink(missing_ok=True)
+    return list(reversed(list(groups)))

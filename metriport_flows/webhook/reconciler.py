@@ -1,0 +1,260 @@
+"""The reconciler: the pass that ends every wait, whatever Metriport or the network did.
+
+Metriport never retries a failed webhook by itself, a document query can stay stuck forever, a bundle URL
+lives three minutes, and a dispatcher can die holding a claim. One `reconcile_once` pass:
+  1. re-dispatches inbox rows stuck pending or claimed for too long (requeue, then one dispatch pass);
+  2. calls `POST /settings/webhook/retry` when `GET /settings/webhook` reports failed deliveries (the
+     re-sent messages carry no `meta.data`; the dispatcher correlates them by requestId / patient);
+  3. for open waits past their soft deadline asks Metriport (`GET /document/query`, the consolidated
+     query and its stored webhook) and resolves what has finished; a consolidated bundle is downloaded at
+     once, and a URL that expired (or a query Metriport forgot) resolves as `expired`, so the flow
+     re-requests with a new pause key;
+  4. resolves waits past their hard deadline as `timeout`, so the run ends Failed with a clear message;
+  5. delivers every resolved wait not yet delivered (resume, through the dispatcher's delivery).
+Resolution is compare-and-set in the store, so two passes (or a pass and the dispatcher) resolve a wait
+once. The report holds counts only; it is the `reconcile` heartbeat's detail.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import httpx
+from pydantic import BaseModel, Field
+from sqlalchemy import and_, or_, select
+
+from metriport_flows.client.errors import MetriportError, NotFound, UrlExpired
+from metriport_flows.domain.stages import (
+    RESULT_MODELS,
+    ConsolidatedReady,
+    DocumentsReady,
+    Outcome,
+    ResolvedBy,
+    Stage,
+    StageResult,
+)
+from metriport_flows.settings import Settings
+from metriport_flows.store import InboxMessage, MessageStatus, Store, Wait
+from metriport_flows.webhook.delivery import Delivery, Gateway, deliver_due
+from metriport_flows.webhook.dispatcher import Dispatcher
+from metriport_flows.webhook.handlers.consolidated import bundle_path
+
+if TYPE_CHECKING:
+    from metriport_flows.client.api import MedicalApi
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT = "reconcile"
+# A row pending (or claimed) this long means its dispatcher is gone or far behind.
+STUCK_AFTER = timedelta(seconds=60)
+MAX_DISPATCH_BATCHES = 20
+BUNDLE_EXTENSIONS = {"json": "json", "pdf": "pdf", "html": "html"}
+CONTENT_TYPES = {"json": "application/json", "pdf": "application/pdf", "html": "text/html"}
+CALL_ERRORS = (MetriportError, httpx.HTTPError)
+
+
+class ReconcileReport(BaseModel):
+    """What one pass did: counts only (no ids, no PHI), so it can go in logs and the heartbeat."""
+
+    started_at: datetime
+    seconds: float = 0.0
+    messages_requeued: int = Field(0, description="Inbox rows stuck pending/claimed, put back")
+    messages_dispatched: int = Field(0, description="Inbox rows this pass dispatched itself")
+    webhooks_failed: int | None = Field(None, description="Failed deliveries Metriport reported; None: not asked")
+    webhook_retry_requested: bool = False
+    waits_checked: int = Field(0, description="Open waits past their soft deadline asked about")
+    still_processing: int = Field(0, description="Metriport says still working; left open")
+    resolved_ready: int = 0
+    resolved_failed: int = 0
+    resolved_expired: int = Field(0, description="Consolidated URL expired or query forgotten: re-request")
+    timed_out: int = Field(0, description="Past the hard deadline: resolved as timeout")
+    lost_races: int = Field(0, description="Someone else resolved the wait first (compare-and-set)")
+    delivered: int = Field(0, description="Resolved waits handed to their runs")
+    errors: int = Field(0, description="Calls that failed this pass; retried next pass")
+
+    @property
+    def resolved(self) -> int:
+        return self.resolved_ready + self.resolved_failed + self.resolved_expired + self.timed_out
+
+
+def stuck_messages(store: Store, now: datetime, stuck_after: timedelta = STUCK_AFTER,
+                   limit: int = 500) -> list[InboxMessage]:
+    """Rows due for dispatch for longer than `stuck_after`, or claimed for longer than that."""
+    cutoff = now - stuck_after
+    retryable = [MessageStatus.pending.value, MessageStatus.error.value, MessageStatus.unmatched.value]
+    statement = select(InboxMessage).where(or_(
+        and_(InboxMessage.status.in_(retryable), InboxMessage.next_attempt_at <= cutoff),
+        and_(InboxMessage.status == MessageStatus.claimed.value, InboxMessage.claimed_at <= cutoff),
+    )).order_by(InboxMessage.received_at).limit(limit)
+    with store.session() as session:
+        return list(session.exec(statement).scalars())
+
+
+async def documents_status(api: MedicalApi, wait: Wait) -> DocumentsReady | None:
+    """The documents stage's result from `GET /document/query`, or None while it is still processing."""
+    progress = await api.get_document_query(wait.patient_id or "")
+    download, convert = progress.download, progress.convert
+    statuses = {p.status for p in (download, convert) if p is not None}
+    if not statuses or progress.is_processing:
+        return None
+    noted = wait.progress or {}
+    common = dict(request_id=wait.request_id or progress.request_id, resolved_by=ResolvedBy.reconciler,
+                  documents=noted.get("documents", download.total if download else None),
+                  converted=noted.get("convertible", convert.total if convert else None))
+    if progress.request_id and wait.request_id and progress.request_id != wait.request_id:
+        return DocumentsReady(outcome=Outcome.ready, detail="a newer document query has finished", **common)
+    if "failed" in statuses:
+        return DocumentsReady(outcome=Outcome.failed, detail="GET /document/query reports the query failed",
+                              **common)
+    return DocumentsReady(outcome=Outcome.ready, detail="GET /document/query reports the query finished", **common)
+
+
+async def consolidated_status(api: MedicalApi, settings: Settings, wait: Wait) -> ConsolidatedReady | None:
+    """The consolidated stage's result from the query's status and its stored webhook (the bundle is
+    downloaded now, while the URL may still be valid), or None while it is still processing."""
+    patient_id, request_id = wait.patient_id or "", wait.request_id
+    if not request_id:
+        return None
+    common = dict(request_id=request_id, resolved_by=ResolvedBy.reconciler)
+    try:
+        query = await api.get_consolidated_query(patient_id, request_id)
+        status = query.status
+    except NotFound:
+        status = None  # a newer query erased it from the list; its stored webhook may still be there
+    if status == "processing":
+        return None
+    if status == "failed":
+        return ConsolidatedReady(outcome=Outcome.failed, detail="Metriport reports the query failed", **common)
+    try:
+        hook = await api.get_consolidated_webhook(patient_id, request_id)
+    except NotFound:
+        return ConsolidatedReady(outcome=Outcome.expired, detail="Metriport no longer knows this query", **common)
+    if hook.status == "failed":
+        return ConsolidatedReady(outcome=Outcome.failed, detail="the stored webhook reports failed", **common)
+    if hook.status != "completed":
+        return None
+    if not hook.file_url:
+        return ConsolidatedReady(outcome=Outcome.ready, empty=True, detail="Metriport sent an empty bundle",
+                                 **common)
+    kind = hook.conversion_type if hook.conversion_type in BUNDLE_EXTENSIONS else "json"
+    dest = bundle_path(settings.bundle_dir, patient_id, request_id, BUNDLE_EXTENSIONS[kind])
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        stored = await api.download(hook.file_url, dest)
+    except UrlExpired:
+        return ConsolidatedReady(outcome=Outcome.expired, detail="the bundle URL expired before it was fetched",
+                                 **common)
+    return ConsolidatedReady(outcome=Outcome.ready, bundle_path=str(stored.path), sha256=stored.sha256,
+                             size_bytes=stored.size, content_type=stored.content_type or CONTENT_TYPES[kind],
+                             detail="fetched by the reconciler", **common)
+
+
+def timeout_result(wait: Wait, now: datetime) -> StageResult:
+    waited = int((now - wait.created_at).total_seconds())
+    return RESULT_MODELS[Stage(wait.stage)](
+        outcome=Outcome.timeout, request_id=wait.request_id, resolved_by=ResolvedBy.reconciler,
+        detail=f"no answer from Metriport for the {wait.stage} stage after {waited} s (hard deadline)",
+    )
+
+
+def _count(report: ReconcileReport, result: StageResult, won: bool) -> None:
+    if not won:
+        report.lost_races += 1
+    elif result.outcome == Outcome.ready:
+        report.resolved_ready += 1
+    elif result.outcome == Outcome.failed:
+        report.resolved_failed += 1
+    elif result.outcome == Outcome.expired:
+        report.resolved_expired += 1
+    else:
+        report.timed_out += 1
+
+
+async def check_soft_deadlines(store: Store, api: MedicalApi, settings: Settings, now: datetime,
+                               report: ReconcileReport) -> None:
+    for wait in store.waits_past_soft_deadline(now):
+        if wait.stage not in (Stage.documents.value, Stage.consolidated.value) or not wait.patient_id:
+            continue  # no status endpoint for bulk jobs: only the hard deadline ends them
+        report.waits_checked += 1
+        try:
+            if wait.stage == Stage.documents.value:
+                result = await documents_status(api, wait)
+            else:
+                result = await consolidated_status(api, settings, wait)
+        except CALL_ERRORS as exc:
+            report.errors += 1
+            logger.warning("Reconciler could not check wait %s: %s", wait.id, type(exc).__name__)
+            continue
+        if result is None:
+            report.still_processing += 1
+            continue
+        _count(report, result, store.resolve_wait(wait.id, result))
+
+
+def check_hard_deadlines(store: Store, now: datetime, report: ReconcileReport) -> None:
+    for wait in store.waits_past_hard_deadline(now):
+        result = timeout_result(wait, now)
+        _count(report, result, store.resolve_wait(wait.id, result))
+
+
+async def retry_failed_webhooks(api: MedicalApi, report: ReconcileReport) -> None:
+    try:
+        status = await api.get_webhook_status()
+        report.webhooks_failed = status.webhook_requests_failed or 0
+        if report.webhooks_failed:
+            await api.retry_webhooks()
+            report.webhook_retry_requested = True
+    except CALL_ERRORS as exc:
+        report.errors += 1
+        logger.warning("Reconciler could not check or retry failed webhooks: %s", type(exc).__name__)
+
+
+async def redispatch_stuck(store: Store, api: MedicalApi, gateway: Gateway, settings: Settings,
+                           now: datetime, report: ReconcileReport) -> None:
+    """Requeue rows nobody dispatched in time, then dispatch them here (claims stay exclusive, so a
+    dispatcher that comes back meanwhile never handles a row twice)."""
+    for row in stuck_messages(store, now):
+        if store.requeue_message(row.message_id):
+            report.messages_requeued += 1
+    if not report.messages_requeued:
+        return
+    dispatcher = Dispatcher(store, settings, gateway, api)
+    for _ in range(MAX_DISPATCH_BATCHES):
+        claimed = await dispatcher.dispatch_once()
+        report.messages_dispatched += claimed
+        if claimed < dispatcher.batch_size:
+            break
+
+
+async def deliver_resolved(store: Store, gateway: Gateway, report: ReconcileReport) -> None:
+    """Hand every due resolved wait to its run (resume when it is suspended on the wait's key)."""
+    counts = await deliver_due(store, gateway)
+    report.delivered = counts.get(Delivery.delivered.value, 0)
+
+
+async def reconcile_once(store: Store, api: MedicalApi, gateway: Gateway, settings: Settings,
+                         now: datetime | None = None) -> ReconcileReport:
+    """One pass (see the module docstring); records the `reconcile` heartbeat with the report."""
+    now = now or datetime.now(UTC)
+    report = ReconcileReport(started_at=datetime.now(UTC))
+    await redispatch_stuck(store, api, gateway, settings, now, report)
+    await retry_failed_webhooks(api, report)
+    await check_soft_deadlines(store, api, settings, now, report)
+    check_hard_deadlines(store, now, report)
+    await deliver_resolved(store, gateway, report)
+    report.seconds = round((datetime.now(UTC) - report.started_at).total_seconds(), 3)
+    store.record_heartbeat(HEARTBEAT, report.model_dump(mode="json"))
+    logger.info("Reconcile pass: %s", report.model_dump(mode="json", exclude={"started_at"}))
+    return report
+
+
+async def reconcile_with(settings: Settings, store: Store) -> ReconcileReport:
+    """One pass with this process's own Metriport client and Prefect gateway (the flow and the CLI)."""
+    from metriport_flows.client.api import MedicalApi
+    from metriport_flows.webhook.prefect_gateway import PrefectGateway
+
+    async with PrefectGateway(settings.prefect_max_concurrent_calls) as gateway, \
+            MedicalApi.from_settings(settings) as api:
+        return await reconcile_once(store, api, gateway, settings)

@@ -1,0 +1,163 @@
+"""Prefect tasks for the bulk flows: thin wrappers over the typed client.
+
+A run that suspends re-runs its flow from the top when resumed, so every call before the wait is a task
+with a persisted result and a cache key made of the flow run id, the stage and the attempt: a re-run
+reads the cached answer instead of starting a second import or uploading twice. `POST /patient/bulk`
+and the single-use upload are never retried (each call creates a new job); the bulk download start is
+(Metriport answers a duplicate with the running requestId), and so is a single document download
+(each try asks for a fresh URL).
+
+Requires: METRIPORT_BASE_URL, METRIPORT_API_KEY, BUNDLE_DIR; a Prefect API for result storage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.context import TaskRunContext
+from pydantic import BaseModel, Field
+
+from metriport_flows.client.api import MedicalApi
+from metriport_flows.client.errors import is_transient
+from metriport_flows.client.metadata import validate_metadata
+from metriport_flows.domain.bulk_csv import CsvCheck, InvalidCsv, check_csv
+from metriport_flows.domain.bulk_documents import (
+    DocumentSource,
+    Manifest,
+    documents_dir,
+    download_documents,
+    extension_for,
+    write_manifest,
+)
+from metriport_flows.domain.patient_records import Deadlines
+from metriport_flows.domain.stages import Stage
+from metriport_flows.settings import Settings, get_settings
+
+# Bump to make every run call Metriport again instead of reading an old cached answer.
+BULK_CACHE_VERSION = "1"
+
+
+class BulkStartFailed(RuntimeError):
+    """Metriport refused to start the bulk operation; the message says why (ids only)."""
+
+
+class BulkJob(BaseModel):
+    request_id: str
+    upload_url: str
+
+
+def bulk_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """One call per (task, flow run, stage, attempt), for ever."""
+    return (
+        f"metriport-bulk-v{BULK_CACHE_VERSION}-{context.task.name}-{parameters['flow_run_id']}"
+        f"-{Stage(parameters['stage']).value}-{parameters['attempt']}"
+    )
+
+
+class DocumentUrlExpired(RuntimeError):
+    """The fresh download URL was refused before the download finished; another try gets a new one."""
+
+
+def failed_transiently(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry rate limits, server and connection errors, expired URLs; a 4xx will not get better."""
+    return is_transient(state.data) or isinstance(state.data, DocumentUrlExpired)
+
+
+_once = task(persist_result=True, cache_key_fn=bulk_cache_key)
+
+
+def problems_markdown(check: CsvCheck) -> str:
+    """The CSV's problems as a table: line, column, what is wrong; never a value."""
+    lines = [f"# Bulk patient CSV refused: {len(check.errors)} problem(s) in {check.rows} row(s)", "",
+             "| line | column | problem |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {e.line or 'header'} | {e.column} | {e.problem} |" for e in check.errors[:500]]
+    return "\n".join(lines + [f"- {warning}" for warning in check.warnings]) + "\n"
+
+
+@_once(name="check-bulk-csv")
+async def check_bulk_csv(flow_run_id: str, csv_path: str, stage: Stage, attempt: int) -> int:
+    """Metriport's rules, before anything is uploaded; the row count, or InvalidCsv (and an artifact)."""
+    check = check_csv(Path(csv_path).read_bytes())
+    if not check.ok:
+        await acreate_markdown_artifact(key="bulk-csv-problems", markdown=problems_markdown(check),
+                                        description="CSV problems: lines and columns only")  # fmt: skip
+        raise InvalidCsv(check)
+    return check.rows
+
+
+@_once(name="start-bulk-patient-create")
+async def start_bulk_patient_create(
+    flow_run_id: str, facility_id: str | None, dry_run: bool, stage: Stage, attempt: int
+) -> BulkJob:
+    """POST /patient/bulk: a new import job and its upload URL (never retried: each call is a new job)."""
+    async with MedicalApi.from_settings(get_settings()) as api:
+        job = await api.start_bulk_patient_create(facility_id=facility_id, dry_run=dry_run)
+    if not job.upload_url:
+        raise BulkStartFailed(f"bulk import {job.request_id} came without an upload URL ({job.status})")
+    return BulkJob(request_id=job.request_id, upload_url=job.upload_url)
+
+
+@_once(name="upload-bulk-csv")
+async def upload_bulk_csv(flow_run_id: str, job: BulkJob, csv_path: str, stage: Stage, attempt: int) -> int:
+    """PUT the CSV to the job's single-use URL (valid 10 minutes); the number of bytes sent."""
+    data = Path(csv_path).read_bytes()
+    async with MedicalApi.from_settings(get_settings()) as api:
+        await api.upload_bulk_csv(job.upload_url, data)
+    return len(data)
+
+
+@task(name="start-bulk-download", persist_result=True, cache_key_fn=bulk_cache_key,
+      retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=failed_transiently)  # fmt: skip
+async def start_bulk_download(flow_run_id: str, patient_id: str, stage: Stage, attempt: int) -> str:
+    """POST /document/download-url/bulk with the run's correlation metadata; the requestId."""
+    metadata = validate_metadata({"flowRunId": flow_run_id, "stage": Stage(stage).value})
+    async with MedicalApi.from_settings(get_settings()) as api:
+        started = await api.start_bulk_download(patient_id, metadata=metadata)
+    if started.status == "failed" or not started.request_id:
+        raise BulkStartFailed(f"bulk download for patient {patient_id} not started ({started.status})")
+    return started.request_id
+
+
+class DocumentNotFound(LookupError):
+    """The patient has no document with that id (GET /document)."""
+
+
+@task(name="download-document", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=failed_transiently)
+async def download_document(
+    flow_run_id: str, patient_id: str, document_id: str, conversion_type: str | None
+) -> str:
+    """Find the document's file name (GET /document: it may hold the patient's name, so it is never a
+    parameter), GET /document/download-url, fetch it at once (the URL lives ~3 minutes); the manifest path."""
+    settings = get_settings()
+    folder = documents_dir(settings.bundle_dir, patient_id, f"single-{flow_run_id}")
+    async with MedicalApi.from_settings(settings) as api:
+        found = [d for d in await api.list_documents(patient_id) if d.id == document_id and d.file_name]
+        if not found:
+            raise DocumentNotFound(f"patient {patient_id} has no document {document_id}")
+        document = found[0]
+        extension = f".{conversion_type}" if conversion_type else extension_for(document.file_name, None)
+        url = await api.get_download_url(document.file_name, conversion_type=conversion_type)
+        source = DocumentSource(id=document_id, url=url, extension=extension,
+                                mime_type=None if conversion_type else document.content_type)  # fmt: skip
+        manifest = Manifest(patient_id=patient_id)
+        manifest.documents = await download_documents(api, [source], folder, concurrency=1)
+    if manifest.documents[0].status == "expired":
+        raise DocumentUrlExpired(f"download URL of document {document_id} expired")
+    return str(write_manifest(manifest, folder))
+
+
+class WaitTuning(BaseModel):
+    """How a bulk flow's wait behaves; each default comes from settings (HOT_WINDOW_SECONDS, ...)."""
+
+    hot_window_seconds: float | None = Field(None, ge=0, description="Watch in-process this long, then suspend")
+    soft_deadline_seconds: float | None = Field(None, gt=0, description="After this the reconciler asks Metriport")
+    hard_deadline_seconds: float | None = Field(None, gt=0, description="After this the wait ends as timeout")
+
+    def deadlines(self, settings: Settings) -> Deadlines:
+        soft = self.soft_deadline_seconds or settings.soft_deadline_seconds
+        hard = max(self.hard_deadline_seconds or settings.hard_deadline_seconds, soft)
+        hot = settings.hot_window_seconds if self.hot_window_seconds is None else self.hot_window_seconds
+        return Deadlines(soft_seconds=soft, hard_seconds=hard, hot_window_seconds=hot)

@@ -1,0 +1,102 @@
+"""Prefect tasks that start Metriport queries: thin wrappers over the typed client.
+
+A resumed run re-runs its flow from the top, so a start call must never repeat: each task persists its
+result under a cache key made of a version constant, the flow run id, the stage and the attempt. A
+re-run finds the cached request id (`Cached(type=COMPLETED)`) instead of calling Metriport again.
+Both start calls are safe to retry (Metriport returns the running query's requestId for a duplicate),
+so transient errors (429, 5xx, connection) are retried by the decorator. Each call first takes a slot
+of the operation's Prefect rate limit (`tasks/limits.py`).
+
+Requires: METRIPORT_BASE_URL, METRIPORT_API_KEY; a Prefect API for the rate limits and result storage.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+
+from metriport_flows.client.api import MedicalApi
+from metriport_flows.client.errors import is_transient
+from metriport_flows.client.metadata import validate_metadata
+from metriport_flows.domain.stages import Stage
+from metriport_flows.settings import get_settings
+from tasks.limits import Operation, wait_for_slot
+
+# Bump to make every run start its queries again instead of reading an old cached request id.
+START_CACHE_VERSION = "1"
+
+
+def start_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """One start call per (flow run, stage, attempt), for ever."""
+    return (
+        f"metriport-start-v{START_CACHE_VERSION}-{parameters['flow_run_id']}"
+        f"-{Stage(parameters['stage']).value}-{parameters['attempt']}"
+    )
+
+
+def correlation_metadata(flow_run_id: str, stage: Stage) -> dict[str, str]:
+    """What Metriport echoes back in `meta.data`, so the dispatcher can find the wait."""
+    return validate_metadata({"flowRunId": flow_run_id, "stage": Stage(stage).value})
+
+
+def failed_transiently(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry rate limits, server errors and connection errors; a 4xx will not get better."""
+    return is_transient(state.data)
+
+
+_start_task = task(
+    persist_result=True,
+    cache_key_fn=start_cache_key,
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=failed_transiently,
+)
+
+
+@_start_task
+async def start_document_query(
+    flow_run_id: str,
+    patient_id: str,
+    facility_id: str | None = None,
+    override: bool = False,
+    stage: Stage = Stage.documents,
+    attempt: int = 1,
+) -> str | None:
+    """POST /document/query; the query's requestId (a running query's, when one was running already)."""
+    await wait_for_slot(Operation.document_query)
+    async with MedicalApi.from_settings(get_settings()) as api:
+        progress = await api.start_document_query(
+            patient_id,
+            facility_id=facility_id,
+            override=override,
+            metadata=correlation_metadata(flow_run_id, stage),
+        )
+    return progress.request_id
+
+
+@_start_task
+async def start_consolidated_query(
+    flow_run_id: str,
+    patient_id: str,
+    conversion_type: str,
+    resources: list[str] | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    stage: Stage = Stage.consolidated,
+    attempt: int = 1,
+) -> str:
+    """POST /patient/{id}/consolidated/query; the query's requestId."""
+    await wait_for_slot(Operation.consolidated_query)
+    async with MedicalApi.from_settings(get_settings()) as api:
+        query = await api.start_consolidated_query(
+            patient_id,
+            conversion_type,
+            resources=resources or None,
+            date_from=date_from,
+            date_to=date_to,
+            metadata=correlation_metadata(flow_run_id, stage),
+        )
+    return query.request_id

@@ -1,0 +1,177 @@
+"""Waiting for Metriport: hot in-process for a short window, then cold (suspended, holding nothing).
+
+A `StageWait` is one stage attempt of one flow run (DESIGN.md facts 1, 2 and 8):
+  1. `register()` the wait in the store BEFORE the start call (idempotent on (run, stage, attempt), so a
+     run that re-runs from the top after a resume finds the same row), `set_request_id()` after it;
+  2. `result()` reads the row: resolved already (the dispatcher may have matched an early webhook) →
+     done; else, if this stage's pause key already fired (a person resumed the run from the UI form
+     and nothing is in the store), record that input as the resolution; else watch the row for the
+     hot window; and only then suspend with the stage's `RunInput` model and a pause key unique to the
+     stage and attempt. The store's resolution is the source of truth; the flow marks it consumed.
+
+The Prefect parts (reading fired pause keys, suspending) are passed in, so the logic runs against a
+real store without a Prefect server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from metriport_flows.domain.patient_records import Deadlines
+from metriport_flows.domain.stages import (
+    RESULT_MODELS,
+    ResolvedBy,
+    Stage,
+    StageResult,
+    pause_key,
+)
+from metriport_flows.store.models import Wait
+from metriport_flows.store.store import Store
+
+POLL_SECONDS = 0.2
+
+# (model, pause key) -> the input the run was resumed with; raises Prefect's Pause to end the process.
+Suspend = Callable[[type[StageResult], str], Awaitable[StageResult]]
+
+
+async def prefect_suspend(model: type[StageResult], key: str) -> StageResult:
+    """Suspend the current flow run until it is resumed with `model` input (no Prefect timeout: the
+    deadlines are ours). On a re-run where `key` already fired it returns that input at once."""
+    from prefect.flow_runs import asuspend_flow_run
+
+    return await asuspend_flow_run(wait_for_input=model, key=key, timeout=None)
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger (its lines show in the UI), or a plain one outside a run."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def fired_pause_keys() -> set[str]:
+    """Pause keys that already fired in the current flow run (Prefect keeps them across resumes)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return set()
+    return set(context.flow_run.empirical_policy.pause_keys or ())
+
+
+async def watch(store: Store, wait_id: str, seconds: float, poll: float = POLL_SECONDS) -> StageResult | None:
+    """Poll the wait's row until it is resolved or `seconds` pass; the resolution or None."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = store.get_wait(wait_id).result_model()
+        remaining = deadline - time.monotonic()
+        if result is not None or remaining <= 0:
+            return result
+        await asyncio.sleep(min(poll, remaining))
+
+
+def adopt_run_input(store: Store, wait: Wait, run_input: StageResult) -> StageResult:
+    """The run was resumed with `run_input` but the store has no resolution: a person resumed it from
+    the UI's form. Record it (resolved_by manual) unless someone resolved the wait meanwhile."""
+    model = RESULT_MODELS[Stage(wait.stage)]
+    manual = model.model_validate(
+        {**run_input.model_dump(exclude_unset=False), "resolved_by": ResolvedBy.manual}
+    )
+    store.resolve_wait(wait.id, manual)
+    resolved = store.get_wait(wait.id).result_model()
+    if resolved is None:
+        raise RuntimeError(f"Wait {wait.id} is still open after resolving it")
+    return resolved
+
+
+@dataclass
+class StageWait:
+    """One stage attempt's wait for one flow run."""
+
+    store: Store
+    flow_run_id: str
+    patient_id: str
+    stage: Stage
+    attempt: int
+    deadlines: Deadlines
+    poll_seconds: float = POLL_SECONDS
+    wait: Wait | None = None
+    request_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return pause_key(self.stage, self.attempt)
+
+    @property
+    def model(self) -> type[StageResult]:
+        return RESULT_MODELS[self.stage]
+
+    def register(self, now: datetime | None = None) -> Wait:
+        now = now or datetime.now(UTC)
+        self.wait = self.store.register_wait(
+            flow_run_id=self.flow_run_id,
+            stage=self.stage,
+            attempt=self.attempt,
+            patient_id=self.patient_id,
+            soft_deadline=now + timedelta(seconds=self.deadlines.soft_seconds),
+            hard_deadline=now + timedelta(seconds=self.deadlines.hard_seconds),
+        )
+        return self.wait
+
+    def set_request_id(self, request_id: str | None) -> None:
+        """Record the Metriport requestId the start call returned (the dispatcher matches on it)."""
+        if request_id:
+            self.store.set_wait_request_id(self._wait().id, request_id)
+            self.request_id = request_id
+
+    def _wait(self) -> Wait:
+        if self.wait is None:
+            raise RuntimeError("register() the wait before using it")
+        return self.wait
+
+    def _consume(self, result: StageResult, how: str) -> StageResult:
+        self.store.mark_wait_consumed(self._wait().id)
+        run_logger().info("Wait %s ended %s (resolved by %s, read %s)", self.key, result.outcome.value,
+                          result.resolved_by.value, how)
+        return result
+
+    async def result(
+        self, suspend: Suspend = prefect_suspend, fired: Callable[[], set[str]] = fired_pause_keys
+    ) -> StageResult:
+        """The stage's resolution: from the store, a fired pause key, the hot window, or a suspend."""
+        wait = self.store.get_wait(self._wait().id)
+        stored = wait.result_model()
+        if stored is not None:
+            return self._consume(stored, "from the store")
+        if self.key in fired():
+            run_input = await suspend(self.model, self.key)
+            return self._consume(adopt_run_input(self.store, wait, run_input), "from the resume input")
+        hot = await watch(self.store, wait.id, self.deadlines.hot_window_seconds, self.poll_seconds)
+        if hot is not None:
+            return self._consume(hot, "in the hot window")
+        run_logger().info("Wait %s: no answer within %.1f s; suspending", self.key, self.deadlines.hot_window_seconds)
+        run_input = await suspend(self.model, self.key)
+        stored = self.store.get_wait(wait.id).result_model()
+        if stored is not None:
+            return self._consume(stored, "from the store")
+        return self._consume(adopt_run_input(self.store, wait, run_input), "from the resume input")
+
+
+def stage_seconds(waits: list[Wait]) -> dict[str, float]:
+    """Seconds from registering each wait to its resolution, keyed `stage-attempt` (survives resumes)."""
+    timings: dict[str, float] = {}
+    for wait in sorted(waits, key=lambda w: w.created_at):
+        if wait.resolved_at is not None:
+            timings[pause_key(Stage(wait.stage), wait.attempt)] = round(
+                (wait.resolved_at - wait.created_at).total_seconds(), 3
+            )
+    return timings

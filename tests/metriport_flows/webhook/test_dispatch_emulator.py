@@ -1,0 +1,146 @@
+"""The whole receiving side against the emulator over real HTTP: the emulator signs and posts its
+webhooks to the receiver, the dispatcher correlates them, asks the emulator's API when it must, and
+streams the consolidated bundle from the emulator's expiring signed URL. Prefect is a recording gateway
+here; tests/metriport_flows/webhook/test_prefect_resume.py covers the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from metriport_flows.client.api import MedicalApi
+from metriport_flows.domain.stages import ConsolidatedReady, DocumentsReady, Outcome
+from metriport_flows.settings import Settings
+from metriport_flows.store import Store, Wait, WaitStatus, utcnow
+from metriport_flows.webhook.dispatcher import Dispatcher
+from metriport_flows.webhook.receiver import WEBHOOK_PATH, create_app
+from metriport_sandbox.config import SandboxConfig
+from metriport_sandbox.seed import SEED_PATIENTS
+from tests.fixtures.inbox import RecordingGateway, make_settings, serve
+
+FACILITY = {"name": "Receiver Test Clinic", "npi": "1234567893",
+            "address": {"addressLine1": "1 Main St", "city": "Phoenix", "state": "AZ", "zip": "85300",
+                        "country": "USA"}}
+NOBODY = {"firstName": "Nomen", "lastName": "Nescio", "dob": "1980-01-01", "genderAtBirth": "U",
+          "address": [{"addressLine1": "2 Side St", "city": "Phoenix", "state": "AZ", "zip": "85300",
+                       "country": "USA"}]}
+
+
+@dataclass
+class Pipeline:
+    api: MedicalApi
+    store: Store
+    settings: Settings
+    gateway: RecordingGateway
+    facility_id: str
+
+    def wait(self, patient_id: str, stage: str) -> tuple[str, Wait]:
+        run = str(uuid.uuid4())
+        wait = self.store.register_wait(
+            flow_run_id=run, stage=stage, attempt=1, patient_id=patient_id,
+            soft_deadline=utcnow() + timedelta(minutes=10), hard_deadline=utcnow() + timedelta(hours=1))
+        return run, wait
+
+    async def resolved(self, wait_id: str, timeout: float = 30) -> Wait:
+        return await until(lambda: self._resolved(wait_id), timeout)
+
+    def _resolved(self, wait_id: str) -> Wait | None:
+        wait = self.store.get_wait(wait_id)
+        return wait if wait.status != WaitStatus.open else None
+
+
+async def until(probe: Callable[[], object], timeout: float) -> object:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (value := probe()) is None or value is False:
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+    return value
+
+
+@asynccontextmanager
+async def pipeline(emulator_base_url: str, api_key: str, store: Store, tmp_path: Path) -> AsyncIterator[Pipeline]:
+    async with MedicalApi(emulator_base_url, api_key, timeout=30) as api:
+        key = (await api.update_settings("http://127.0.0.1:9/not-listening")).webhook_key.get_secret_value()
+        settings = make_settings(tmp_path, store, metriport_webhook_key=SecretStr(key),
+                                 metriport_base_url=emulator_base_url, metriport_api_key=SecretStr(api_key))
+        with serve(create_app(settings, store, run_dispatcher=False)) as receiver_url:
+            await api.update_settings(receiver_url + WEBHOOK_PATH)
+            gateway, stop = RecordingGateway(), asyncio.Event()
+            task = asyncio.create_task(Dispatcher(store, settings, gateway, api).run(stop))
+            facility = await api.create_facility(FACILITY)
+            try:
+                yield Pipeline(api, store, settings, gateway, facility.id)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 15)
+
+
+async def documents_ready(p: Pipeline, patient_id: str) -> DocumentsReady:
+    run, wait = p.wait(patient_id, "documents")
+    started = await p.api.start_document_query(patient_id, p.facility_id, metadata={"flowRunId": run})
+    p.store.set_wait_request_id(wait.id, started.request_id)
+    result = (await p.resolved(wait.id)).result_model()
+    assert isinstance(result, DocumentsReady) and result.request_id == started.request_id
+    return result
+
+
+async def consolidated(p: Pipeline, patient_id: str, conversion_type: str) -> tuple[ConsolidatedReady, str]:
+    run, wait = p.wait(patient_id, "consolidated")
+    query = await p.api.start_consolidated_query(
+        patient_id, conversion_type, metadata={"flowRunId": run, "stage": "consolidated"})
+    p.store.set_wait_request_id(wait.id, query.request_id)
+    result = (await p.resolved(wait.id)).result_model()
+    assert isinstance(result, ConsolidatedReady) and result.request_id == query.request_id
+    return result, query.request_id
+
+
+async def test_documents_then_consolidated_bundles_streamed_at_once(emulator, sqlite_store: Store,
+                                                                   tmp_path: Path) -> None:
+    async with pipeline(emulator.base_url, emulator.api_key, sqlite_store, tmp_path) as p:
+        jane = await p.api.create_patient(p.facility_id, SEED_PATIENTS["jane"].demographics())
+        nobody = await p.api.create_patient(p.facility_id, NOBODY)
+        seeded, empty = await asyncio.gather(documents_ready(p, jane.id), documents_ready(p, nobody.id))
+        bundles = {kind: await consolidated(p, jane.id, kind) for kind in ("json", "pdf")}
+        no_data, _ = await consolidated(p, nobody.id, "json")
+
+    assert seeded.outcome == Outcome.ready
+    # whichever of download and conversion comes first, the counts are there
+    assert (seeded.documents, seeded.converted) == (7, 1)
+    # no conversion message for a patient without documents: the download message plus GET /document/query
+    assert (empty.outcome, empty.documents, empty.converted) == (Outcome.ready, 0, 0)
+    for kind, (result, request_id) in bundles.items():
+        assert result.outcome == Outcome.ready and not result.empty
+        path = Path(result.bundle_path)
+        assert path == p.settings.bundle_dir / jane.id / f"{request_id}.{kind}"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        data = path.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == result.sha256 and len(data) == result.size_bytes
+    assert json.loads(Path(bundles["json"][0].bundle_path).read_bytes())["resourceType"] == "Bundle"
+    assert Path(bundles["pdf"][0].bundle_path).read_bytes().startswith(b"%PDF")
+    assert (no_data.outcome, no_data.empty, no_data.bundle_path) == (Outcome.ready, True, None)
+    served = emulator.control.get("/_sandbox/downloads").json()
+    assert (200, bundles["json"][0].sha256) in {(d["status"], d["sha256"]) for d in served}
+
+
+async def test_an_expired_bundle_url_resolves_as_expired(emulator_server, sqlite_store: Store,
+                                                         tmp_path: Path) -> None:
+    short_lived = emulator_server(SandboxConfig(delay=(0.0, 0.0), retry_pause_max=0.0,
+                                                url_lifetimes={"consolidated": 0}))
+    async with pipeline(short_lived.base_url, short_lived.api_key, sqlite_store, tmp_path) as p:
+        chris = await p.api.create_patient(p.facility_id, SEED_PATIENTS["chris"].demographics())
+        await documents_ready(p, chris.id)
+        result, request_id = await consolidated(p, chris.id, "json")
+    assert result.outcome == Outcome.expired and result.bundle_path is None
+    assert not list((p.settings.bundle_dir / chris.id).glob(f"{request_id}*"))
+    assert {d["status"] for d in short_lived.control.get("/_sandbox/downloads").json()} == {403}

@@ -1,0 +1,180 @@
+"""The dispatcher resuming REAL suspended runs on a REAL Prefect server subprocess.
+
+One module, module-scoped processes: a Prefect server (fresh PREFECT_HOME, free port), a `serve`
+process for tests/metriport_flows/webhook/suspending_flow.py, `metriport-flows receiver --no-dispatcher` and
+`metriport-flows dispatcher` (the scale-out shape), configured only through the environment, the webhook
+key in a Prefect Secret block. Two orders: the message after the suspend, and the message before the run even started
+(the resume is then refused as "not paused" until the run suspends; delivery keeps looking).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from prefect.blocks.system import Secret
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from metriport_devtools.stack import Service, free_port, poll_until
+from metriport_flows.store import Store, WaitStatus
+from metriport_flows.webhook.events import WAIT_DELIVERED, WAIT_RESOLVED
+from metriport_flows.webhook.receiver import WEBHOOK_PATH
+from tests.fixtures.inbox import conversion_message, signed
+from tests.metriport_flows.webhook.suspending_flow import DEPLOYMENT
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "metriport-flows")
+KEY_BLOCK = "d-test-webhook-key"
+WEBHOOK_KEY = "whk_from-a-secret-block"
+
+
+@dataclass
+class Stack:
+    api_url: str
+    receiver_url: str
+    store: Store
+    out_dir: Path
+
+    def client(self) -> SyncPrefectClient:
+        return SyncPrefectClient(api=self.api_url)
+
+
+def _ok(url: str) -> bool:
+    return httpx.get(url, timeout=2).status_code == 200
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "METRIPORT_", "DATABASE_URL"))}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("prefect-resume")
+    home, logs, out_dir = root / "prefect-home", root / "logs", root / "out"
+    home.mkdir()
+    out_dir.mkdir()
+    port, receiver_port = free_port(), free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    database_url = f"sqlite:///{root / 'inbox.db'}"
+    services: list[Service] = []
+
+    def start(name: str, argv: list[str], **env: str) -> Service:
+        service = Service(name, argv, _env(home, **env), logs / f"{name}.log", ROOT)
+        services.append(service)
+        service.start()
+        return service
+
+    try:
+        server = start("prefect-server", [sys.executable, "-m", "prefect", "server", "start", "--host",
+                                          "127.0.0.1", "--port", str(port)],
+                       PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+                       PREFECT_UI_ENABLED="false", PREFECT_SERVER_LOGGING_LEVEL="WARNING")
+        poll_until(lambda: _ok(f"{api_url}/health"), timeout=90, what="starting Prefect", service=server)
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            Secret(value=WEBHOOK_KEY).save(KEY_BLOCK, overwrite=True)
+        served = start("serve", [sys.executable, "-m", "tests.metriport_flows.webhook.suspending_flow"],
+                       PREFECT_API_URL=api_url, PREFECT_RUNNER_POLL_FREQUENCY="1", DATABASE_URL=database_url)
+        common = dict(PREFECT_API_URL=api_url, DATABASE_URL=database_url, WEBHOOK_KEY_BLOCK=KEY_BLOCK,
+                      DISPATCHER_POLL_SECONDS="0.2", BUNDLE_DIR=str(root / "bundles"))
+        receiver = start("receiver", [CLI, "receiver", "--no-dispatcher", "--port", str(receiver_port)], **common)
+        dispatcher = start("dispatcher", [CLI, "dispatcher"], **common)
+        poll_until(lambda: _ok(f"{api_url}/deployments/name/{DEPLOYMENT}"), timeout=90,
+                   what="serving the test deployment", service=served)
+        receiver_url = f"http://127.0.0.1:{receiver_port}"
+        poll_until(lambda: _ok(f"{receiver_url}/healthz"), timeout=60, what="starting the receiver",
+                   service=receiver)
+        store = Store(database_url)
+        poll_until(lambda: store.get_heartbeat("dispatcher") is not None, timeout=60,
+                   what="starting the dispatcher", service=dispatcher)
+        yield Stack(api_url, receiver_url, store, out_dir)
+        store.dispose()
+    finally:
+        for service in reversed(services):
+            service.stop(grace_seconds=10)
+
+
+def start_run(stack: Stack, patient_id: str) -> str:
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        run = run_deployment(DEPLOYMENT, parameters={"patient_id": patient_id, "out_dir": str(stack.out_dir)},
+                             timeout=0, as_subflow=False)
+    return str(run.id)
+
+
+def post(stack: Stack, message: dict) -> None:
+    body, headers = signed(message, key=WEBHOOK_KEY)
+    response = httpx.post(stack.receiver_url + WEBHOOK_PATH, content=body, headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def until(probe, *, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        time.sleep(0.2)
+    return value
+
+
+def state_name(stack: Stack, run_id: str) -> str | None:
+    with stack.client() as client:
+        run = client.read_flow_run(run_id)
+    return run.state.name if run.state else None
+
+
+def related_events(stack: Stack, run_id: str) -> set[str]:
+    body = {"filter": {"related": {"resources_in_roles": [[f"prefect.flow-run.{run_id}", "flow-run"]]},
+                       "event": {"prefix": ["metriport."]}}, "limit": 50}
+    response = httpx.post(f"{stack.api_url}/events/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return {event["event"] for event in response.json()["events"]}
+
+
+def test_the_dispatcher_resumes_real_suspended_runs_in_either_order(stack: Stack) -> None:
+    after_patient, before_patient = f"pat-{uuid.uuid4().hex[:8]}", f"pat-{uuid.uuid4().hex[:8]}"
+    suspended_first = start_run(stack, after_patient)
+    until(lambda: state_name(stack, suspended_first) == "Suspended", timeout=120, what="first run suspended")
+
+    early = start_run(stack, before_patient)
+    # the message comes before this run has registered its wait: it waits, unmatched, for the wait
+    post(stack, conversion_message(before_patient, data={"flowRunId": early, "stage": "documents"}))
+    post(stack, conversion_message(after_patient, data={"flowRunId": suspended_first, "stage": "documents"}))
+
+    for run_id in (suspended_first, early):
+        until(lambda: state_name(stack, run_id) == "Completed", timeout=150, what=f"run {run_id} completed")
+        received = json.loads((stack.out_dir / f"{run_id}.json").read_text())
+        [wait] = stack.store.waits_for_run(run_id)
+        assert wait.status == WaitStatus.delivered and wait.delivered_at is not None
+        assert received == wait.result and received["outcome"] == "ready"
+        assert received["resolved_by"] == "webhook" and received["message_id"]
+        until(lambda: {WAIT_RESOLVED, WAIT_DELIVERED, "metriport.medical.document-conversion"}
+              <= related_events(stack, run_id), timeout=30, what="events related to the run")
+
+
+def test_a_message_for_a_finished_wait_changes_nothing(stack: Stack) -> None:
+    patient = f"pat-{uuid.uuid4().hex[:8]}"
+    run_id = start_run(stack, patient)
+    until(lambda: state_name(stack, run_id) == "Suspended", timeout=120, what="run suspended")
+    first = conversion_message(patient, data={"flowRunId": run_id})
+    post(stack, first)
+    post(stack, first)  # the same delivery twice: one row
+    until(lambda: state_name(stack, run_id) == "Completed", timeout=150, what="run completed")
+    late = conversion_message(patient, status="failed", data={"flowRunId": run_id})
+    post(stack, late)
+    until(lambda: (row := stack.store.get_message(late["meta"]["messageId"])) and row.status == "done",
+          timeout=30, what="late message recorded")
+    [wait] = stack.store.waits_for_run(run_id)
+    assert wait.result["outcome"] == "ready" and wait.result["message_id"] == first["meta"]["messageId"]
+    assert stack.store.get_message(late["meta"]["messageId"]).detail.startswith("late")
