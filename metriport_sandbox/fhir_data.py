@@ -1,7 +1,7 @@
 """The emulator's consolidated data: a seed patient's FHIR R4 record, Metriport's filters, the bundle.
 
 Why: a consolidated query returns the patient's FHIR resources filtered by `resources`, `dateFrom`
-and `dateTo`, as a searchset Bundle file (fact sheet §3.5, §5.1 item 10). The record is built by
+and `dateTo`, as a searchset Bundle file (docs/metriport.md §3.5, §5.1 item 10). The record is built by
 `fhir_build.RecordBuilder`; this module is the public entry the emulator backend uses.
 
 Validation: fhir.resources 8.x models R5 at its top level; its `fhir.resources.R4B` subpackage is

@@ -1,7 +1,7 @@
 """The `html` and `pdf` conversions of a consolidated query: a readable medical record summary.
 
 Why: Metriport renders the patient's FHIR bundle into a summary page for conversionType html/pdf
-(fact sheet §3.5, §5.1 item 9). The emulator renders the (filtered) resources itself: one table per
+(docs/metriport.md §3.5, §5.1 item 9). The emulator renders the (filtered) resources itself: one table per
 resource type, built once by `summary_sections` and written out as HTML (escaped, well formed) or as
 a PDF through the shared hand-built writer in `sandbox.pdf`.
 """

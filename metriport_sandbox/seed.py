@@ -1,11 +1,11 @@
 """Metriport's sandbox seed data: the five seed patients and the seven documents they all get.
 
 Why: the sandbox recognises a patient by first name only (case-insensitive) and answers a document
-query with the same seven canned documents (fact sheet §5.1). The demographics are the CODE's values
+query with the same seven canned documents (docs/metriport.md §5.1). The demographics are the CODE's values
 (`sandbox-seed-data.ts`), not the docs' "Springfield OR" ones, because `patientMatches()` compares
 against the code.
 
-Addresses: Jane, Ollie, Andreas and Kyla use the street/zip of Metriport's seed file. The fact sheet
+Addresses: Jane, Ollie, Andreas and Kyla use the street/zip of Metriport's seed file. docs/metriport.md
 gives only "Chicago IL" for Chris (later Metriport versions dropped him), so his street and zip are
 invented in the same style (a round zip ending in 00). This is a documented emulator choice.
 
@@ -125,7 +125,7 @@ INDEXED_DATES: tuple[str, ...] = (
     "2018-09-29", "2022-07-21", "2019-04-10", "2023-05-03", "2020-02-19",
 )
 
-# The contained Organization the sandbox adds to each DocumentReference (fact sheet §5.1 item 7).
+# The contained Organization the sandbox adds to each DocumentReference (docs/metriport.md §5.1 item 7).
 SEED_ORGANIZATIONS: tuple[str, ...] = ("UCSF Medical", "Sutter Health", "Northridge Hospital")
 
 

@@ -1,6 +1,6 @@
 """Expiring, tamper-proof file URLs in the shape of S3 presigned URLs.
 
-Why: Metriport hands out S3 presigned URLs that die after a few minutes (fact sheet §5.4) and S3
+Why: Metriport hands out S3 presigned URLs that die after a few minutes (docs/metriport.md §5.4) and S3
 answers 403 with an XML error once they have. Clients must cope with both, so the emulator signs its
 own file URLs the same way: the query carries `X-Amz-Algorithm`, `X-Amz-Date` (UTC, basic ISO 8601),
 `X-Amz-Expires` (seconds) and `X-Amz-Signature`, an HMAC-SHA256 (lowercase hex) over the path, the
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 from xml.sax.saxutils import escape
 
-# Lifetimes in seconds, fact sheet §5.4 (the code's values where code and docs disagree).
+# Lifetimes in seconds, docs/metriport.md §5.4 (the code's values where code and docs disagree).
 DOWNLOAD_URL = 180  # GET /document/download-url (S3Utils default; the docs say 60 s)
 CONSOLIDATED = 180  # consolidated-data attachments: json, gzip, pdf, html
 BULK_DOWNLOAD = 600  # document-bulk-download-urls

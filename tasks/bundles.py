@@ -1,6 +1,6 @@
 """Tasks for the stored consolidated bundle: check it, and publish the run's artifact.
 
-The dispatcher already downloaded the bundle while its 3-minute URL was valid (DESIGN.md fact 6) and
+The dispatcher already downloaded the bundle while its 3-minute URL was valid (docs/design.md fact 6) and
 passed a pointer; here the run checks that file (sha256, FHIR R4B validation, counts by type) and
 records what it found as a markdown artifact. Both only read, so neither needs caching; the artifact
 holds ids, counts and paths, never the bundle's contents.

@@ -1,6 +1,6 @@
 """Waiting for Metriport: hot in-process for a short window, then cold (suspended, holding nothing).
 
-A `StageWait` is one stage attempt of one flow run (DESIGN.md facts 1, 2 and 8):
+A `StageWait` is one stage attempt of one flow run (docs/design.md facts 1, 2 and 8):
   1. `register()` the wait in the store BEFORE the start call (idempotent on (run, stage, attempt), so a
      run that re-runs from the top after a resume finds the same row), `set_request_id()` after it;
   2. `result()` reads the row: resolved already (the dispatcher may have matched an early webhook) →

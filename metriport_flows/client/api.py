@@ -1,4 +1,4 @@
-"""Async client for Metriport's Medical API (fact sheet §1–§2), Prefect-free so tests drive it directly.
+"""Async client for Metriport's Medical API (docs/metriport.md §1–§2), Prefect-free so tests drive it directly.
 
 Base URL: the local emulator (http://127.0.0.1:8081) by default; Metriport's sandbox is
 https://api.sandbox.metriport.com and production https://api.metriport.com. Medical endpoints live

@@ -1,4 +1,4 @@
-"""Tolerant models of the webhook messages Metriport sends (fact sheet §3.4–§3.5).
+"""Tolerant models of the webhook messages Metriport sends (docs/metriport.md §3.4–§3.5).
 
 Metriport's real payloads are looser than its SDKs claim: `meta.requestId` may be missing, a failed
 download has no `documents`, patient items carry no `type`, `size` may be a string, `filters` has no

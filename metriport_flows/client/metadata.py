@@ -4,7 +4,7 @@ Metriport validates it only on the server (Zod: at most 50 pairs, keys 1–40 ch
 500), answering 400 after the fact; checking here turns that into a clear local error. Lengths are
 counted in UTF-16 code units, as JavaScript counts them, so nothing accepted here is refused there.
 The body is always `{"metadata": {...}}`: the official Python SDK posts the bare dict, which the server
-silently drops (fact sheet §2.2).
+silently drops (docs/metriport.md §2.2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tolerant response and request models for the Medical API (fact sheet §2).
+"""Tolerant response and request models for the Medical API (docs/metriport.md §2).
 
 Responses keep unknown fields and make almost everything optional: Metriport returns stored state
 as-is (internal fields, `null` lists). Demographic fields are excluded from `repr` so a logged model

@@ -2,7 +2,7 @@
 
 Metriport checks the CSV only after the upload, row by row, and reports bad rows in a result CSV that
 arrives minutes to hours later. Checking it here first turns a slow round trip into an immediate,
-precise error list. The rules follow Metriport's patient-import parser (fact sheet §2.2): headers are
+precise error list. The rules follow Metriport's patient-import parser (docs/metriport.md §2.2): headers are
 matched case-insensitively; address, phone and email columns come unindexed (`city`) or indexed
 `-1`..`-10` (`city-1`); an address group given in part makes the row invalid; at least one complete
 address is required. Errors name the line and the column, never the value (it is PHI).

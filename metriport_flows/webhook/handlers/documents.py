@@ -1,8 +1,8 @@
-"""Document query stage: when are a patient's documents ready? (DESIGN fact 5, fact sheet §5.1–5.2)
+"""Document query stage: when are a patient's documents ready? (DESIGN fact 5, docs/metriport.md §5.1–5.2)
 
 - the conversion message (completed) ends it; failed download or conversion fails it;
 - a download message with no convertible (XML) document ends it when GET /document/query shows nothing
-  processing (the sandbox sends no conversion message then: gotcha 9);
+  processing (the sandbox sends no conversion message then: docs/metriport.md §5.1 item 4);
 - a download message with convertible documents only records its counts on the wait: the conversion
   message that follows resolves the wait and carries them (or, when it came first, reads them from the
   query's progress).

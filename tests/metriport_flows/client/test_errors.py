@@ -1,4 +1,4 @@
-"""Every error body shape the fact sheet lists (§1) maps to its typed exception."""
+"""Every error body shape docs/metriport.md §9 lists maps to its typed exception."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Golden samples written from the fact sheet (§3.4–§3.5) parse into the right typed messages."""
+"""Golden samples written from docs/metriport.md (§2.4–§2.5, §3.3, §4.3) parse into the right typed messages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Response models accept the loose shapes Metriport really returns (fact sheet §2, §6.2)."""
+"""Response models accept the loose shapes Metriport really returns (docs/metriport.md §2, §6.2)."""
 
 from __future__ import annotations
 

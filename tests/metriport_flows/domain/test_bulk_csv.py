@@ -1,4 +1,4 @@
-"""Bulk patient create CSV rules (fact sheet §2.2) and the result CSV parser."""
+"""Bulk patient create CSV rules (docs/metriport.md §2.2) and the result CSV parser."""
 
 from __future__ import annotations
 
