@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: install test demo bench clean
+.PHONY: install lint test demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ install: $(BIN)/.installed
 PG_ANSWERS = $(shell $(BIN)/python -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/test', connect_timeout=3).close()" 2>/dev/null && echo yes)
 WITH_PG = $(if $(PG_ANSWERS),TEST_DATABASE_URL=$${TEST_DATABASE_URL:-$(PG_URL)},)
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
 	@echo "$(if $(PG_ANSWERS),PostgreSQL answers: the inbox tests run on it too,PostgreSQL does not answer: the inbox tests run on SQLite only)"
 	$(WITH_PG) $(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -34,6 +34,7 @@ from rich.table import Table
 from metriport_devtools.stack import LocalStack, saved_stack_running
 from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.models import Demographics
+from metriport_flows.domain.cohort import CohortReport
 from metriport_flows.domain.patient_records import (
     PATIENT_RECORDS_DEPLOYMENT,
     PATIENT_RECORDS_PARAMETER,
@@ -42,7 +43,6 @@ from metriport_flows.domain.patient_records import (
 from metriport_flows.store.models import Wait, WaitStatus
 from metriport_flows.store.store import Store
 from metriport_sandbox.seed import SEED_PATIENTS
-from metriport_flows.domain.cohort import CohortReport
 
 COHORT_DEPLOYMENT = "cohort-refresh/nightly"
 DEFAULT_ROOT = Path(".demo")

@@ -12,7 +12,16 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from metriport_flows.domain.cohort import CohortParams
+from metriport_flows.domain.cohort import (
+    CohortInputError,
+    CohortParams,
+    CohortReport,
+    PatientRun,
+    check_patient_ids,
+    read_patient_ids_csv,
+    stage_counts,
+    unique,
+)
 from metriport_flows.domain.patient_records import PatientRecordsParams
 from metriport_flows.domain.rate_limits import (
     Operation,
@@ -22,15 +31,6 @@ from metriport_flows.domain.rate_limits import (
 )
 from metriport_flows.domain.stages import Outcome
 from metriport_flows.store.models import Wait
-from metriport_flows.domain.cohort import (
-    CohortInputError,
-    CohortReport,
-    PatientRun,
-    check_patient_ids,
-    read_patient_ids_csv,
-    stage_counts,
-    unique,
-)
 from tasks.cohort import run_status
 from tasks.limits import ensure_rate_limits
 from tests.fixtures.stack import run_deployment_on, wait_for_final_state

@@ -16,7 +16,6 @@ from metriport_devtools.stack import LocalStack, saved_stack_running, stop_saved
 from metriport_flows.domain.patient_records import PATIENT_RECORDS_DEPLOYMENT, PATIENT_RECORDS_PARAMETER
 
 
-
 @pytest.mark.e2e
 def test_every_component_answers(local_stack: LocalStack, sandbox_control: httpx.Client) -> None:
     assert httpx.get(f"{local_stack.prefect_api_url}/health").json() is True
