@@ -37,8 +37,13 @@ async def run_group(client: PrefectClient, patient_ids: list[str], hot_window: f
     started: dict[str, float] = {}
     for patient_id in patient_ids:
         request = {"patient_id": patient_id, "hot_window_seconds": hot_window}
-        run = await arun_deployment(PATIENT_RECORDS_DEPLOYMENT, client=client, timeout=0, as_subflow=False,
-                                    parameters={PATIENT_RECORDS_PARAMETER: request})
+        run = await arun_deployment(
+            PATIENT_RECORDS_DEPLOYMENT,
+            client=client,
+            timeout=0,
+            as_subflow=False,
+            parameters={PATIENT_RECORDS_PARAMETER: request},
+        )
         started[str(run.id)] = time.monotonic()
     took: dict[str, float] = {}
     while len(took) < len(started):

@@ -32,19 +32,40 @@ KEY = "bench-webhook-key"
 
 
 def message(patient_id: str) -> bytes:
-    return compact_json({
-        "meta": {"messageId": str(uuid.uuid4()), "requestId": str(uuid.uuid4()), "when": "2026-11-24T00:00:00.000Z",
-                 "type": "medical.document-download", "data": {"flowRunId": str(uuid.uuid4())}},
-        "patients": [{"patientId": patient_id, "documents": [
-            {"id": str(uuid.uuid4()), "fileName": f"demo{i}.pdf", "mimeType": "application/pdf", "size": 1000}
-            for i in range(7)], "status": "completed"}],
-    })
+    return compact_json(
+        {
+            "meta": {
+                "messageId": str(uuid.uuid4()),
+                "requestId": str(uuid.uuid4()),
+                "when": "2026-11-24T00:00:00.000Z",
+                "type": "medical.document-download",
+                "data": {"flowRunId": str(uuid.uuid4())},
+            },
+            "patients": [
+                {
+                    "patientId": patient_id,
+                    "documents": [
+                        {
+                            "id": str(uuid.uuid4()),
+                            "fileName": f"demo{i}.pdf",
+                            "mimeType": "application/pdf",
+                            "size": 1000,
+                        }
+                        for i in range(7)
+                    ],
+                    "status": "completed",
+                }
+            ],
+        }
+    )
 
 
 async def post_all(base_url: str, bodies: list[bytes], concurrency: int) -> list[float]:
     signer, slots, latencies = WebhookSigner(KEY), asyncio.Semaphore(concurrency), []
-    async with httpx.AsyncClient(base_url=base_url, timeout=30,
-                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=concurrency)
+    ) as client:
+
         async def post(body: bytes) -> None:
             async with slots:
                 started = time.perf_counter()
@@ -58,8 +79,10 @@ async def post_all(base_url: str, bodies: list[bytes], concurrency: int) -> list
 
 def report(label: str, latencies: list[float], elapsed: float) -> None:
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    print(f"  {label:<18} {len(latencies) / elapsed:8.0f} msg/s   p50 {cuts[49] * 1000:6.1f} ms   "
-          f"p99 {cuts[98] * 1000:7.1f} ms   max {max(latencies) * 1000:7.1f} ms")
+    print(
+        f"  {label:<18} {len(latencies) / elapsed:8.0f} msg/s   p50 {cuts[49] * 1000:6.1f} ms   "
+        f"p99 {cuts[98] * 1000:7.1f} ms   max {max(latencies) * 1000:7.1f} ms"
+    )
 
 
 def run(name: str, store: Store, messages: int, concurrency: int) -> None:
@@ -67,8 +90,18 @@ def run(name: str, store: Store, messages: int, concurrency: int) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "METRIPORT_WEBHOOK_KEY": KEY, "DATABASE_URL": store.url}
-    receiver = subprocess.Popen([str(Path(sys.executable).parent / "metriport-flows"), "receiver", "--no-dispatcher",
-                                 "--port", str(port), "--log-level", "warning"], env=env)
+    receiver = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "metriport-flows"),
+            "receiver",
+            "--no-dispatcher",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -109,8 +142,11 @@ def main(messages: int, concurrency: int) -> None:
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        postgres = Store(make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-                         .render_as_string(hide_password=False))
+        postgres = Store(
+            make_url(url)
+            .update_query_dict({"options": f"-csearch_path={schema}"})
+            .render_as_string(hide_password=False)
+        )
         postgres.migrate()
         run("PostgreSQL", postgres, messages, concurrency)
         postgres.dispose()

@@ -86,8 +86,7 @@ async def bulk_document_download(params: BulkDocumentDownloadParams) -> Download
     run_id = str(flow_run.get_id())
     request_id = None
     if params.document_id:
-        manifest_path = await download_document(run_id, params.patient_id, params.document_id,
-                                                params.conversion_type)  # fmt: skip
+        manifest_path = await download_document(run_id, params.patient_id, params.document_id, params.conversion_type)
     else:
         result = await _bulk(params, run_id)
         manifest_path, request_id = cast(str, result.manifest_path), result.request_id
@@ -100,6 +99,10 @@ async def bulk_document_download(params: BulkDocumentDownloadParams) -> Download
             f"{manifest.failed} of {len(manifest.documents)} document(s) not stored intact; see {manifest_path}"
         )
     return DownloadSummary(
-        patient_id=params.patient_id, request_id=request_id, manifest_path=manifest_path,
-        documents=len(manifest.documents), downloaded=manifest.downloaded, total_bytes=manifest.total_bytes,
-    )  # fmt: skip
+        patient_id=params.patient_id,
+        request_id=request_id,
+        manifest_path=manifest_path,
+        documents=len(manifest.documents),
+        downloaded=manifest.downloaded,
+        total_bytes=manifest.total_bytes,
+    )

@@ -100,14 +100,21 @@ async def bulk_patient_create(params: BulkPatientCreateParams) -> BulkCreateSumm
     results = parse_result_csv(Path(result.result_path).read_bytes())
     created = created_patient_ids(results)
     summary = BulkCreateSummary(
-        request_id=job.request_id, rows=len(results), succeeded=len(created), failed=len(results) - len(created),
-        result_path=result.result_path, created_patient_ids=created,
-    )  # fmt: skip
+        request_id=job.request_id,
+        rows=len(results),
+        succeeded=len(created),
+        failed=len(results) - len(created),
+        result_path=result.result_path,
+        created_patient_ids=created,
+    )
     if params.start_cohort and created and not params.dry_run:
         cohort = await arun_deployment(
-            COHORT_DEPLOYMENT, parameters={"params": {"patient_ids": created}}, timeout=0, as_subflow=False,
+            COHORT_DEPLOYMENT,
+            parameters={"params": {"patient_ids": created}},
+            timeout=0,
+            as_subflow=False,
             idempotency_key=f"bulk-create:{run_id}",
-        )  # fmt: skip
+        )
         summary.cohort_flow_run_id = str(cohort.id)
     failures = [row for row in results if row.status != "succeeded"]
     await acreate_markdown_artifact(

@@ -60,9 +60,15 @@ async def patient_records(request: PatientRecordsParams) -> PatientRecordsResult
         consolidated_wait.register()
         consolidated_wait.set_request_id(
             await start_consolidated_query(
-                run_id, patient_id, request.conversion_type, list(request.resources),
-                request.date_from, request.date_to, Stage.consolidated, attempt,
-            )  # fmt: skip
+                run_id,
+                patient_id,
+                request.conversion_type,
+                list(request.resources),
+                request.date_from,
+                request.date_to,
+                Stage.consolidated,
+                attempt,
+            )
         )
         consolidated = cast(ConsolidatedReady, await consolidated_wait.result())
         if consolidated_next_step(consolidated, attempt, patient_id) == "done":

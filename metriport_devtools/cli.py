@@ -11,8 +11,11 @@ from rich.console import Console
 
 from metriport_sandbox.seed import SEED_PATIENTS
 
-app = typer.Typer(help="The local stack: Prefect, the emulator, the receiver and the deployments.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="The local stack: Prefect, the emulator, the receiver and the deployments.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 @app.callback()
@@ -23,16 +26,21 @@ def local_stack() -> None:
 @app.command()
 def demo(
     keep: bool = typer.Option(False, "--keep", help="Leave the stack running to explore the Prefect UI"),
-    patients: str = typer.Option(",".join(SEED_PATIENTS), "--patients",
-                                 help="Comma-separated seed patients (jane, chris, ollie, andreas, kyla)"),
+    patients: str = typer.Option(
+        ",".join(SEED_PATIENTS), "--patients", help="Comma-separated seed patients (jane, chris, ollie, andreas, kyla)"
+    ),
     others: int = typer.Option(2, "--others", min=0, max=2, help="Extra patients without documents"),
     root: Path = typer.Option(Path(".demo"), "--root", help="Where the stack keeps its files and logs"),
-    hot_window: float = typer.Option(30.0, "--hot-window", min=0,
-                                     help="Seconds a wait watches in-process before suspending "
-                                          "(e.g. 2 to see Suspended runs in the UI)"),
+    hot_window: float = typer.Option(
+        30.0,
+        "--hot-window",
+        min=0,
+        help="Seconds a wait watches in-process before suspending (e.g. 2 to see Suspended runs in the UI)",
+    ),
     stop: bool = typer.Option(False, "--stop", help="Stop a stack a previous `demo --keep` left running"),
-    cohort: bool = typer.Option(True, "--cohort/--no-cohort",
-                                help="Then refresh the same patients as a cohort-refresh run"),
+    cohort: bool = typer.Option(
+        True, "--cohort/--no-cohort", help="Then refresh the same patients as a cohort-refresh run"
+    ),
 ) -> None:
     """Start everything, fetch seven patients' records through Prefect, show them, stop."""
     console = Console()
@@ -53,8 +61,9 @@ def demo(
     # A SIGTERM (not only Ctrl-C) must unwind through the stack's cleanup too.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
-    outcome, report = run_demo(console, root=root, keep=keep, seed_keys=seed_keys, others=others,
-                               hot_window_seconds=hot_window, cohort=cohort)
+    outcome, report = run_demo(
+        console, root=root, keep=keep, seed_keys=seed_keys, others=others, hot_window_seconds=hot_window, cohort=cohort
+    )
     cohort_failed = cohort and (report is None or report.failed or report.waiting or report.not_started)
     if any(patient.result is None for patient in outcome) or cohort_failed:
         raise typer.Exit(1)

@@ -54,10 +54,20 @@ DEMO_FACILITY = {
 }
 # Two people the sandbox does not know: Metriport finds no documents for them (and sends no conversion message).
 OTHER_PATIENTS: tuple[dict, ...] = (
-    {"firstName": "Robin", "lastName": "Demo", "dob": "1980-07-04", "genderAtBirth": "F",
-     "address": [{"addressLine1": "2 Elm St", "city": "Madison", "state": "WI", "zip": "53703"}]},
-    {"firstName": "Casey", "lastName": "Demo", "dob": "1971-11-30", "genderAtBirth": "M",
-     "address": [{"addressLine1": "3 Oak Ave", "city": "Austin", "state": "TX", "zip": "73301"}]},
+    {
+        "firstName": "Robin",
+        "lastName": "Demo",
+        "dob": "1980-07-04",
+        "genderAtBirth": "F",
+        "address": [{"addressLine1": "2 Elm St", "city": "Madison", "state": "WI", "zip": "53703"}],
+    },
+    {
+        "firstName": "Casey",
+        "lastName": "Demo",
+        "dob": "1971-11-30",
+        "genderAtBirth": "M",
+        "address": [{"addressLine1": "3 Oak Ave", "city": "Austin", "state": "TX", "zip": "73301"}],
+    },
 )
 FINAL_STAGES = {"done", "failed"}
 
@@ -122,8 +132,13 @@ async def create_patients(stack: LocalStack, seed_keys: list[str], others: int) 
 
 async def start_runs(client: PrefectClient, patients: list[DemoPatient]) -> None:
     for patient in patients:
-        run = await arun_deployment(PATIENT_RECORDS_DEPLOYMENT, client=client, timeout=0, as_subflow=False,
-                                    parameters={PATIENT_RECORDS_PARAMETER: {"patient_id": patient.patient_id}})
+        run = await arun_deployment(
+            PATIENT_RECORDS_DEPLOYMENT,
+            client=client,
+            timeout=0,
+            as_subflow=False,
+            parameters={PATIENT_RECORDS_PARAMETER: {"patient_id": patient.patient_id}},
+        )
         patient.flow_run_id = str(run.id)
         patient.started = time.monotonic()
 
@@ -137,8 +152,9 @@ async def refresh(client: PrefectClient, store: Store, patients: list[DemoPatien
     for run in runs:
         patient = pending[str(run.id)]
         state = run.state
-        patient.stage = stage_of(state.type if state else None, state.name if state else None,
-                                 store.waits_for_run(patient.flow_run_id))
+        patient.stage = stage_of(
+            state.type if state else None, state.name if state else None, store.waits_for_run(patient.flow_run_id)
+        )
         if patient.stage in FINAL_STAGES:
             patient.finished = time.monotonic()
             await read_outcome(run, patient)
@@ -168,8 +184,12 @@ def live_table(patients: list[DemoPatient], elapsed: float) -> Table:
 def summary_table(patients: list[DemoPatient]) -> Table:
     table = Table(title="Summary", title_justify="left")
     for column in ("patient id", "outcome", "documents", "resources", "bundle file", "seconds"):
-        table.add_column(column, justify="right" if column in ("documents", "resources", "seconds") else "left",
-                         no_wrap=column == "patient id", overflow="fold")
+        table.add_column(
+            column,
+            justify="right" if column in ("documents", "resources", "seconds") else "left",
+            no_wrap=column == "patient id",
+            overflow="fold",
+        )
     for p in patients:
         r = p.result
         outcome = "[green]completed[/]" if r else f"[red]{p.stage}: {p.error or 'unfinished'}[/]"
@@ -203,20 +223,24 @@ async def follow_runs(stack: LocalStack, patients: list[DemoPatient], console: C
 
 def _bound_to(stack: LocalStack):
     """Prefect settings of the stack's server, and its result storage (the flows persist results there)."""
-    return temporary_settings(updates={PREFECT_API_URL: stack.prefect_api_url,
-                                       PREFECT_LOCAL_STORAGE_PATH: stack.prefect_home / "storage"})
+    return temporary_settings(
+        updates={PREFECT_API_URL: stack.prefect_api_url, PREFECT_LOCAL_STORAGE_PATH: stack.prefect_home / "storage"}
+    )
 
 
-async def refresh_cohort(stack: LocalStack, patients: list[DemoPatient], console: Console,
-                         timeout: float) -> CohortReport | None:
+async def refresh_cohort(
+    stack: LocalStack, patients: list[DemoPatient], console: Console, timeout: float
+) -> CohortReport | None:
     """The same patients again as a nightly cohort would: one run per patient, followed, reported."""
-    parameters = {"params": {"patient_ids": [p.patient_id for p in patients], "poll_seconds": 1.0,
-                             "follow_minutes": timeout / 60}}
+    parameters = {
+        "params": {"patient_ids": [p.patient_id for p in patients], "poll_seconds": 1.0, "follow_minutes": timeout / 60}
+    }
     began = time.monotonic()
     with _bound_to(stack):
         async with PrefectClient(api=stack.prefect_api_url) as client:
-            run = await arun_deployment(COHORT_DEPLOYMENT, client=client, timeout=0, as_subflow=False,
-                                        parameters=parameters)
+            run = await arun_deployment(
+                COHORT_DEPLOYMENT, client=client, timeout=0, as_subflow=False, parameters=parameters
+            )
             with console.status(f"cohort-refresh run {str(run.id)[:8]}: {len(patients)} patient-records runs"):
                 while time.monotonic() - began < timeout + 30:
                     run = await client.read_flow_run(run.id)
@@ -250,10 +274,17 @@ def prepare_root(root: Path) -> None:
         shutil.rmtree(root)
 
 
-def run_demo(console: Console, *, root: Path = DEFAULT_ROOT, keep: bool = False,
-             seed_keys: list[str] | None = None, others: int = 2, hot_window_seconds: float = 30.0,
-             delay: tuple[float, float] = (0.0, 5.0),
-             cohort: bool = True) -> tuple[list[DemoPatient], CohortReport | None]:
+def run_demo(
+    console: Console,
+    *,
+    root: Path = DEFAULT_ROOT,
+    keep: bool = False,
+    seed_keys: list[str] | None = None,
+    others: int = 2,
+    hot_window_seconds: float = 30.0,
+    delay: tuple[float, float] = (0.0, 5.0),
+    cohort: bool = True,
+) -> tuple[list[DemoPatient], CohortReport | None]:
     """The patients' rows and, with `cohort`, the cohort refresh's report (None when it did not finish)."""
     began = time.monotonic()
     report = None
@@ -281,4 +312,3 @@ def run_demo(console: Console, *, root: Path = DEFAULT_ROOT, keep: bool = False,
             stack.stop()
     console.print(f"Demo wall time: {time.monotonic() - began:.1f} s")
     return patients, report
-

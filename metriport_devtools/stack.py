@@ -197,34 +197,59 @@ class LocalStack:
         if self.faults:
             emulator_argv += ["--faults", self.faults]
         emulator = self._service("emulator", emulator_argv)
-        poll_until(lambda: http_ok(f"{self.emulator_url}/_sandbox/deliveries", any_status=True),
-                   timeout=timeout, what="waiting for the emulator", service=emulator)
+        poll_until(
+            lambda: http_ok(f"{self.emulator_url}/_sandbox/deliveries", any_status=True),
+            timeout=timeout,
+            what="waiting for the emulator",
+            service=emulator,
+        )
         ready("emulator")
 
         self.webhook_key = self._set_webhook_url()
-        receiver = self._service("receiver", [venv_bin("metriport-flows"), "receiver", "--host", "127.0.0.1",
-                                              "--port", str(self.receiver_port)])
-        poll_until(lambda: http_ok(f"{self.receiver_url}/healthz"), timeout=timeout,
-                   what="waiting for the receiver", service=receiver)
+        receiver = self._service(
+            "receiver",
+            [venv_bin("metriport-flows"), "receiver", "--host", "127.0.0.1", "--port", str(self.receiver_port)],
+        )
+        poll_until(
+            lambda: http_ok(f"{self.receiver_url}/healthz"),
+            timeout=timeout,
+            what="waiting for the receiver",
+            service=receiver,
+        )
         self._set_webhook_url()
-        poll_until(self._pinged, timeout=timeout, what="waiting for the receiver to answer the emulator's ping",
-                   service=receiver)
+        poll_until(
+            self._pinged,
+            timeout=timeout,
+            what="waiting for the receiver to answer the emulator's ping",
+            service=receiver,
+        )
         ready("receiver")
-        poll_until(lambda: http_ok(f"{self.prefect_api_url}/health"), timeout=timeout,
-                   what="waiting for the Prefect server", service=prefect)
+        poll_until(
+            lambda: http_ok(f"{self.prefect_api_url}/health"),
+            timeout=timeout,
+            what="waiting for the Prefect server",
+            service=prefect,
+        )
         ready("prefect-server")
         if self.serve:
-            served = self._service("serve", [sys.executable, "-m", "deployments.serve"], cwd=project.ROOT,
-                                   PREFECT_RUNNER_POLL_FREQUENCY="1",
-                                   PREFECT_RUNNER_PROCESS_LIMIT=str(self.runner_process_limit))
-            poll_until(self._deployments_served, timeout=timeout, what="waiting for the deployments",
-                       service=served)
+            served = self._service(
+                "serve",
+                [sys.executable, "-m", "deployments.serve"],
+                cwd=project.ROOT,
+                PREFECT_RUNNER_POLL_FREQUENCY="1",
+                PREFECT_RUNNER_PROCESS_LIMIT=str(self.runner_process_limit),
+            )
+            poll_until(self._deployments_served, timeout=timeout, what="waiting for the deployments", service=served)
             ready("serve")
 
     def _set_webhook_url(self) -> str:
         """POST /settings: the emulator answers with the webhook key (kept across URL changes) and pings."""
-        response = httpx.post(f"{self.emulator_url}/settings", json={"webhookUrl": self.webhook_url},
-                              headers={"x-api-key": self.api_key}, timeout=10.0)
+        response = httpx.post(
+            f"{self.emulator_url}/settings",
+            json={"webhookUrl": self.webhook_url},
+            headers={"x-api-key": self.api_key},
+            timeout=10.0,
+        )
         response.raise_for_status()
         return response.json()["webhookKey"]
 
@@ -255,8 +280,13 @@ class LocalStack:
 
     def _save_state(self) -> None:
         """What `stop_saved` needs to stop a stack this process left running (`demo --keep`)."""
-        state = {"process_groups": self.pids(), "prefect_home": str(self.prefect_home),
-                 "prefect_ui": self.prefect_url, "receiver": self.receiver_url, "emulator": self.emulator_url}
+        state = {
+            "process_groups": self.pids(),
+            "prefect_home": str(self.prefect_home),
+            "prefect_ui": self.prefect_url,
+            "receiver": self.receiver_url,
+            "emulator": self.emulator_url,
+        }
         (self.root / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     def __enter__(self) -> "LocalStack":
@@ -274,8 +304,11 @@ def _saved_groups(root: Path) -> dict[str, int]:
     state = json.loads(state_path.read_text())
     marker = f"PREFECT_HOME={state['prefect_home']}".encode()
     # A group id can be reused once the group is gone: only groups that still carry our marker count.
-    return {name: pgid for name, pgid in state["process_groups"].items()
-            if any(marker in environ_of(pid) for pid in group_members(pgid))}
+    return {
+        name: pgid
+        for name, pgid in state["process_groups"].items()
+        if any(marker in environ_of(pid) for pid in group_members(pgid))
+    }
 
 
 def saved_stack_running(root: Path) -> bool:

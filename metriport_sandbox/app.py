@@ -12,8 +12,13 @@ from metriport_sandbox.routes import include_api
 
 def create_app(config: SandboxConfig | None = None) -> FastAPI:
     config = config or SandboxConfig()
-    app = FastAPI(title="Metriport emulator", version="0.1.0", docs_url="/_sandbox/docs",
-                  openapi_url="/_sandbox/openapi.json", redoc_url=None)
+    app = FastAPI(
+        title="Metriport emulator",
+        version="0.1.0",
+        docs_url="/_sandbox/docs",
+        openapi_url="/_sandbox/openapi.json",
+        redoc_url=None,
+    )
     app.state.backend = Backend(config)
     app.state.config = config
     include_api(app)

@@ -30,9 +30,12 @@ log = logging.getLogger(__name__)
 PATIENT_LIMIT_MESSAGE = "Cannot create more than 20 patients in Sandbox mode!"
 DQ_IN_PROGRESS = "Document querying currently in progress"
 DEFAULT_LIFETIMES = {
-    "document": signed_urls.DOWNLOAD_URL, "consolidated": signed_urls.CONSOLIDATED,
-    "bulk-download": signed_urls.BULK_DOWNLOAD, "bulk-upload": signed_urls.BULK_UPLOAD,
-    "bulk-result": signed_urls.BULK_RESULT, "notification": signed_urls.NOTIFICATION,
+    "document": signed_urls.DOWNLOAD_URL,
+    "consolidated": signed_urls.CONSOLIDATED,
+    "bulk-download": signed_urls.BULK_DOWNLOAD,
+    "bulk-upload": signed_urls.BULK_UPLOAD,
+    "bulk-result": signed_urls.BULK_RESULT,
+    "notification": signed_urls.NOTIFICATION,
     "medical-record": signed_urls.MEDICAL_RECORD,
 }
 
@@ -142,8 +145,11 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
         tenant = self.tenant(tenant_id)
         data = validation.facility(body)
         tenant.facility_seq += 1
-        facility = Facility(id=uuid7(tenant.rng), oid=f"2.16.840.1.113883.3.9621.5.{tenant.rng.randrange(100, 999)}"
-                            f".2.{tenant.facility_seq}", **data)
+        facility = Facility(
+            id=uuid7(tenant.rng),
+            oid=f"2.16.840.1.113883.3.9621.5.{tenant.rng.randrange(100, 999)}.2.{tenant.facility_seq}",
+            **data,
+        )
         tenant.facilities[facility.id] = facility
         return facility
 
@@ -175,9 +181,12 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
     @staticmethod
     def _same_person(patient: Patient, demo: dict) -> bool:
         mine = patient.demographics
-        return (mine["firstName"].lower() == demo["firstName"].lower()
-                and mine["lastName"].lower() == demo["lastName"].lower()
-                and mine["dob"] == demo["dob"] and mine["genderAtBirth"] == demo["genderAtBirth"])
+        return (
+            mine["firstName"].lower() == demo["firstName"].lower()
+            and mine["lastName"].lower() == demo["lastName"].lower()
+            and mine["dob"] == demo["dob"]
+            and mine["genderAtBirth"] == demo["genderAtBirth"]
+        )
 
     def create_patient(self, tenant_id: str, facility_id: str | None, body: Any) -> Patient:
         tenant = self.tenant(tenant_id)
@@ -191,9 +200,15 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
             if self._same_person(patient, demo):
                 return patient
         tenant.patient_seq += 1
-        patient = Patient(id=uuid7(tenant.rng), ordinal=tenant.patient_seq, facility_ids=[facility_id],
-                          demographics=demo, external_id=(body or {}).get("externalId"),
-                          additional_ids=(body or {}).get("additionalIds"), date_created=now_iso())
+        patient = Patient(
+            id=uuid7(tenant.rng),
+            ordinal=tenant.patient_seq,
+            facility_ids=[facility_id],
+            demographics=demo,
+            external_id=(body or {}).get("externalId"),
+            additional_ids=(body or {}).get("additionalIds"),
+            date_created=now_iso(),
+        )
         tenant.patients[patient.id] = patient
         return patient
 
@@ -207,8 +222,9 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
         patients = sorted(self.tenant(tenant_id).patients.values(), key=lambda p: p.id)
         return [p for p in patients if not facility_id or facility_id in p.facility_ids]
 
-    def update_patient(self, tenant_id: str, patient_id: str, facility_id: str | None, body: Any,
-                       if_match: str | None = None) -> Patient:
+    def update_patient(
+        self, tenant_id: str, patient_id: str, facility_id: str | None, body: Any, if_match: str | None = None
+    ) -> Patient:
         patient = self.get_patient(tenant_id, patient_id)
         if patient.document_query is not None and patient.document_query.processing:
             raise ApiError(423, DQ_IN_PROGRESS)
@@ -244,8 +260,12 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
     # -- settings --------------------------------------------------------------------------------
     def get_settings(self, tenant_id: str) -> dict:
         settings = self.tenant(tenant_id).settings
-        return {"id": settings.id, "webhookUrl": settings.webhook_url, "webhookKey": settings.webhook_key,
-                "mrFilters": settings.mr_filters}
+        return {
+            "id": settings.id,
+            "webhookUrl": settings.webhook_url,
+            "webhookKey": settings.webhook_key,
+            "mrFilters": settings.mr_filters,
+        }
 
     def update_settings(self, tenant_id: str, body: Any) -> dict:
         """Set the webhook URL (the key is created once and kept across URL changes); a ping follows."""
@@ -273,10 +293,12 @@ class Backend(DocumentOps, ConsolidatedOps, BulkOps):
 
     def webhook_status(self, tenant_id: str) -> dict:
         tenant = self.tenant(tenant_id)
-        return {"webhookEnabled": tenant.settings.webhook_enabled,
-                "webhookStatusDetail": tenant.settings.status_detail,
-                "webhookRequestsProcessing": sum(r.status == "processing" for r in tenant.webhooks),
-                "webhookRequestsFailed": sum(r.status == "failure" for r in tenant.webhooks)}
+        return {
+            "webhookEnabled": tenant.settings.webhook_enabled,
+            "webhookStatusDetail": tenant.settings.status_detail,
+            "webhookRequestsProcessing": sum(r.status == "processing" for r in tenant.webhooks),
+            "webhookRequestsFailed": sum(r.status == "failure" for r in tenant.webhooks),
+        }
 
     def retry_webhooks(self, tenant_id: str) -> int:
         return self.sender.retry_failed(self.tenant(tenant_id))

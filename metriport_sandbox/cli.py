@@ -30,8 +30,13 @@ def sandbox(
         raise typer.BadParameter("mode must be sandbox or production")
     try:
         FaultScenario.parse(faults)
-        config = SandboxConfig(mode=mode, seed=seed, delay=parse_delay(delay), faults=faults,
-                               public_url=public_url or f"http://{host}:{port}")
+        config = SandboxConfig(
+            mode=mode,
+            seed=seed,
+            delay=parse_delay(delay),
+            faults=faults,
+            public_url=public_url or f"http://{host}:{port}",
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"Metriport emulator ({mode}) on http://{host}:{port}  control plane: /_sandbox")

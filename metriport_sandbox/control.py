@@ -53,7 +53,9 @@ async def set_config(request: Request, backend: BackendDep) -> dict:
     try:
         if "delay" in body:
             delay = body["delay"]
-            config.delay = parse_delay(delay) if isinstance(delay, str) else check_delay((float(delay[0]), float(delay[1])))
+            config.delay = (
+                parse_delay(delay) if isinstance(delay, str) else check_delay((float(delay[0]), float(delay[1])))
+            )
         if body.get("mode") in ("sandbox", "production"):
             config.mode = body["mode"]
         if "url_lifetimes" in body:
@@ -70,11 +72,20 @@ async def set_config(request: Request, backend: BackendDep) -> dict:
 
 
 @router.get("/deliveries")
-async def deliveries(backend: BackendDep, type: str | None = None, patient_id: str | None = None,  # noqa: A002
-                     request_id: str | None = None) -> list[dict[str, Any]]:
+async def deliveries(
+    backend: BackendDep,
+    type: str | None = None,
+    patient_id: str | None = None,  # noqa: A002
+    request_id: str | None = None,
+) -> list[dict[str, Any]]:
     rows = backend.sender.deliveries
-    return [d for d in rows if (type is None or d["type"] == type) and (patient_id is None or d["patient_id"] ==
-            patient_id) and (request_id is None or d["request_id"] == request_id)]
+    return [
+        d
+        for d in rows
+        if (type is None or d["type"] == type)
+        and (patient_id is None or d["patient_id"] == patient_id)
+        and (request_id is None or d["request_id"] == request_id)
+    ]
 
 
 @router.get("/webhook-requests")
@@ -101,8 +112,12 @@ async def bundle_size(patient_id: str, request: Request, backend: BackendDep) ->
 @router.post("/notifications")
 async def notification(request: Request, backend: BackendDep) -> dict:
     body = await json_body(request) or {}
-    return backend.send_notification(str(body.get("patientId", "")), str(body.get("type", "")),
-                                     body.get("admitTimestamp"), body.get("dischargeTimestamp"))
+    return backend.send_notification(
+        str(body.get("patientId", "")),
+        str(body.get("type", "")),
+        body.get("admitTimestamp"),
+        body.get("dischargeTimestamp"),
+    )
 
 
 @router.post("/bulk-patient-create/{request_id}/complete")
@@ -148,6 +163,9 @@ async def put_file(request: Request, backend: BackendDep) -> Response:
     except UrlDenied as denied:
         return Response(denied.xml(path), status_code=403, media_type="application/xml")
     except files.FileMissing:
-        return Response(s3_error_xml("NoSuchKey", "The specified key does not exist.", path), status_code=404,
-                        media_type="application/xml")
+        return Response(
+            s3_error_xml("NoSuchKey", "The specified key does not exist.", path),
+            status_code=404,
+            media_type="application/xml",
+        )
     return Response(status_code=200)

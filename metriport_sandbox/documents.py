@@ -58,15 +58,18 @@ def ccda_xml(seed_key: str) -> bytes:
     address = seed.address
     gender = {"F": "Female", "M": "Male"}.get(seed.gender_at_birth, "Unknown")
     problems = [(p.snomed.display, f"SNOMED {p.snomed.code} / ICD-10 {p.icd10.code}") for p in profile.problems]
-    allergies = [(fhir_codes.ALLERGIES[i][1].display, f"SNOMED {fhir_codes.ALLERGIES[i][1].code}")
-                 for i in profile.allergies]
+    allergies = [
+        (fhir_codes.ALLERGIES[i][1].display, f"SNOMED {fhir_codes.ALLERGIES[i][1].code}") for i in profile.allergies
+    ]
     treated = {p.snomed.code for p in profile.problems}
     medications = [(d.rxnorm.display, f"RxNorm {d.rxnorm.code}") for d in fhir_codes.DRUGS if d.treats in treated]
-    sections = "".join((
-        _section("2.16.840.1.113883.10.20.22.2.5", "11450-4", "Problems", problems),
-        _section("2.16.840.1.113883.10.20.22.2.6", "48765-2", "Allergies and Adverse Reactions", allergies),
-        _section("2.16.840.1.113883.10.20.22.2.1", "10160-0", "Medications", medications),
-    ))
+    sections = "".join(
+        (
+            _section("2.16.840.1.113883.10.20.22.2.5", "11450-4", "Problems", problems),
+            _section("2.16.840.1.113883.10.20.22.2.6", "48765-2", "Allergies and Adverse Reactions", allergies),
+            _section("2.16.840.1.113883.10.20.22.2.1", "10160-0", "Medications", medications),
+        )
+    )
     xml = f"""<?xml version="1.0" encoding="UTF-8"?>
 <ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:sdtc="urn:hl7-org:sdtc"
  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
@@ -136,18 +139,20 @@ def _segment(marker: int, payload: bytes) -> bytes:
 
 def tiny_jpeg(comment: str) -> bytes:
     """A baseline JPEG: one 8x8 mid-grey block (DC 0, no AC), single-symbol Huffman tables."""
-    return b"".join((
-        b"\xff\xd8",  # SOI
-        _segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"),  # APP0 JFIF 1.1, 1:1 aspect
-        _segment(0xFE, comment.encode("utf-8")),  # COM
-        _segment(0xDB, b"\x00" + b"\x01" * 64),  # DQT table 0, all ones
-        _segment(0xC0, b"\x08\x00\x08\x00\x08\x01\x01\x11\x00"),  # SOF0: 8 bit, 8x8, 1 component
-        _segment(0xC4, b"\x00" + b"\x01" + b"\x00" * 15 + b"\x00"),  # DHT DC0: one code of length 1 -> 0
-        _segment(0xC4, b"\x10" + b"\x01" + b"\x00" * 15 + b"\x00"),  # DHT AC0: one code of length 1 -> EOB
-        _segment(0xDA, b"\x01\x01\x00\x00\x3f\x00"),  # SOS: component 1 uses tables 0/0
-        b"\x3f",  # bits "0" (DC diff 0) "0" (EOB), padded with ones
-        b"\xff\xd9",  # EOI
-    ))
+    return b"".join(
+        (
+            b"\xff\xd8",  # SOI
+            _segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"),  # APP0 JFIF 1.1, 1:1 aspect
+            _segment(0xFE, comment.encode("utf-8")),  # COM
+            _segment(0xDB, b"\x00" + b"\x01" * 64),  # DQT table 0, all ones
+            _segment(0xC0, b"\x08\x00\x08\x00\x08\x01\x01\x11\x00"),  # SOF0: 8 bit, 8x8, 1 component
+            _segment(0xC4, b"\x00" + b"\x01" + b"\x00" * 15 + b"\x00"),  # DHT DC0: one code of length 1 -> 0
+            _segment(0xC4, b"\x10" + b"\x01" + b"\x00" * 15 + b"\x00"),  # DHT AC0: one code of length 1 -> EOB
+            _segment(0xDA, b"\x01\x01\x00\x00\x3f\x00"),  # SOS: component 1 uses tables 0/0
+            b"\x3f",  # bits "0" (DC diff 0) "0" (EOB), padded with ones
+            b"\xff\xd9",  # EOI
+        )
+    )
 
 
 def tiny_tiff(description: str, shade: int = 96, size: int = 8) -> bytes:

@@ -8,8 +8,16 @@ from metriport_sandbox.state import Document, Facility, Patient
 
 
 def facility_dto(facility: Facility) -> dict:
-    return {"id": facility.id, "eTag": facility.etag, "oid": facility.oid, "name": facility.name,
-            "npi": facility.npi, "tin": facility.tin, "active": facility.active, "address": facility.address}
+    return {
+        "id": facility.id,
+        "eTag": facility.etag,
+        "oid": facility.oid,
+        "name": facility.name,
+        "npi": facility.npi,
+        "tin": facility.tin,
+        "active": facility.active,
+        "address": facility.address,
+    }
 
 
 def patient_dto(patient: Patient) -> dict:
@@ -19,9 +27,17 @@ def patient_dto(patient: Patient) -> dict:
         body["externalId"] = patient.external_id
     if patient.additional_ids:
         body["additionalIds"] = patient.additional_ids
-    body.update({"dateCreated": patient.date_created, "firstName": demo["firstName"], "lastName": demo["lastName"],
-                 "dob": demo["dob"], "genderAtBirth": demo["genderAtBirth"],
-                 "personalIdentifiers": demo.get("personalIdentifiers") or [], "address": demo["address"]})
+    body.update(
+        {
+            "dateCreated": patient.date_created,
+            "firstName": demo["firstName"],
+            "lastName": demo["lastName"],
+            "dob": demo["dob"],
+            "genderAtBirth": demo["genderAtBirth"],
+            "personalIdentifiers": demo.get("personalIdentifiers") or [],
+            "address": demo["address"],
+        }
+    )
     if demo.get("contact") is not None:
         body["contact"] = demo["contact"]
     return body
@@ -30,12 +46,21 @@ def patient_dto(patient: Patient) -> dict:
 def patient_fhir(patient: Patient) -> dict:
     demo = patient.demographics
     return {
-        "resourceType": "Patient", "id": patient.id,
+        "resourceType": "Patient",
+        "id": patient.id,
         "name": [{"family": demo["lastName"], "given": [demo["firstName"]]}],
         "gender": {"M": "male", "F": "female", "O": "other"}.get(demo["genderAtBirth"], "unknown"),
         "birthDate": demo["dob"],
-        "address": [{"line": [a["addressLine1"]], "city": a["city"], "state": a["state"],
-                     "postalCode": a["zip"], "country": a["country"]} for a in demo["address"]],
+        "address": [
+            {
+                "line": [a["addressLine1"]],
+                "city": a["city"],
+                "state": a["state"],
+                "postalCode": a["zip"],
+                "country": a["country"],
+            }
+            for a in demo["address"]
+        ],
     }
 
 
@@ -50,20 +75,41 @@ def patient_item(patient: Patient) -> dict:
 
 
 def document_dto(doc: Document) -> dict:
-    return {"id": doc.id, "description": doc.description, "fileName": doc.file_name, "type": doc.type,
-            "status": doc.status, "indexed": doc.indexed, "mimeType": doc.mime_type, "size": doc.size}
+    return {
+        "id": doc.id,
+        "description": doc.description,
+        "fileName": doc.file_name,
+        "type": doc.type,
+        "status": doc.status,
+        "indexed": doc.indexed,
+        "mimeType": doc.mime_type,
+        "size": doc.size,
+    }
 
 
 def document_fhir(doc: Document, public_url: str) -> dict:
     org_id = f"org-{doc.id[-12:]}"
     return {
-        "resourceType": "DocumentReference", "id": doc.id,
+        "resourceType": "DocumentReference",
+        "id": doc.id,
         "contained": [{"resourceType": "Organization", "id": org_id, "name": doc.organization}],
         "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": doc.id},
         "identifier": [{"use": "official", "system": "urn:ietf:rfc:3986", "value": doc.id}],
-        "status": doc.status, "type": doc.type, "subject": {"reference": f"Patient/{doc.patient_id}"},
-        "date": doc.indexed, "author": [{"reference": f"#{org_id}", "type": "Organization"}],
+        "status": doc.status,
+        "type": doc.type,
+        "subject": {"reference": f"Patient/{doc.patient_id}"},
+        "date": doc.indexed,
+        "author": [{"reference": f"#{org_id}", "type": "Organization"}],
         "description": doc.description,
-        "content": [{"attachment": {"contentType": doc.mime_type, "url": f"{public_url}/{doc.file_name}",
-                                    "title": doc.file_name, "size": doc.size, "creation": doc.indexed}}],
+        "content": [
+            {
+                "attachment": {
+                    "contentType": doc.mime_type,
+                    "url": f"{public_url}/{doc.file_name}",
+                    "title": doc.file_name,
+                    "size": doc.size,
+                    "creation": doc.indexed,
+                }
+            }
+        ],
     }

@@ -13,8 +13,9 @@ from typing import Any
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, body: Any, media_type: str = "application/json",
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, body: Any, media_type: str = "application/json", headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status}: {body}")
         self.status = status
         self.body = body

@@ -156,8 +156,11 @@ class RecordBuilder:
                 "verificationStatus": {"coding": [{"system": fc.CONDITION_VERIFICATION, "code": "confirmed"}]},
                 "category": category(
                     fc.CONDITION_CATEGORY,
-                    *(("problem-list-item", "Problem List Item") if active
-                      else ("encounter-diagnosis", "Encounter Diagnosis")),
+                    *(
+                        ("problem-list-item", "Problem List Item")
+                        if active
+                        else ("encounter-diagnosis", "Encounter Diagnosis")
+                    ),
                 ),
                 "code": problem.snomed.concept(problem.icd10),
                 "subject": self.subject(),
@@ -337,10 +340,14 @@ class RecordBuilder:
                 date=fhir_datetime(at + timedelta(hours=1)),
                 author=[ref(self.organization)],
                 description="C-CDA R2.1 Patient Record",
-                content=[{"attachment": {
-                    "contentType": "application/xml",
-                    "title": f"{self.new_id()}.xml",
-                    "creation": fhir_datetime(at + timedelta(hours=1)),
-                }}],
+                content=[
+                    {
+                        "attachment": {
+                            "contentType": "application/xml",
+                            "title": f"{self.new_id()}.xml",
+                            "creation": fhir_datetime(at + timedelta(hours=1)),
+                        }
+                    }
+                ],
                 context={"encounter": [ref(encounter)], "period": encounter["period"]},
             )

@@ -88,7 +88,8 @@ GLUCOSE = Measure(_loinc("2345-7", "Glucose [Mass/volume] in Serum or Plasma"), 
 CREATININE = Measure(_loinc("2160-0", "Creatinine [Mass/volume] in Serum or Plasma"), "mg/dL", (0.6, 1.2), 2)
 EGFR = Measure(
     _loinc("33914-3", "Glomerular filtration rate/1.73 sq M.predicted [Volume Rate/Area] in Serum or Plasma"),
-    "mL/min/{1.73_m2}", (60, 120),
+    "mL/min/{1.73_m2}",
+    (60, 120),
 )
 SODIUM = Measure(_loinc("2951-2", "Sodium [Moles/volume] in Serum or Plasma"), "mmol/L", (135, 145))
 POTASSIUM = Measure(_loinc("2823-3", "Potassium [Moles/volume] in Serum or Plasma"), "mmol/L", (3.5, 5.1), 1)
@@ -140,32 +141,61 @@ def _drug(rxcui: str, display: str, dosage: str, treats: Problem) -> Drug:
 DRUGS: tuple[Drug, ...] = (
     _drug("314076", "lisinopril 10 MG Oral Tablet", "Take 1 tablet by mouth once daily", HYPERTENSION),
     _drug("197361", "amlodipine 5 MG Oral Tablet", "Take 1 tablet by mouth once daily", HYPERTENSION),
-    _drug("861007", "metformin hydrochloride 500 MG Oral Tablet", "Take 1 tablet by mouth twice daily with meals",
-          DIABETES),
+    _drug(
+        "861007",
+        "metformin hydrochloride 500 MG Oral Tablet",
+        "Take 1 tablet by mouth twice daily with meals",
+        DIABETES,
+    ),
     _drug("617310", "atorvastatin 20 MG Oral Tablet", "Take 1 tablet by mouth at bedtime", HYPERLIPIDEMIA),
-    _drug("745679", "200 ACTUAT albuterol 0.09 MG/ACTUAT Metered Dose Inhaler",
-          "Inhale 2 puffs every 4 to 6 hours as needed", ASTHMA),
+    _drug(
+        "745679",
+        "200 ACTUAT albuterol 0.09 MG/ACTUAT Metered Dose Inhaler",
+        "Inhale 2 puffs every 4 to 6 hours as needed",
+        ASTHMA,
+    ),
     _drug("312941", "sertraline 50 MG Oral Tablet", "Take 1 tablet by mouth once daily", ANXIETY),
     _drug("1364445", "apixaban 5 MG Oral Tablet", "Take 1 tablet by mouth twice daily", AFIB),
-    _drug("198440", "acetaminophen 500 MG Oral Tablet", "Take 2 tablets by mouth every 6 hours as needed for pain",
-          OSTEOARTHRITIS),
+    _drug(
+        "198440",
+        "acetaminophen 500 MG Oral Tablet",
+        "Take 2 tablets by mouth every 6 hours as needed for pain",
+        OSTEOARTHRITIS,
+    ),
     _drug("904419", "alendronate 70 MG Oral Tablet", "Take 1 tablet by mouth once weekly", OSTEOPOROSIS),
     _drug("997223", "donepezil hydrochloride 10 MG Oral Tablet", "Take 1 tablet by mouth at bedtime", DEMENTIA),
     _drug("197806", "ibuprofen 600 MG Oral Tablet", "Take 1 tablet by mouth every 8 hours as needed", BACK_PAIN),
-    _drug("308182", "amoxicillin 500 MG Oral Capsule", "Take 1 capsule by mouth three times daily for 10 days",
-          SINUSITIS),
+    _drug(
+        "308182", "amoxicillin 500 MG Oral Capsule", "Take 1 capsule by mouth three times daily for 10 days", SINUSITIS
+    ),
 )
 
 # (substance, clinical code, reaction manifestation, criticality)
 ALLERGIES: tuple[tuple[Code, Code, Code, str], ...] = (
-    (Code(SNOMED, "764146007", "Penicillin"), Code(SNOMED, "91936005", "Allergy to penicillin"),
-     Code(SNOMED, "247472004", "Hives"), "high"),
-    (Code(SNOMED, "762952008", "Peanut"), Code(SNOMED, "91935009", "Allergy to peanut"),
-     Code(SNOMED, "39579001", "Anaphylaxis"), "high"),
-    (Code(SNOMED, "387406002", "Sulfonamide"), Code(SNOMED, "91939003", "Allergy to sulfonamide"),
-     Code(SNOMED, "271807003", "Eruption of skin"), "low"),
-    (Code(SNOMED, "111088007", "Latex"), Code(SNOMED, "300916003", "Latex allergy"),
-     Code(SNOMED, "40275004", "Contact dermatitis"), "low"),
+    (
+        Code(SNOMED, "764146007", "Penicillin"),
+        Code(SNOMED, "91936005", "Allergy to penicillin"),
+        Code(SNOMED, "247472004", "Hives"),
+        "high",
+    ),
+    (
+        Code(SNOMED, "762952008", "Peanut"),
+        Code(SNOMED, "91935009", "Allergy to peanut"),
+        Code(SNOMED, "39579001", "Anaphylaxis"),
+        "high",
+    ),
+    (
+        Code(SNOMED, "387406002", "Sulfonamide"),
+        Code(SNOMED, "91939003", "Allergy to sulfonamide"),
+        Code(SNOMED, "271807003", "Eruption of skin"),
+        "low",
+    ),
+    (
+        Code(SNOMED, "111088007", "Latex"),
+        Code(SNOMED, "300916003", "Latex allergy"),
+        Code(SNOMED, "40275004", "Contact dermatitis"),
+        "low",
+    ),
 )
 
 VACCINES: tuple[Code, ...] = (
@@ -213,15 +243,24 @@ PROFILES: dict[str, Profile] = {
     "jane": Profile((ASTHMA, ANXIETY, MIGRAINE, SINUSITIS), (1,), (2,), (0, 1, 2, 5)),
     "chris": Profile((HYPERLIPIDEMIA, BACK_PAIN, BRONCHITIS), (2,), (2, 4), (0, 1, 2)),
     "ollie": Profile(
-        (HYPERTENSION, DIABETES, HYPERLIPIDEMIA, CKD3), (0,), (0, 1), (0, 1, 3, 4),
+        (HYPERTENSION, DIABETES, HYPERLIPIDEMIA, CKD3),
+        (0,),
+        (0, 1),
+        (0, 1, 3, 4),
         ("4548-4", "2345-7", "2160-0", "2093-3", "8480-6"),
     ),
     "andreas": Profile(
-        (HYPERTENSION, COPD, OSTEOARTHRITIS, BRONCHITIS), (3, 0), (1, 2, 5), (0, 1, 3, 4),
+        (HYPERTENSION, COPD, OSTEOARTHRITIS, BRONCHITIS),
+        (3, 0),
+        (1, 2, 5),
+        (0, 1, 3, 4),
         ("8480-6", "8462-4", "2093-3"),
     ),
     "kyla": Profile(
-        (AFIB, OSTEOPOROSIS, DEMENTIA, HYPERTENSION, BACK_PAIN), (0,), (1, 3), (0, 1, 3, 4),
+        (AFIB, OSTEOPOROSIS, DEMENTIA, HYPERTENSION, BACK_PAIN),
+        (0,),
+        (1, 3),
+        (0, 1, 3, 4),
         ("8867-4", "8480-6"),
     ),
 }

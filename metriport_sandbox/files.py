@@ -17,8 +17,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from metriport_sandbox.backend import Backend
 
-MEDIA = {"json": "application/json", "gz": "application/gzip", "pdf": "application/pdf", "html": "text/html",
-         "csv": "text/csv", "xml": "application/xml", "jpeg": "image/jpeg", "tif": "image/tiff"}
+MEDIA = {
+    "json": "application/json",
+    "gz": "application/gzip",
+    "pdf": "application/pdf",
+    "html": "text/html",
+    "csv": "text/csv",
+    "xml": "application/xml",
+    "jpeg": "image/jpeg",
+    "tif": "image/tiff",
+}
 
 
 class FileMissing(Exception):
@@ -94,8 +102,14 @@ def _document(backend: "Backend", tenant, doc_id: str, name: str) -> SandboxFile
                 render = render_html if ext == "html" else render_pdf
                 body = render(patient.resources or [])
                 return SandboxFile("document", tenant.id, patient.id, doc.request_id, MEDIA[ext], body)
-            return SandboxFile("document", tenant.id, patient.id, doc.request_id, doc.mime_type,
-                               document_bytes(doc.seed_file, doc.seed_key))
+            return SandboxFile(
+                "document",
+                tenant.id,
+                patient.id,
+                doc.request_id,
+                doc.mime_type,
+                document_bytes(doc.seed_file, doc.seed_key),
+            )
     raise FileMissing(doc_id)
 
 
@@ -132,14 +146,28 @@ def _consolidated(backend: "Backend", tenant, patient_id: str, name: str) -> San
     return base
 
 
-def record(backend: "Backend", path: str, file: SandboxFile | None, status: int, sha256: str | None = None,
-           size: int | None = None) -> None:
+def record(
+    backend: "Backend",
+    path: str,
+    file: SandboxFile | None,
+    status: int,
+    sha256: str | None = None,
+    size: int | None = None,
+) -> None:
     segments = path.split("/")
-    backend.downloads.append({
-        "seq": len(backend.downloads), "path": path,
-        "kind": file.kind if file else (segments[3] if len(segments) > 3 else "unknown"),
-        "tenant_id": file.tenant_id if file else None, "patient_id": file.patient_id if file else None,
-        "request_id": file.request_id if file else None, "sha256": sha256, "size": size, "status": status})
+    backend.downloads.append(
+        {
+            "seq": len(backend.downloads),
+            "path": path,
+            "kind": file.kind if file else (segments[3] if len(segments) > 3 else "unknown"),
+            "tenant_id": file.tenant_id if file else None,
+            "patient_id": file.patient_id if file else None,
+            "request_id": file.request_id if file else None,
+            "sha256": sha256,
+            "size": size,
+            "status": status,
+        }
+    )
 
 
 def recorded_stream(backend: "Backend", path: str, file: SandboxFile) -> Iterator[bytes]:

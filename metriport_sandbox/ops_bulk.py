@@ -33,15 +33,26 @@ def row_to_demographics(row: dict[str, str]) -> dict[str, Any]:
     if re.fullmatch(r"\d{8}", dob):
         dob = f"{dob[:4]}-{dob[4:6]}-{dob[6:]}"
     gender = (row.get("gender") or "").strip().upper()[:1]
-    body: dict[str, Any] = {"firstName": (row.get("firstname") or "").strip(),
-                            "lastName": (row.get("lastname") or "").strip(), "dob": dob, "genderAtBirth": gender}
+    body: dict[str, Any] = {
+        "firstName": (row.get("firstname") or "").strip(),
+        "lastName": (row.get("lastname") or "").strip(),
+        "dob": dob,
+        "genderAtBirth": gender,
+    }
     addresses, contacts = [], []
     for suffix in ["", *(f"-{n}" for n in range(1, 11))]:
         addr = _group(row, ("addressline1", "addressline2", "city", "state", "zip"), suffix)
         if any(addr.values()):
-            addresses.append({"addressLine1": addr["addressline1"] or None, "city": addr["city"] or None,
-                              "state": addr["state"] or None, "zip": addr["zip"] or None, "country": "USA",
-                              **({"addressLine2": addr["addressline2"]} if addr["addressline2"] else {})})
+            addresses.append(
+                {
+                    "addressLine1": addr["addressline1"] or None,
+                    "city": addr["city"] or None,
+                    "state": addr["state"] or None,
+                    "zip": addr["zip"] or None,
+                    "country": "USA",
+                    **({"addressLine2": addr["addressline2"]} if addr["addressline2"] else {}),
+                }
+            )
         contact = _group(row, ("phone", "email"), suffix)
         if any(contact.values()):
             contacts.append({k: v for k, v in contact.items() if v})
@@ -67,8 +78,14 @@ class BulkOps:
         job = BulkImport(uuid7(tenant.rng), facility_id, dry_run, now_iso())
         tenant.bulk_imports[job.request_id] = job
         upload = self.sign_url(f"/_sandbox/files/bulk-create/{tenant.id}/{job.request_id}/upload.csv", "bulk-upload")
-        return {"requestId": job.request_id, "facilityId": facility_id, "status": job.status, "uploadUrl": upload,
-                "params": {"dryRun": dry_run}, "createdAt": job.created_at}
+        return {
+            "requestId": job.request_id,
+            "facilityId": facility_id,
+            "status": job.status,
+            "uploadUrl": upload,
+            "params": {"dryRun": dry_run},
+            "createdAt": job.created_at,
+        }
 
     def find_bulk_import(self: "Backend", request_id: str) -> tuple[Tenant, BulkImport]:
         for tenant in self.tenants.values():
@@ -89,12 +106,13 @@ class BulkOps:
         body: dict[str, Any] = {"requestId": job.request_id, "status": job.status}
         if job.status == "completed":
             body["result"] = self.sign_url(
-                f"/_sandbox/files/bulk-create/{tenant.id}/{job.request_id}/result.csv", "bulk-result")
-        self.sender.store(tenant, BULK_CREATE, {"bulkPatientCreate": body}, request_id=job.request_id,
-                          fault_scope=job.request_id)
+                f"/_sandbox/files/bulk-create/{tenant.id}/{job.request_id}/result.csv", "bulk-result"
+            )
+        self.sender.store(
+            tenant, BULK_CREATE, {"bulkPatientCreate": body}, request_id=job.request_id, fault_scope=job.request_id
+        )
 
-    async def _run_bulk_import(self: "Backend", tenant: Tenant, job: BulkImport, content: bytes,
-                               delay: float) -> None:
+    async def _run_bulk_import(self: "Backend", tenant: Tenant, job: BulkImport, content: bytes, delay: float) -> None:
         await asyncio.sleep(delay)
         text = content.decode("utf-8-sig", errors="replace")
         reader = csv.reader(io.StringIO(text))
@@ -121,8 +139,9 @@ class BulkOps:
                     created.append(patient)
             except ApiError as exc:
                 status = "failed"
-                reason = exc.body.get("detail") or exc.body.get("message") if isinstance(exc.body, dict) \
-                    else str(exc.body)
+                reason = (
+                    exc.body.get("detail") or exc.body.get("message") if isinstance(exc.body, dict) else str(exc.body)
+                )
             writer.writerow([*cells, patient_id, status, reason])
         job.result_csv = out.getvalue().encode()
         for patient in created:
@@ -148,8 +167,9 @@ class BulkOps:
         return {"requestId": job.request_id, "status": job.status}
 
     # -- HL7 notifications -----------------------------------------------------------------------
-    def send_notification(self: "Backend", patient_id: str, type_: str, admit: str | None = None,
-                          discharge: str | None = None) -> dict:
+    def send_notification(
+        self: "Backend", patient_id: str, type_: str, admit: str | None = None, discharge: str | None = None
+    ) -> dict:
         if type_ not in NOTIFICATION_TYPES:
             raise bad_request(f"type must be one of {', '.join(NOTIFICATION_TYPES)}")
         found = self.find_patient(patient_id)
@@ -158,20 +178,34 @@ class BulkOps:
         tenant, patient = found
         request_id = uuid7(tenant.rng)
         admit = admit or now_iso()
-        encounter = {"resourceType": "Encounter", "id": request_id, "status": "in-progress",
-                     "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-                     "subject": {"reference": f"Patient/{patient.id}"}, "period": {"start": admit}}
+        encounter = {
+            "resourceType": "Encounter",
+            "id": request_id,
+            "status": "in-progress",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+            "subject": {"reference": f"Patient/{patient.id}"},
+            "period": {"start": admit},
+        }
         if type_ == "patient.discharge":
             discharge = discharge or now_iso()
             encounter["status"] = "finished"
             encounter["period"]["end"] = discharge
         tenant.notification_bundles[request_id] = [dtos.patient_fhir(patient), encounter]
-        url = self.sign_url(f"/_sandbox/files/notifications/{tenant.id}/{patient.id}/{request_id}.json",
-                            "notification")
-        payload: dict[str, Any] = {**dtos.patient_item(patient), "url": url, "whenSourceSent": now_iso(),
-                                   "admitTimestamp": admit}
+        url = self.sign_url(f"/_sandbox/files/notifications/{tenant.id}/{patient.id}/{request_id}.json", "notification")
+        payload: dict[str, Any] = {
+            **dtos.patient_item(patient),
+            "url": url,
+            "whenSourceSent": now_iso(),
+            "admitTimestamp": admit,
+        }
         if type_ == "patient.discharge":
             payload["dischargeTimestamp"] = discharge
-        message = self.sender.store(tenant, type_, {"payload": payload}, request_id=request_id,
-                                    patient_id=patient.id, fault_scope=str(patient.ordinal))
+        message = self.sender.store(
+            tenant,
+            type_,
+            {"payload": payload},
+            request_id=request_id,
+            patient_id=patient.id,
+            fault_scope=str(patient.ordinal),
+        )
         return {"messageId": message.message_id, "requestId": request_id}

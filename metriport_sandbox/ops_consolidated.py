@@ -23,8 +23,7 @@ if TYPE_CHECKING:
     from metriport_sandbox.backend import Backend
 
 CONSOLIDATED = "medical.consolidated-data"
-CONTENT_TYPES = {"json": "application/json", "gzip": "application/gzip", "pdf": "application/pdf",
-                 "html": "text/html"}
+CONTENT_TYPES = {"json": "application/json", "gzip": "application/gzip", "pdf": "application/pdf", "html": "text/html"}
 
 
 def empty_bundle() -> dict:
@@ -35,8 +34,12 @@ def filters_for(query: ConsolidatedQuery, json_with_data: bool) -> dict:
     """`filters` as the code builds it: all strings ("" when absent) for json with data, else dates omitted."""
     resources = ", ".join(query.resources)
     if json_with_data:
-        return {"resources": resources, "dateFrom": query.date_from or "", "dateTo": query.date_to or "",
-                "conversionType": query.conversion_type}
+        return {
+            "resources": resources,
+            "dateFrom": query.date_from or "",
+            "dateTo": query.date_to or "",
+            "conversionType": query.conversion_type,
+        }
     body: dict[str, Any] = {"resources": resources}
     if query.date_from:
         body["dateFrom"] = query.date_from
@@ -47,9 +50,17 @@ def filters_for(query: ConsolidatedQuery, json_with_data: bool) -> dict:
 
 
 class ConsolidatedOps:
-    def start_consolidated(self: "Backend", tenant_id: str, patient_id: str, conversion_type: str | None,
-                           resources: str | None, date_from: str | None, date_to: str | None,
-                           from_dashboard: bool, body: Any) -> dict:
+    def start_consolidated(
+        self: "Backend",
+        tenant_id: str,
+        patient_id: str,
+        conversion_type: str | None,
+        resources: str | None,
+        date_from: str | None,
+        date_to: str | None,
+        from_dashboard: bool,
+        body: Any,
+    ) -> dict:
         from metriport_sandbox.fhir_data import RESOURCE_TYPES
 
         tenant = self.tenant(tenant_id)
@@ -98,8 +109,14 @@ class ConsolidatedOps:
             body["message"] = "No data found for the given filters"
         return body
 
-    def consolidated_count(self: "Backend", tenant_id: str, patient_id: str, resources: str | None,
-                           date_from: str | None, date_to: str | None) -> dict:
+    def consolidated_count(
+        self: "Backend",
+        tenant_id: str,
+        patient_id: str,
+        resources: str | None,
+        date_from: str | None,
+        date_to: str | None,
+    ) -> dict:
         """GET .../consolidated/count: resources per type in the patient's record, after the filters."""
         from metriport_sandbox.fhir_data import RESOURCE_TYPES, filter_resources
 
@@ -108,13 +125,20 @@ class ConsolidatedOps:
         low = validation.parse_date(date_from, "dateFrom") if date_from else None
         high = validation.parse_date(date_to, "dateTo") if date_to else None
         counts: dict[str, int] = {}
-        kept = filter_resources(patient.resources or [], set(names) or None,
-                                date.fromisoformat(low) if low else None, date.fromisoformat(high) if high else None)
+        kept = filter_resources(
+            patient.resources or [],
+            set(names) or None,
+            date.fromisoformat(low) if low else None,
+            date.fromisoformat(high) if high else None,
+        )
         for resource in kept:
             if not names or resource["resourceType"] in names:
                 counts[resource["resourceType"]] = counts.get(resource["resourceType"], 0) + 1
-        return {"total": sum(counts.values()), "resources": counts,
-                "filter": {"resources": ", ".join(names), "dateFrom": low, "dateTo": high}}
+        return {
+            "total": sum(counts.values()),
+            "resources": counts,
+            "filter": {"resources": ", ".join(names), "dateFrom": low, "dateTo": high},
+        }
 
     def medical_record_status(self: "Backend", tenant_id: str, patient_id: str) -> dict:
         patient = self.get_patient(tenant_id, patient_id)
@@ -128,8 +152,9 @@ class ConsolidatedOps:
         kind = validation.conversion_type(conversion_type, ("pdf", "html"))
         if not patient.resources:
             raise not_found("Medical record summary not found")
-        return self.sign_url(f"/_sandbox/files/medical-record/{tenant_id}/{patient.id}/summary.{kind}",
-                             "medical-record")
+        return self.sign_url(
+            f"/_sandbox/files/medical-record/{tenant_id}/{patient.id}/summary.{kind}", "medical-record"
+        )
 
     def consolidated_resources(self: "Backend", patient: Patient, query: ConsolidatedQuery) -> list[dict] | None:
         """The filtered record, or None when the patient has no data (no completed seed document query)."""
@@ -143,13 +168,15 @@ class ConsolidatedOps:
         kept = filter_resources(patient.resources, types, low, high)
         return kept if any(r.get("resourceType") != "Patient" for r in kept) else None
 
-    async def _run_consolidated(self: "Backend", tenant: Tenant, patient: Patient, query: ConsolidatedQuery,
-                                delay: float) -> None:
+    async def _run_consolidated(
+        self: "Backend", tenant: Tenant, patient: Patient, query: ConsolidatedQuery, delay: float
+    ) -> None:
         await asyncio.sleep(delay)
         if tenant.patients.get(patient.id) is not patient:
             return
-        failed = self.faults.chance(self.faults.consolidated_failed, "consolidated_failed", tenant.id,
-                                    patient.ordinal, query.request_id)
+        failed = self.faults.chance(
+            self.faults.consolidated_failed, "consolidated_failed", tenant.id, patient.ordinal, query.request_id
+        )
         resources = None if failed else self.consolidated_resources(patient, query)
         status = "failed" if failed else "completed"
         result = ConsolidatedResult(query.request_id, patient.id, status, query.conversion_type, resources)
@@ -163,10 +190,23 @@ class ConsolidatedOps:
             else:
                 result.file_url = self.sign_url(f"{base}.{query.conversion_type}", "consolidated")
                 attachments = [(query.conversion_type, result.file_url)]
-            bundle = {"resourceType": "Bundle", "type": "searchset", "total": 1, "entry": [{"resource": {
-                "resourceType": "DocumentReference", "subject": {"reference": f"Patient/{patient.id}"},
-                "content": [{"attachment": {"contentType": CONTENT_TYPES[kind], "url": url}}
-                            for kind, url in attachments]}}]}
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": 1,
+                "entry": [
+                    {
+                        "resource": {
+                            "resourceType": "DocumentReference",
+                            "subject": {"reference": f"Patient/{patient.id}"},
+                            "content": [
+                                {"attachment": {"contentType": CONTENT_TYPES[kind], "url": url}}
+                                for kind, url in attachments
+                            ],
+                        }
+                    }
+                ],
+            }
         tenant.consolidated_results[query.request_id] = result
         item = {**dtos.patient_item(patient), "status": status}
         if not failed:
@@ -174,8 +214,16 @@ class ConsolidatedOps:
         item["filters"] = filters_for(query, resources is not None and query.conversion_type == "json")
         query.status = status
         if query.from_dashboard:
-            self.sender.suppress(tenant, CONSOLIDATED, {"patients": [item]}, request_id=query.request_id,
-                                 patient_id=patient.id)
+            self.sender.suppress(
+                tenant, CONSOLIDATED, {"patients": [item]}, request_id=query.request_id, patient_id=patient.id
+            )
             return
-        self.sender.store(tenant, CONSOLIDATED, {"patients": [item]}, request_id=query.request_id,
-                          patient_id=patient.id, metadata_flow="consolidated", fault_scope=str(patient.ordinal))
+        self.sender.store(
+            tenant,
+            CONSOLIDATED,
+            {"patients": [item]},
+            request_id=query.request_id,
+            patient_id=patient.id,
+            metadata_flow="consolidated",
+            fault_scope=str(patient.ordinal),
+        )

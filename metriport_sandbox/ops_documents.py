@@ -30,8 +30,9 @@ XML_TYPES = ("application/xml", "text/xml")
 
 class DocumentOps:
     # -- document query --------------------------------------------------------------------------
-    def start_document_query(self: "Backend", tenant_id: str, patient_id: str | None, facility_id: str | None,
-                             override: bool, body: Any) -> dict:
+    def start_document_query(
+        self: "Backend", tenant_id: str, patient_id: str | None, facility_id: str | None, override: bool, body: Any
+    ) -> dict:
         if not patient_id:
             raise bad_request("Missing patientId query param")
         tenant = self.tenant(tenant_id)
@@ -61,8 +62,9 @@ class DocumentOps:
         patient = self.get_patient(tenant_id, patient_id)
         return dict(patient.document_query.progress) if patient.document_query else {}
 
-    def _seed_documents(self: "Backend", tenant: Tenant, patient: Patient, key: str, request_id: str,
-                        rng: random.Random) -> list[Document]:
+    def _seed_documents(
+        self: "Backend", tenant: Tenant, patient: Patient, key: str, request_id: str, rng: random.Random
+    ) -> list[Document]:
         from metriport_sandbox.documents import document_bytes
 
         docs = []
@@ -73,11 +75,23 @@ class DocumentOps:
             if self.config.mode == "production":
                 ext = seed_file.rsplit(".", 1)[-1]
                 file_name = f"{tenant.id}/{patient.id}/{tenant.id}_{patient.id}_{doc_id}.{ext}"
-            docs.append(Document(
-                id=doc_id, patient_id=patient.id, request_id=request_id, file_name=file_name, seed_file=seed_file,
-                seed_key=key, description=seed_doc.description, type=seed_doc.type, status=status, indexed=indexed,
-                mime_type=seed_doc.mime_type, size=len(document_bytes(seed_file, key)),
-                organization=rng.choice(seed.SEED_ORGANIZATIONS)))
+            docs.append(
+                Document(
+                    id=doc_id,
+                    patient_id=patient.id,
+                    request_id=request_id,
+                    file_name=file_name,
+                    seed_file=seed_file,
+                    seed_key=key,
+                    description=seed_doc.description,
+                    type=seed_doc.type,
+                    status=status,
+                    indexed=indexed,
+                    mime_type=seed_doc.mime_type,
+                    size=len(document_bytes(seed_file, key)),
+                    organization=rng.choice(seed.SEED_ORGANIZATIONS),
+                )
+            )
         return docs
 
     def _load_record(self: "Backend", patient: Patient, key: str) -> None:
@@ -88,8 +102,15 @@ class DocumentOps:
             patient.resources = patient_resources(patient.id, key, rng, patient.demographics)
             patient.record_at = now_iso()
 
-    async def _run_document_query(self: "Backend", tenant: Tenant, patient: Patient, query: DocumentQuery,
-                                  delay: float, override: bool, rng: random.Random) -> None:
+    async def _run_document_query(
+        self: "Backend",
+        tenant: Tenant,
+        patient: Patient,
+        query: DocumentQuery,
+        delay: float,
+        override: bool,
+        rng: random.Random,
+    ) -> None:
         await asyncio.sleep(delay / 2)
         if tenant.patients.get(patient.id) is not patient or patient.document_query is not query:
             return
@@ -99,17 +120,32 @@ class DocumentOps:
             await self._production_document_query(tenant, patient, query, override, rng, delay / 2)
         self.document_query_finished(tenant, patient)
 
-    def _doc_message(self: "Backend", tenant: Tenant, patient: Patient, type_: str, status: str,
-                     documents: list[Document] | None, request_id: str | None):
+    def _doc_message(
+        self: "Backend",
+        tenant: Tenant,
+        patient: Patient,
+        type_: str,
+        status: str,
+        documents: list[Document] | None,
+        request_id: str | None,
+    ):
         item = dtos.patient_item(patient)
         if documents is not None:
             item["documents"] = [dtos.document_dto(d) for d in documents]
         item["status"] = status
-        return self.sender.store(tenant, type_, {"patients": [item]}, request_id=request_id, patient_id=patient.id,
-                                 metadata_flow="document", fault_scope=str(patient.ordinal))
+        return self.sender.store(
+            tenant,
+            type_,
+            {"patients": [item]},
+            request_id=request_id,
+            patient_id=patient.id,
+            metadata_flow="document",
+            fault_scope=str(patient.ordinal),
+        )
 
-    async def _sandbox_document_query(self: "Backend", tenant: Tenant, patient: Patient, query: DocumentQuery,
-                                      rng: random.Random, pause: float) -> None:
+    async def _sandbox_document_query(
+        self: "Backend", tenant: Tenant, patient: Patient, query: DocumentQuery, rng: random.Random, pause: float
+    ) -> None:
         key = seed.seed_key(patient.first_name)
         if key is None:
             query.progress = {"download": {"status": "completed"}, "requestId": query.request_id}
@@ -129,8 +165,15 @@ class DocumentOps:
         self._doc_message(tenant, patient, DOWNLOAD, "completed", query.documents, query.request_id)
         self._doc_message(tenant, patient, CONVERSION, "completed", None, None)
 
-    async def _production_document_query(self: "Backend", tenant: Tenant, patient: Patient, query: DocumentQuery,
-                                         override: bool, rng: random.Random, pause: float) -> None:
+    async def _production_document_query(
+        self: "Backend",
+        tenant: Tenant,
+        patient: Patient,
+        query: DocumentQuery,
+        override: bool,
+        rng: random.Random,
+        pause: float,
+    ) -> None:
         if self.faults.chance(self.faults.dq_failed, "dq_failed", tenant.id, patient.ordinal, patient.dq_count):
             query.progress["download"] = {"status": "failed"}
             query.progress["convert"] = {"status": "failed"}
@@ -161,16 +204,25 @@ class DocumentOps:
         query.progress["convert"]["webhookSent"] = True
 
     # -- documents -------------------------------------------------------------------------------
-    def list_documents(self: "Backend", tenant_id: str, patient_id: str | None, date_from: str | None,
-                       date_to: str | None, output: str | None) -> list[dict]:
+    def list_documents(
+        self: "Backend",
+        tenant_id: str,
+        patient_id: str | None,
+        date_from: str | None,
+        date_to: str | None,
+        output: str | None,
+    ) -> list[dict]:
         if not patient_id:
             raise bad_request("Missing patientId query param")
         patient = self.get_patient(tenant_id, patient_id)
         low = validation.parse_date(date_from, "dateFrom") if date_from else None
         high = validation.parse_date(date_to, "dateTo") if date_to else None
         output = validation.conversion_type(output or "fhir", ("fhir", "dto")) if output else "fhir"
-        docs = [d for d in patient.documents
-                if (low is None or d.indexed[:10] >= low) and (high is None or d.indexed[:10] <= high)]
+        docs = [
+            d
+            for d in patient.documents
+            if (low is None or d.indexed[:10] >= low) and (high is None or d.indexed[:10] <= high)
+        ]
         if output == "dto":
             return [dtos.document_dto(d) for d in docs]
         return [dtos.document_fhir(d, self.config.public_url) for d in docs]
@@ -213,8 +265,9 @@ class DocumentOps:
         self.spawn(self._run_bulk_download(tenant, patient, job, self.delay(tenant)))
         return {"status": job.status, "requestId": job.request_id}
 
-    async def _run_bulk_download(self: "Backend", tenant: Tenant, patient: Patient, job: BulkDownload,
-                                 delay: float) -> None:
+    async def _run_bulk_download(
+        self: "Backend", tenant: Tenant, patient: Patient, job: BulkDownload, delay: float
+    ) -> None:
         await asyncio.sleep(delay)
         if tenant.patients.get(patient.id) is not patient:
             return
@@ -225,5 +278,12 @@ class DocumentOps:
             documents.append({**dtos.document_dto(doc), "url": url})
         item = {**dtos.patient_item(patient), "documents": documents, "status": "completed"}
         job.status = "completed"
-        self.sender.store(tenant, BULK_URLS, {"patients": [item]}, request_id=job.request_id, patient_id=patient.id,
-                          metadata_flow="download", fault_scope=str(patient.ordinal))
+        self.sender.store(
+            tenant,
+            BULK_URLS,
+            {"patients": [item]},
+            request_id=job.request_id,
+            patient_id=patient.id,
+            metadata_flow="download",
+            fault_scope=str(patient.ordinal),
+        )

@@ -27,8 +27,9 @@ class Window:
 
 
 class RateLimiter:
-    def __init__(self, limits: dict[str, int], window_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, limits: dict[str, int], window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limits = dict(limits)
         self.window_seconds = window_seconds
         self._clock = clock

@@ -138,44 +138,113 @@ def summary_sections(resources: Iterable[Mapping[str, Any]]) -> tuple[list[str],
     rec = _Record(resources)
     header = [line for patient in rec.dated("Patient") for line in _patient_lines(patient)]
     sections = [
-        Section("Condition", "Conditions", ("Condition", "Codes", "Status", "Onset"),
-                [(_concept(r.get("code")), _codes(r.get("code")), _status(r.get("clinicalStatus")), _when(r))
-                 for r in rec.dated("Condition")]),
-        Section("MedicationStatement", "Medications", ("Medication", "Dosage", "Status", "Since"),
-                [(rec.medication(r), _dosage(r.get("dosage")), status(r), _when(r))
-                 for r in rec.dated("MedicationStatement")]),
-        Section("MedicationRequest", "Prescriptions", ("Medication", "Instructions", "Status", "Ordered"),
-                [(rec.medication(r), _dosage(r.get("dosageInstruction")), status(r), _when(r))
-                 for r in rec.dated("MedicationRequest")]),
-        Section("AllergyIntolerance", "Allergies", ("Allergy", "Reaction", "Criticality", "Recorded"),
-                [(_concept(r.get("code")), _reactions(r), str(r.get("criticality", "")), _when(r))
-                 for r in rec.dated("AllergyIntolerance")]),
-        Section("Immunization", "Immunizations", ("Vaccine", "Codes", "Status", "Date"),
-                [(_concept(r.get("vaccineCode")), _codes(r.get("vaccineCode")), status(r), _when(r))
-                 for r in rec.dated("Immunization")]),
-        Section("Procedure", "Procedures", ("Procedure", "Codes", "Status", "Date"),
-                [(_concept(r.get("code")), _codes(r.get("code")), status(r), _when(r))
-                 for r in rec.dated("Procedure")]),
-        Section("DiagnosticReport", "Lab reports", ("Report", "Results", "Status", "Date"),
-                [(_concept(r.get("code")), rec.lab_results(r), status(r), _when(r))
-                 for r in rec.dated("DiagnosticReport")]),
-        Section("Observation", "Vital signs", ("Measurement", "Value", "Date"),
-                [(_concept(r.get("code")), _observation_value(r), _when(r))
-                 for r in rec.dated("Observation") if not _is_lab(r)]),
-        Section("Observation", "Lab results", ("Test", "Value", "Date"),
-                [(_concept(r.get("code")), _observation_value(r), _when(r))
-                 for r in rec.dated("Observation") if _is_lab(r)]),
-        Section("Encounter", "Encounters", ("Type", "Class", "Start", "End"),
-                [(", ".join(_concept(t) for t in r.get("type", [])), str((r.get("class") or {}).get("display", "")),
-                  period(r, "start"), period(r, "end")) for r in rec.dated("Encounter")]),
-        Section("DocumentReference", "Documents", ("Document", "Type", "Date"),
-                [(str(r.get("description", "")), _concept(r.get("type")), _when(r))
-                 for r in rec.dated("DocumentReference")]),
+        Section(
+            "Condition",
+            "Conditions",
+            ("Condition", "Codes", "Status", "Onset"),
+            [
+                (_concept(r.get("code")), _codes(r.get("code")), _status(r.get("clinicalStatus")), _when(r))
+                for r in rec.dated("Condition")
+            ],
+        ),
+        Section(
+            "MedicationStatement",
+            "Medications",
+            ("Medication", "Dosage", "Status", "Since"),
+            [
+                (rec.medication(r), _dosage(r.get("dosage")), status(r), _when(r))
+                for r in rec.dated("MedicationStatement")
+            ],
+        ),
+        Section(
+            "MedicationRequest",
+            "Prescriptions",
+            ("Medication", "Instructions", "Status", "Ordered"),
+            [
+                (rec.medication(r), _dosage(r.get("dosageInstruction")), status(r), _when(r))
+                for r in rec.dated("MedicationRequest")
+            ],
+        ),
+        Section(
+            "AllergyIntolerance",
+            "Allergies",
+            ("Allergy", "Reaction", "Criticality", "Recorded"),
+            [
+                (_concept(r.get("code")), _reactions(r), str(r.get("criticality", "")), _when(r))
+                for r in rec.dated("AllergyIntolerance")
+            ],
+        ),
+        Section(
+            "Immunization",
+            "Immunizations",
+            ("Vaccine", "Codes", "Status", "Date"),
+            [
+                (_concept(r.get("vaccineCode")), _codes(r.get("vaccineCode")), status(r), _when(r))
+                for r in rec.dated("Immunization")
+            ],
+        ),
+        Section(
+            "Procedure",
+            "Procedures",
+            ("Procedure", "Codes", "Status", "Date"),
+            [(_concept(r.get("code")), _codes(r.get("code")), status(r), _when(r)) for r in rec.dated("Procedure")],
+        ),
+        Section(
+            "DiagnosticReport",
+            "Lab reports",
+            ("Report", "Results", "Status", "Date"),
+            [(_concept(r.get("code")), rec.lab_results(r), status(r), _when(r)) for r in rec.dated("DiagnosticReport")],
+        ),
+        Section(
+            "Observation",
+            "Vital signs",
+            ("Measurement", "Value", "Date"),
+            [
+                (_concept(r.get("code")), _observation_value(r), _when(r))
+                for r in rec.dated("Observation")
+                if not _is_lab(r)
+            ],
+        ),
+        Section(
+            "Observation",
+            "Lab results",
+            ("Test", "Value", "Date"),
+            [
+                (_concept(r.get("code")), _observation_value(r), _when(r))
+                for r in rec.dated("Observation")
+                if _is_lab(r)
+            ],
+        ),
+        Section(
+            "Encounter",
+            "Encounters",
+            ("Type", "Class", "Start", "End"),
+            [
+                (
+                    ", ".join(_concept(t) for t in r.get("type", [])),
+                    str((r.get("class") or {}).get("display", "")),
+                    period(r, "start"),
+                    period(r, "end"),
+                )
+                for r in rec.dated("Encounter")
+            ],
+        ),
+        Section(
+            "DocumentReference",
+            "Documents",
+            ("Document", "Type", "Date"),
+            [
+                (str(r.get("description", "")), _concept(r.get("type")), _when(r))
+                for r in rec.dated("DocumentReference")
+            ],
+        ),
     ]
     covered = {s.resource_type for s in sections} | {"Patient"} | SUPPORTING_TYPES  # shown via referrers
     for kind in (k for k in rec.types if k not in covered):
-        rows = [(_concept(r.get("code")) or str(r.get("name", "")) or str(r.get("id", "")), _when(r))
-                for r in rec.dated(kind)]
+        rows = [
+            (_concept(r.get("code")) or str(r.get("name", "")) or str(r.get("id", "")), _when(r))
+            for r in rec.dated(kind)
+        ]
         sections.append(Section(kind, kind, ("Summary", "Date"), rows))
     return header, [s for s in sections if s.rows]
 

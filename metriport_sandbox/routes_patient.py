@@ -45,8 +45,9 @@ async def delete_facility(facility_id: str, backend: BackendDep, tenant: TenantD
 
 
 @router.post("/patient")
-async def create_patient(request: Request, backend: BackendDep, tenant: TenantDep,
-                         facilityId: str | None = None) -> JSONResponse:  # noqa: N803
+async def create_patient(
+    request: Request, backend: BackendDep, tenant: TenantDep, facilityId: str | None = None
+) -> JSONResponse:  # noqa: N803
     headers = backend.check_api(tenant, "patientCreateOrUpdate")
     patient = backend.create_patient(tenant, facilityId, await json_body(request))
     return reply(dtos.patient_dto(patient), 201, headers)
@@ -59,9 +60,15 @@ async def match_patient(request: Request, backend: BackendDep, tenant: TenantDep
 
 
 @router.get("/patient")
-async def list_patients(request: Request, backend: BackendDep, tenant: TenantDep, facilityId: str | None = None,  # noqa: N803
-                        count: int | None = None, fromItem: str | None = None,  # noqa: N803
-                        toItem: str | None = None) -> JSONResponse:  # noqa: N803
+async def list_patients(
+    request: Request,
+    backend: BackendDep,
+    tenant: TenantDep,
+    facilityId: str | None = None,  # noqa: N803
+    count: int | None = None,
+    fromItem: str | None = None,  # noqa: N803
+    toItem: str | None = None,
+) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "patientList")
     patients = backend.list_patients(tenant, facilityId)
     if count is None and fromItem is None and toItem is None:
@@ -85,16 +92,23 @@ async def list_patients(request: Request, backend: BackendDep, tenant: TenantDep
 
 
 @router.get("/patient/{patient_id}")
-async def get_patient(patient_id: str, backend: BackendDep, tenant: TenantDep, output: str | None = None) -> JSONResponse:
+async def get_patient(
+    patient_id: str, backend: BackendDep, tenant: TenantDep, output: str | None = None
+) -> JSONResponse:
     backend.check_api(tenant, "patientGet")
     patient = backend.get_patient(tenant, patient_id)
     return reply(dtos.patient_fhir(patient) if output == "fhir" else dtos.patient_dto(patient))
 
 
 @router.put("/patient/{patient_id}")
-async def update_patient(patient_id: str, request: Request, backend: BackendDep, tenant: TenantDep,
-                         facilityId: str | None = None,  # noqa: N803
-                         if_match: Annotated[str | None, Header()] = None) -> JSONResponse:
+async def update_patient(
+    patient_id: str,
+    request: Request,
+    backend: BackendDep,
+    tenant: TenantDep,
+    facilityId: str | None = None,  # noqa: N803
+    if_match: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
     headers = backend.check_api(tenant, "patientCreateOrUpdate")
     patient = backend.update_patient(tenant, patient_id, facilityId, await json_body(request), if_match)
     return reply(dtos.patient_dto(patient), 200, headers)
@@ -108,13 +122,21 @@ async def delete_patient(patient_id: str, backend: BackendDep, tenant: TenantDep
 
 
 @router.post("/patient/{patient_id}/consolidated/query")
-async def start_consolidated(patient_id: str, request: Request, backend: BackendDep, tenant: TenantDep,
-                             conversionType: str | None = None, resources: str | None = None,  # noqa: N803
-                             dateFrom: str | None = None, dateTo: str | None = None,  # noqa: N803
-                             fromDashboard: str | None = None) -> JSONResponse:  # noqa: N803
+async def start_consolidated(
+    patient_id: str,
+    request: Request,
+    backend: BackendDep,
+    tenant: TenantDep,
+    conversionType: str | None = None,
+    resources: str | None = None,  # noqa: N803
+    dateFrom: str | None = None,
+    dateTo: str | None = None,  # noqa: N803
+    fromDashboard: str | None = None,
+) -> JSONResponse:  # noqa: N803
     headers = backend.check_api(tenant, "consolidatedDataQuery")
-    query = backend.start_consolidated(tenant, patient_id, conversionType, resources, dateFrom, dateTo,
-                                       flag(fromDashboard), await json_body(request))
+    query = backend.start_consolidated(
+        tenant, patient_id, conversionType, resources, dateFrom, dateTo, flag(fromDashboard), await json_body(request)
+    )
     return reply(query, 200, headers)
 
 
@@ -131,22 +153,30 @@ async def consolidated_query(patient_id: str, request_id: str, backend: BackendD
 
 
 @router.get("/patient/{patient_id}/consolidated/webhook")
-async def consolidated_webhook(patient_id: str, backend: BackendDep, tenant: TenantDep,
-                               requestId: str | None = None) -> JSONResponse:  # noqa: N803
+async def consolidated_webhook(
+    patient_id: str, backend: BackendDep, tenant: TenantDep, requestId: str | None = None
+) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "consolidatedWebhook")
     return reply(backend.consolidated_webhook(tenant, patient_id, requestId))
 
 
 @router.get("/patient/{patient_id}/consolidated/count")
-async def consolidated_count(patient_id: str, backend: BackendDep, tenant: TenantDep, resources: str | None = None,
-                             dateFrom: str | None = None, dateTo: str | None = None) -> JSONResponse:  # noqa: N803
+async def consolidated_count(
+    patient_id: str,
+    backend: BackendDep,
+    tenant: TenantDep,
+    resources: str | None = None,
+    dateFrom: str | None = None,
+    dateTo: str | None = None,
+) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "consolidatedCount")
     return reply(backend.consolidated_count(tenant, patient_id, resources, dateFrom, dateTo))
 
 
 @router.get("/patient/{patient_id}/medical-record")
-async def medical_record(patient_id: str, backend: BackendDep, tenant: TenantDep,
-                         conversionType: str | None = None) -> JSONResponse:  # noqa: N803
+async def medical_record(
+    patient_id: str, backend: BackendDep, tenant: TenantDep, conversionType: str | None = None
+) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "medicalRecord")
     return reply({"url": backend.medical_record_url(tenant, patient_id, conversionType)})
 

@@ -18,8 +18,9 @@ async def get_settings(backend: BackendDep, tenant: TenantDep) -> JSONResponse:
 
 
 @router.post("/settings")
-async def update_settings(request: Request, background: BackgroundTasks, backend: BackendDep,
-                          tenant: TenantDep) -> JSONResponse:
+async def update_settings(
+    request: Request, background: BackgroundTasks, backend: BackendDep, tenant: TenantDep
+) -> JSONResponse:
     """The ping goes out after the response has been sent."""
     backend.check_api(tenant, "settings")
     body = await json_body(request)

@@ -62,24 +62,49 @@ class SeedPatient:
 
 SEED_PATIENTS: dict[str, SeedPatient] = {
     "jane": SeedPatient(
-        "jane", "Jane", "Smith", "1996-02-10", "F",
-        SeedAddress("123 Arsenal St", "Phoenix", "AZ", "85300"), "JaneSmith",
+        "jane",
+        "Jane",
+        "Smith",
+        "1996-02-10",
+        "F",
+        SeedAddress("123 Arsenal St", "Phoenix", "AZ", "85300"),
+        "JaneSmith",
     ),
     "chris": SeedPatient(
-        "chris", "Chris", "Smith", "1995-01-01", "M",
-        SeedAddress("456 Lakeshore Dr", "Chicago", "IL", "60600"), "ChrisSmith",
+        "chris",
+        "Chris",
+        "Smith",
+        "1995-01-01",
+        "M",
+        SeedAddress("456 Lakeshore Dr", "Chicago", "IL", "60600"),
+        "ChrisSmith",
     ),
     "ollie": SeedPatient(
-        "ollie", "Ollie", "Brown", "1946-03-18", "M",
-        SeedAddress("201 Armada St", "Harrisburg", "PA", "15300"), "OllieBrown",
+        "ollie",
+        "Ollie",
+        "Brown",
+        "1946-03-18",
+        "M",
+        SeedAddress("201 Armada St", "Harrisburg", "PA", "15300"),
+        "OllieBrown",
     ),
     "andreas": SeedPatient(
-        "andreas", "Andreas", "Sims", "1952-01-01", "M",
-        SeedAddress("4430 York St", "Jefferson City", "MO", "64000"), "AndreasBrown",
+        "andreas",
+        "Andreas",
+        "Sims",
+        "1952-01-01",
+        "M",
+        SeedAddress("4430 York St", "Jefferson City", "MO", "64000"),
+        "AndreasBrown",
     ),
     "kyla": SeedPatient(
-        "kyla", "Kyla", "Fields", "1927-05-23", "F",
-        SeedAddress("332 16th St", "Portland", "ME", "04000"), "KylaBrown",
+        "kyla",
+        "Kyla",
+        "Fields",
+        "1927-05-23",
+        "F",
+        SeedAddress("332 16th St", "Portland", "ME", "04000"),
+        "KylaBrown",
     ),
 }
 
@@ -121,8 +146,17 @@ SEED_DOCUMENTS: tuple[SeedDocument, ...] = (
 
 # `randomDates` of sandbox document query: the attachment creation ("indexed") date is drawn from here.
 INDEXED_DATES: tuple[str, ...] = (
-    "2023-06-15", "2023-06-10", "2023-06-12", "2023-06-20", "2023-03-22", "2022-12-03",
-    "2018-09-29", "2022-07-21", "2019-04-10", "2023-05-03", "2020-02-19",
+    "2023-06-15",
+    "2023-06-10",
+    "2023-06-12",
+    "2023-06-20",
+    "2023-03-22",
+    "2022-12-03",
+    "2018-09-29",
+    "2022-07-21",
+    "2019-04-10",
+    "2023-05-03",
+    "2020-02-19",
 )
 
 # The contained Organization the sandbox adds to each DocumentReference (docs/metriport.md §5.1 item 7).

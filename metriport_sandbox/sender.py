@@ -40,15 +40,30 @@ class WebhookSender:
         self.first_sends.clear()
 
     # -- building --------------------------------------------------------------------------------
-    def store(self, tenant: Tenant, type_: str, payload: dict, *, request_id: str | None,
-              patient_id: str | None = None, metadata_flow: str | None = None, fault_scope: str = "") -> WebhookRequest:
+    def store(
+        self,
+        tenant: Tenant,
+        type_: str,
+        payload: dict,
+        *,
+        request_id: str | None,
+        patient_id: str | None = None,
+        metadata_flow: str | None = None,
+        fault_scope: str = "",
+    ) -> WebhookRequest:
         """Create the webhook record (its `when` is now) and schedule its first send."""
         count_key = f"{type_}:{fault_scope}"
         tenant.message_counts[count_key] = tenant.message_counts.get(count_key, 0) + 1
         request = WebhookRequest(
-            message_id=uuid4(tenant.rng), type=type_, request_id=request_id or None, when=now_iso(),
-            payload=payload, patient_id=patient_id, metadata_flow=metadata_flow,
-            fault_key=f"{tenant.id}:{count_key}:{tenant.message_counts[count_key]}", seq=len(tenant.webhooks),
+            message_id=uuid4(tenant.rng),
+            type=type_,
+            request_id=request_id or None,
+            when=now_iso(),
+            payload=payload,
+            patient_id=patient_id,
+            metadata_flow=metadata_flow,
+            fault_key=f"{tenant.id}:{count_key}:{tenant.message_counts[count_key]}",
+            seq=len(tenant.webhooks),
         )
         tenant.webhooks.append(request)
         self.first_sends[request.message_id] = self.backend.spawn(self._first_send(tenant, request))
@@ -60,13 +75,22 @@ class WebhookSender:
         if task is not None:
             await asyncio.wait({task})
 
-    def suppress(self, tenant: Tenant, type_: str, payload: dict, *, request_id: str | None,
-                 patient_id: str | None = None) -> WebhookRequest:
+    def suppress(
+        self, tenant: Tenant, type_: str, payload: dict, *, request_id: str | None, patient_id: str | None = None
+    ) -> WebhookRequest:
         """A webhook that is turned off (fromDashboard): recorded as success, never sent."""
         request = WebhookRequest(
-            message_id=uuid4(tenant.rng), type=type_, request_id=request_id or None, when=now_iso(),
-            payload=payload, patient_id=patient_id, metadata_flow=None, fault_key="", seq=len(tenant.webhooks),
-            status="success", status_detail="webhook disabled",
+            message_id=uuid4(tenant.rng),
+            type=type_,
+            request_id=request_id or None,
+            when=now_iso(),
+            payload=payload,
+            patient_id=patient_id,
+            metadata_flow=None,
+            fault_key="",
+            seq=len(tenant.webhooks),
+            status="success",
+            status_detail="webhook disabled",
         )
         tenant.webhooks.append(request)
         self._record(request, "first", None, "success", None, 0, "suppressed: webhook disabled", sent=False)
@@ -114,8 +138,7 @@ class WebhookSender:
         body, _ = self.body(tenant, request, with_data=False)
         return await self._post(tenant, request, body, "retry")
 
-    async def _post(self, tenant: Tenant, request: WebhookRequest, body: bytes, kind: str,
-                    update: bool = True) -> bool:
+    async def _post(self, tenant: Tenant, request: WebhookRequest, body: bytes, kind: str, update: bool = True) -> bool:
         settings = tenant.settings
         if not settings.webhook_url or not settings.webhook_key:
             detail = "missing webhook URL or key"
@@ -124,17 +147,21 @@ class WebhookSender:
             self._record(request, kind, body, "failure", None, 0, detail, sent=False)
             return False
         status, http_status, millis, detail = await self._http(
-            settings.webhook_url, settings.webhook_key, body, self.backend.config.webhook_timeout)
+            settings.webhook_url, settings.webhook_key, body, self.backend.config.webhook_timeout
+        )
         if update:
             self._finish(tenant, request, status, http_status, millis, detail)
-        self._record(request, kind, body, status, http_status, millis, detail, sent=True,
-                     url=settings.webhook_url)
+        self._record(request, kind, body, status, http_status, millis, detail, sent=True, url=settings.webhook_url)
         return status == "success"
 
-    async def _http(self, url: str, key: str, body: bytes, timeout: float,
-                    response_box: list | None = None) -> tuple[str, int | None, int, str]:
-        headers = {"user-agent": USER_AGENT, "content-type": "application/json",
-                   SIGNATURE_HEADER: WebhookSigner(key).sign(body)}
+    async def _http(
+        self, url: str, key: str, body: bytes, timeout: float, response_box: list | None = None
+    ) -> tuple[str, int | None, int, str]:
+        headers = {
+            "user-agent": USER_AGENT,
+            "content-type": "application/json",
+            SIGNATURE_HEADER: WebhookSigner(key).sign(body),
+        }
         started = time.perf_counter()
         try:
             async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
@@ -152,24 +179,51 @@ class WebhookSender:
             return "success", response.status_code, millis, "OK"
         return "failure", response.status_code, millis, f"Request failed with status code {response.status_code}"
 
-    def _finish(self, tenant: Tenant, request: WebhookRequest, status: str, http_status: int | None,
-                millis: int, detail: str) -> None:
+    def _finish(
+        self, tenant: Tenant, request: WebhookRequest, status: str, http_status: int | None, millis: int, detail: str
+    ) -> None:
         request.status, request.http_status, request.duration_ms, request.status_detail = (
-            status, http_status, millis, detail)
+            status,
+            http_status,
+            millis,
+            detail,
+        )
         if status == "success":
             tenant.settings.webhook_enabled, tenant.settings.status_detail = True, "OK"
         else:
             tenant.settings.webhook_enabled, tenant.settings.status_detail = False, detail
 
-    def _record(self, request: WebhookRequest, kind: str, body: bytes | None, status: str,
-                http_status: int | None, millis: int, detail: str, sent: bool, url: str | None = None) -> None:
-        self.deliveries.append({
-            "seq": len(self.deliveries), "message_id": request.message_id, "type": request.type,
-            "request_id": request.request_id, "patient_id": request.patient_id, "kind": kind, "sent": sent,
-            "status": status, "http_status": http_status, "duration_ms": millis, "detail": detail,
-            "sha256": hashlib.sha256(body).hexdigest() if body is not None else None,
-            "size": len(body) if body is not None else None, "url": url, "at": now_iso(),
-        })
+    def _record(
+        self,
+        request: WebhookRequest,
+        kind: str,
+        body: bytes | None,
+        status: str,
+        http_status: int | None,
+        millis: int,
+        detail: str,
+        sent: bool,
+        url: str | None = None,
+    ) -> None:
+        self.deliveries.append(
+            {
+                "seq": len(self.deliveries),
+                "message_id": request.message_id,
+                "type": request.type,
+                "request_id": request.request_id,
+                "patient_id": request.patient_id,
+                "kind": kind,
+                "sent": sent,
+                "status": status,
+                "http_status": http_status,
+                "duration_ms": millis,
+                "detail": detail,
+                "sha256": hashlib.sha256(body).hexdigest() if body is not None else None,
+                "size": len(body) if body is not None else None,
+                "url": url,
+                "at": now_iso(),
+            }
+        )
 
     # -- ping and retry --------------------------------------------------------------------------
     async def ping(self, tenant: Tenant) -> None:
@@ -182,7 +236,8 @@ class WebhookSender:
         body = compact_json({"ping": ping, "meta": {"messageId": message_id, "when": now_iso(), "type": "ping"}})
         box: list = []
         status, http_status, millis, detail = await self._http(
-            settings.webhook_url, settings.webhook_key, body, self.backend.config.ping_timeout, box)
+            settings.webhook_url, settings.webhook_key, body, self.backend.config.ping_timeout, box
+        )
         if status == "success":
             try:
                 pong = box[0].json().get("pong")
@@ -191,12 +246,25 @@ class WebhookSender:
             if pong != ping:
                 status, detail = "failure", "Bad response from webhook call"
         settings.webhook_enabled, settings.status_detail = (status == "success", detail)
-        self.deliveries.append({
-            "seq": len(self.deliveries), "message_id": message_id, "type": "ping", "request_id": None,
-            "patient_id": None, "kind": "first", "sent": True, "status": status, "http_status": http_status,
-            "duration_ms": millis, "detail": detail, "sha256": hashlib.sha256(body).hexdigest(),
-            "size": len(body), "url": settings.webhook_url, "at": now_iso(),
-        })
+        self.deliveries.append(
+            {
+                "seq": len(self.deliveries),
+                "message_id": message_id,
+                "type": "ping",
+                "request_id": None,
+                "patient_id": None,
+                "kind": "first",
+                "sent": True,
+                "status": status,
+                "http_status": http_status,
+                "duration_ms": millis,
+                "detail": detail,
+                "sha256": hashlib.sha256(body).hexdigest(),
+                "size": len(body),
+                "url": settings.webhook_url,
+                "at": now_iso(),
+            }
+        )
 
     async def send_sample(self, tenant: Tenant, payload: dict) -> dict:
         """POST /settings/webhook/sample-payload: sign and send the body as-is, answer with the outcome."""
@@ -206,14 +274,28 @@ class WebhookSender:
         body = compact_json(payload)
         box: list = []
         status, http_status, millis, detail = await self._http(
-            settings.webhook_url, settings.webhook_key, body, self.backend.config.webhook_timeout, box)
+            settings.webhook_url, settings.webhook_key, body, self.backend.config.webhook_timeout, box
+        )
         meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
-        self.deliveries.append({
-            "seq": len(self.deliveries), "message_id": meta.get("messageId"), "type": meta.get("type"),
-            "request_id": meta.get("requestId"), "patient_id": None, "kind": "sample", "sent": True,
-            "status": status, "http_status": http_status, "duration_ms": millis, "detail": detail,
-            "sha256": hashlib.sha256(body).hexdigest(), "size": len(body), "url": settings.webhook_url,
-            "at": now_iso()})
+        self.deliveries.append(
+            {
+                "seq": len(self.deliveries),
+                "message_id": meta.get("messageId"),
+                "type": meta.get("type"),
+                "request_id": meta.get("requestId"),
+                "patient_id": None,
+                "kind": "sample",
+                "sent": True,
+                "status": status,
+                "http_status": http_status,
+                "duration_ms": millis,
+                "detail": detail,
+                "sha256": hashlib.sha256(body).hexdigest(),
+                "size": len(body),
+                "url": settings.webhook_url,
+                "at": now_iso(),
+            }
+        )
         answer: Any = None
         if box:
             try:

@@ -48,8 +48,7 @@ MISSING_PARAMS_MESSAGE = (
 )
 EXPIRED_MESSAGE = "Request has expired"
 SIGNATURE_MESSAGE = (
-    "The request signature we calculated does not match the signature you provided. "
-    "Check your key and signing method."
+    "The request signature we calculated does not match the signature you provided. Check your key and signing method."
 )
 
 

@@ -73,8 +73,12 @@ class ConsolidatedQuery:
     status: str = "processing"
 
     def dto(self) -> dict:
-        body: dict[str, Any] = {"requestId": self.request_id, "status": self.status, "startedAt": self.started_at,
-                                "resources": list(self.resources)}
+        body: dict[str, Any] = {
+            "requestId": self.request_id,
+            "status": self.status,
+            "startedAt": self.started_at,
+            "resources": list(self.resources),
+        }
         if self.date_from:
             body["dateFrom"] = self.date_from
         if self.date_to:
@@ -82,10 +86,15 @@ class ConsolidatedQuery:
         body["conversionType"] = self.conversion_type
         return body
 
-    def same_params(self, resources: list[str], date_from: str | None, date_to: str | None,
-                    conversion_type: str) -> bool:
-        return (set(self.resources) == set(resources) and self.date_from == date_from
-                and self.date_to == date_to and self.conversion_type == conversion_type)
+    def same_params(
+        self, resources: list[str], date_from: str | None, date_to: str | None, conversion_type: str
+    ) -> bool:
+        return (
+            set(self.resources) == set(resources)
+            and self.date_from == date_from
+            and self.date_to == date_to
+            and self.conversion_type == conversion_type
+        )
 
 
 @dataclass
@@ -169,10 +178,17 @@ class WebhookRequest:
     status_detail: str | None = None
 
     def summary(self) -> dict:
-        return {"messageId": self.message_id, "type": self.type, "requestId": self.request_id,
-                "patientId": self.patient_id, "when": self.when, "status": self.status,
-                "httpStatus": self.http_status, "durationMillis": self.duration_ms,
-                "statusDetail": self.status_detail}
+        return {
+            "messageId": self.message_id,
+            "type": self.type,
+            "requestId": self.request_id,
+            "patientId": self.patient_id,
+            "when": self.when,
+            "status": self.status,
+            "httpStatus": self.http_status,
+            "durationMillis": self.duration_ms,
+            "statusDetail": self.status_detail,
+        }
 
 
 @dataclass

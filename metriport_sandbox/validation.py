@@ -121,8 +121,14 @@ def demographics(body: Any) -> dict:
     out["dob"] = dob
     gender = body.get("genderAtBirth")
     if gender not in GENDERS:
-        issues.append((REQUIRED if gender is None else
-                       f"Invalid enum value. Expected 'M' | 'F' | 'O' | 'U', received '{gender}'", "genderAtBirth"))
+        issues.append(
+            (
+                REQUIRED
+                if gender is None
+                else f"Invalid enum value. Expected 'M' | 'F' | 'O' | 'U', received '{gender}'",
+                "genderAtBirth",
+            )
+        )
     out["genderAtBirth"] = gender
     raw_addresses = body.get("address")
     if raw_addresses is None:
@@ -171,8 +177,11 @@ def metadata(body: Any) -> dict[str, str] | None:
         issues.append(("Record has too many properties", "meta"))
     for key, value in meta.items():
         if not 1 <= len(key) <= 40:
-            message = "String must contain at least 1 character(s)" if not key else \
-                "String must contain at most 40 character(s)"
+            message = (
+                "String must contain at least 1 character(s)"
+                if not key
+                else "String must contain at most 40 character(s)"
+            )
             issues.append((message, f"metadata,{key}"))
         if not isinstance(value, str):
             issues.append(("Expected string, received " + type(value).__name__, f"metadata,{key}"))
@@ -208,7 +217,8 @@ def settings_body(body: Any) -> dict:
     if extra:
         raise invalid_params([("Unrecognized key(s) in object: " + ", ".join(f"'{k}'" for k in extra), "")])
     url = body.get("webhookUrl")
-    if url not in (None, "") and (not isinstance(url, str) or len(url) > 2048
-                                  or not re.match(r"^https?://[^\s/]+", url)):
+    if url not in (None, "") and (
+        not isinstance(url, str) or len(url) > 2048 or not re.match(r"^https?://[^\s/]+", url)
+    ):
         raise bad_request("Invalid URL")
     return body

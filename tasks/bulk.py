@@ -71,8 +71,12 @@ _once = task(persist_result=True, cache_key_fn=bulk_cache_key)
 
 def problems_markdown(check: CsvCheck) -> str:
     """The CSV's problems as a table: line, column, what is wrong; never a value."""
-    lines = [f"# Bulk patient CSV refused: {len(check.errors)} problem(s) in {check.rows} row(s)", "",
-             "| line | column | problem |", "|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Bulk patient CSV refused: {len(check.errors)} problem(s) in {check.rows} row(s)",
+        "",
+        "| line | column | problem |",
+        "|---|---|---|",
+    ]
     lines += [f"| {e.line or 'header'} | {e.column} | {e.problem} |" for e in check.errors[:500]]
     return "\n".join(lines + [f"- {warning}" for warning in check.warnings]) + "\n"
 
@@ -82,8 +86,11 @@ async def check_bulk_csv(flow_run_id: str, csv_path: str, stage: Stage, attempt:
     """Metriport's rules, before anything is uploaded; the row count, or InvalidCsv (and an artifact)."""
     check = check_csv(Path(csv_path).read_bytes())
     if not check.ok:
-        await acreate_markdown_artifact(key="bulk-csv-problems", markdown=problems_markdown(check),
-                                        description="CSV problems: lines and columns only")  # fmt: skip
+        await acreate_markdown_artifact(
+            key="bulk-csv-problems",
+            markdown=problems_markdown(check),
+            description="CSV problems: lines and columns only",
+        )
         raise InvalidCsv(check)
     return check.rows
 
@@ -109,8 +116,14 @@ async def upload_bulk_csv(flow_run_id: str, job: BulkJob, csv_path: str, stage: 
     return len(data)
 
 
-@task(name="start-bulk-download", persist_result=True, cache_key_fn=bulk_cache_key,
-      retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=failed_transiently)  # fmt: skip
+@task(
+    name="start-bulk-download",
+    persist_result=True,
+    cache_key_fn=bulk_cache_key,
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=failed_transiently,
+)
 async def start_bulk_download(flow_run_id: str, patient_id: str, stage: Stage, attempt: int) -> str:
     """POST /document/download-url/bulk with the run's correlation metadata; the requestId."""
     metadata = validate_metadata({"flowRunId": flow_run_id, "stage": Stage(stage).value})
@@ -126,9 +139,7 @@ class DocumentNotFound(LookupError):
 
 
 @task(name="download-document", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=failed_transiently)
-async def download_document(
-    flow_run_id: str, patient_id: str, document_id: str, conversion_type: str | None
-) -> str:
+async def download_document(flow_run_id: str, patient_id: str, document_id: str, conversion_type: str | None) -> str:
     """Find the document's file name (GET /document: it may hold the patient's name, so it is never a
     parameter), GET /document/download-url, fetch it at once (the URL lives ~3 minutes); the manifest path."""
     settings = get_settings()
@@ -140,8 +151,9 @@ async def download_document(
         document = found[0]
         extension = f".{conversion_type}" if conversion_type else extension_for(document.file_name, None)
         url = await api.get_download_url(document.file_name, conversion_type=conversion_type)
-        source = DocumentSource(id=document_id, url=url, extension=extension,
-                                mime_type=None if conversion_type else document.content_type)  # fmt: skip
+        source = DocumentSource(
+            id=document_id, url=url, extension=extension, mime_type=None if conversion_type else document.content_type
+        )
         manifest = Manifest(patient_id=patient_id)
         manifest.documents = await download_documents(api, [source], folder, concurrency=1)
     if manifest.documents[0].status == "expired":

@@ -88,15 +88,18 @@ async def collect_patient_ids(
     return check_patient_ids(unique(ids))
 
 
-async def _start_one(
-    client: PrefectClient, deployment: str, parameters: dict[str, Any], key: str
-) -> FlowRun:
+async def _start_one(client: PrefectClient, deployment: str, parameters: dict[str, Any], key: str) -> FlowRun:
     async for attempt in _retrying():
         with attempt:
             return await arun_deployment(
-                deployment, client=client, parameters=parameters, timeout=0,
-                as_subflow=False, idempotency_key=key, tags=["cohort"],
-            )  # fmt: skip
+                deployment,
+                client=client,
+                parameters=parameters,
+                timeout=0,
+                as_subflow=False,
+                idempotency_key=key,
+                tags=["cohort"],
+            )
     raise AssertionError("unreachable: tenacity reraises")
 
 
@@ -139,9 +142,7 @@ async def read_runs(client: PrefectClient, ids: Sequence[str]) -> list[FlowRun]:
 
 
 @task(name="follow-patient-runs")
-async def follow_patient_runs(
-    runs: list[PatientRun], follow_seconds: float, poll_seconds: float
-) -> list[PatientRun]:
+async def follow_patient_runs(runs: list[PatientRun], follow_seconds: float, poll_seconds: float) -> list[PatientRun]:
     """Poll the runs until all are final or `follow_seconds` pass; each run with its last status."""
     logger = get_run_logger()
     by_id = {run.flow_run_id: run.model_copy() for run in runs}

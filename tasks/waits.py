@@ -83,9 +83,7 @@ def adopt_run_input(store: Store, wait: Wait, run_input: StageResult) -> StageRe
     """The run was resumed with `run_input` but the store has no resolution: a person resumed it from
     the UI's form. Record it (resolved_by manual) unless someone resolved the wait meanwhile."""
     model = RESULT_MODELS[Stage(wait.stage)]
-    manual = model.model_validate(
-        {**run_input.model_dump(exclude_unset=False), "resolved_by": ResolvedBy.manual}
-    )
+    manual = model.model_validate({**run_input.model_dump(exclude_unset=False), "resolved_by": ResolvedBy.manual})
     store.resolve_wait(wait.id, manual)
     resolved = store.get_wait(wait.id).result_model()
     if resolved is None:
@@ -140,8 +138,9 @@ class StageWait:
 
     def _consume(self, result: StageResult, how: str) -> StageResult:
         self.store.mark_wait_consumed(self._wait().id)
-        run_logger().info("Wait %s ended %s (resolved by %s, read %s)", self.key, result.outcome.value,
-                          result.resolved_by.value, how)
+        run_logger().info(
+            "Wait %s ended %s (resolved by %s, read %s)", self.key, result.outcome.value, result.resolved_by.value, how
+        )
         return result
 
     async def result(

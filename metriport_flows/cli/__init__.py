@@ -9,8 +9,11 @@ import typer
 
 from metriport_flows.cli import ops, receiver
 
-app = typer.Typer(help="Metriport patient records on Prefect: receiver, dispatcher, operations.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Metriport patient records on Prefect: receiver, dispatcher, operations.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 receiver.register(app)
 ops.register(app)
 

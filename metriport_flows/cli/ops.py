@@ -51,8 +51,14 @@ def render_status(report: StatusReport, console: Console) -> None:
         waits.add_column(column)
     for wait in report.open_waits:
         soft = wait.soft_deadline.strftime("%Y-%m-%d %H:%M:%S") + (" (passed)" if wait.past_soft_deadline else "")
-        waits.add_row(wait.flow_run_id, wait.stage, str(wait.attempt), _age(wait.age_seconds), soft,
-                      wait.hard_deadline.strftime("%Y-%m-%d %H:%M:%S"))
+        waits.add_row(
+            wait.flow_run_id,
+            wait.stage,
+            str(wait.attempt),
+            _age(wait.age_seconds),
+            soft,
+            wait.hard_deadline.strftime("%Y-%m-%d %H:%M:%S"),
+        )
     console.print(waits)
 
     backlog = Table(title="Inbox by status")
@@ -67,8 +73,10 @@ def render_status(report: StatusReport, console: Console) -> None:
         console.print(f"Metriport webhook deliveries: [yellow]{hooks.error}[/yellow]")
     else:
         colour = "red" if hooks.failed else "green"
-        console.print(f"Metriport webhook deliveries: [{colour}]{hooks.failed or 0} failed[/{colour}], "
-                      f"{hooks.processing or 0} processing, enabled={hooks.enabled}")
+        console.print(
+            f"Metriport webhook deliveries: [{colour}]{hooks.failed or 0} failed[/{colour}], "
+            f"{hooks.processing or 0} processing, enabled={hooks.enabled}"
+        )
 
     last = report.last_reconcile
     if last is None:

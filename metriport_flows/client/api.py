@@ -189,9 +189,7 @@ class MedicalApi:
     async def get_facility(self, facility_id: str) -> m.Facility:
         return await self._get(m.Facility, f"/facility/{facility_id}")
 
-    async def update_facility(
-        self, facility_id: str, facility: m.FacilityCreate | Mapping[str, Any]
-    ) -> m.Facility:
+    async def update_facility(self, facility_id: str, facility: m.FacilityCreate | Mapping[str, Any]) -> m.Facility:
         response = await self._request("PUT", f"/facility/{facility_id}", json=_dump(facility))
         return m.Facility.model_validate(response.json())
 
@@ -200,9 +198,7 @@ class MedicalApi:
 
     # -- patients -------------------------------------------------------------------------------
 
-    async def create_patient(
-        self, facility_id: str, demographics: m.Demographics | Mapping[str, Any]
-    ) -> m.Patient:
+    async def create_patient(self, facility_id: str, demographics: m.Demographics | Mapping[str, Any]) -> m.Patient:
         """Idempotent on demographics: the same person again returns the existing patient."""
         response = await self._request(
             "POST", "/patient", params=_params(facilityId=facility_id), json=_dump(demographics)
@@ -242,15 +238,11 @@ class MedicalApi:
         body = (await self._request("GET", "/patient", params=_params(facilityId=facility_id))).json()
         return [m.Patient.model_validate(p) for p in body.get("patients") or []]
 
-    async def get_patient_page(
-        self, facility_id: str | None = None, count: int = 50, **page: str
-    ) -> m.PatientPage:
+    async def get_patient_page(self, facility_id: str | None = None, count: int = 50, **page: str) -> m.PatientPage:
         params = _params(facilityId=facility_id, count=count, **page)
         return await self._get(m.PatientPage, "/patient", params=params)
 
-    async def iter_patients(
-        self, facility_id: str | None = None, page_size: int = 50
-    ) -> AsyncIterator[m.Patient]:
+    async def iter_patients(self, facility_id: str | None = None, page_size: int = 50) -> AsyncIterator[m.Patient]:
         """Every patient, page by page, following `meta.nextPage` (its query only: the API key is never
         sent to a host the server names)."""
         params = _params(facilityId=facility_id, count=page_size)
@@ -292,9 +284,7 @@ class MedicalApi:
         params = _params(fileName=file_name, conversionType=conversion_type)
         return (await self._get(m.DownloadUrl, "/document/download-url", params=params)).url
 
-    async def start_bulk_download(
-        self, patient_id: str, metadata: Mapping[str, str] | None = None
-    ) -> m.BulkUrlStatus:
+    async def start_bulk_download(self, patient_id: str, metadata: Mapping[str, str] | None = None) -> m.BulkUrlStatus:
         body = metadata_body(metadata)
         response = await self._request(
             "POST", "/document/download-url/bulk", params=_params(patientId=patient_id), json=body
@@ -320,9 +310,7 @@ class MedicalApi:
             dateFrom=_day(date_from),
             dateTo=_day(date_to),
         )
-        response = await self._request(
-            "POST", f"/patient/{patient_id}/consolidated/query", params=params, json=body
-        )
+        response = await self._request("POST", f"/patient/{patient_id}/consolidated/query", params=params, json=body)
         return m.ConsolidatedQuery.model_validate(response.json())
 
     async def get_consolidated_queries(self, patient_id: str) -> m.ConsolidatedQueries:
@@ -332,9 +320,7 @@ class MedicalApi:
         path = f"/patient/{patient_id}/consolidated/query/{request_id}"
         return await self._get(m.ConsolidatedQuery, path)
 
-    async def get_consolidated_webhook(
-        self, patient_id: str, request_id: str
-    ) -> m.ConsolidatedWebhookStatus:
+    async def get_consolidated_webhook(self, patient_id: str, request_id: str) -> m.ConsolidatedWebhookStatus:
         """What the webhook said for this request (its file URLs are probably expired by now)."""
         path = f"/patient/{patient_id}/consolidated/webhook"
         params = _params(requestId=request_id)
@@ -342,9 +328,7 @@ class MedicalApi:
 
     # -- bulk patient create --------------------------------------------------------------------
 
-    async def start_bulk_patient_create(
-        self, facility_id: str | None = None, dry_run: bool = False
-    ) -> m.BulkCreateJob:
+    async def start_bulk_patient_create(self, facility_id: str | None = None, dry_run: bool = False) -> m.BulkCreateJob:
         params = _params(facilityId=facility_id, dryRun=dry_run or None)
         response = await self._request("POST", "/patient/bulk", params=params, retry=self._once)
         return m.BulkCreateJob.model_validate(response.json())

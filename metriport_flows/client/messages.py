@@ -37,9 +37,7 @@ class InvalidMessage(ValueError):
 class WireModel(BaseModel):
     """camelCase on the wire, snake_case in Python, unknown fields kept."""
 
-    model_config = ConfigDict(
-        extra="allow", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
-    )
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
 
 
 def _as_int(value: Any) -> int | None:
@@ -78,10 +76,7 @@ class Meta(WireModel):
     def _data_values_as_text(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return None
-        return {
-            str(k): v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-            for k, v in value.items()
-        }
+        return {str(k): v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in value.items()}
 
     @property
     def when_at(self) -> datetime | None:
@@ -362,6 +357,7 @@ MESSAGE_CLASSES: dict[str, type[WebhookMessage]] = {
         PatientDischargeMessage,
     )
 }
+
 
 def load_body(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
     """The JSON object of a webhook body; raises InvalidMessage when it is not one."""

@@ -37,8 +37,13 @@ US_STATES = frozenset(
 )
 ZIP = re.compile(r"^\d{5}(-?\d{4})?$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-CANONICAL = {"addressline1": "addressLine1", "addressline2": "addressLine2", "firstname": "firstName",
-             "lastname": "lastName", "externalid": "externalId"}
+CANONICAL = {
+    "addressline1": "addressLine1",
+    "addressline2": "addressLine2",
+    "firstname": "firstName",
+    "lastname": "lastName",
+    "externalid": "externalId",
+}
 
 
 def column(name: str, suffix: str = "") -> str:

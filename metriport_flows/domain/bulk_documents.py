@@ -154,6 +154,8 @@ def manifest_markdown(manifest: Manifest) -> str:
         "|---|---|---|---|---|",
     ]
     for d in manifest.documents:
-        lines.append(f"| {d.id} | {d.status} | {d.size if d.size is not None else ''} | {d.mime_type or ''} "
-                     f"| {(d.sha256 or '')[:12]} |")  # fmt: skip
+        lines.append(
+            f"| {d.id} | {d.status} | {d.size if d.size is not None else ''} | {d.mime_type or ''} "
+            f"| {(d.sha256 or '')[:12]} |"
+        )
     return "\n".join(lines) + "\n"

@@ -132,8 +132,12 @@ class CohortReport(BaseModel):
         return report
 
     def counts(self) -> dict[str, int]:
-        return {"completed": len(self.completed), "failed": len(self.failed), "waiting": len(self.waiting),
-                "not_started": len(self.not_started)}  # fmt: skip
+        return {
+            "completed": len(self.completed),
+            "failed": len(self.failed),
+            "waiting": len(self.waiting),
+            "not_started": len(self.not_started),
+        }
 
     def markdown(self) -> str:
         c = self.counts()

@@ -26,19 +26,72 @@ from metriport_flows.settings import Settings
 # Metriport's `resourceTypeForConsolidation` (@metriport/shared medical/fhir/resources): the types its
 # consolidated query accepts in `resources`; anything else is a 400.
 RESOURCE_TYPES: tuple[str, ...] = (
-    "Account", "AllergyIntolerance", "Appointment", "AppointmentResponse", "AuditEvent", "Basic",
-    "BodyStructure", "CarePlan", "CareTeam", "ChargeItem", "Claim", "ClaimResponse", "ClinicalImpression",
-    "Communication", "CommunicationRequest", "Composition", "Condition", "Consent", "Contract", "Coverage",
-    "CoverageEligibilityRequest", "CoverageEligibilityResponse", "DetectedIssue", "Device", "DeviceRequest",
-    "DeviceUseStatement", "DiagnosticReport", "DocumentManifest", "DocumentReference", "Encounter",
-    "EnrollmentRequest", "EpisodeOfCare", "ExplanationOfBenefit", "FamilyMemberHistory", "Flag", "Goal",
-    "GuidanceResponse", "ImagingStudy", "Immunization", "ImmunizationEvaluation",
-    "ImmunizationRecommendation", "Invoice", "List", "MeasureReport", "Media", "MedicationAdministration",
-    "MedicationDispense", "MedicationRequest", "MedicationStatement", "MolecularSequence", "NutritionOrder",
-    "Observation", "Person", "Procedure", "Provenance", "QuestionnaireResponse", "RelatedPerson",
-    "RequestGroup", "ResearchSubject", "RiskAssessment", "ServiceRequest", "Specimen",
-    "AdverseEvent", "Task", "Practitioner",
-)  # fmt: skip
+    "Account",
+    "AllergyIntolerance",
+    "Appointment",
+    "AppointmentResponse",
+    "AuditEvent",
+    "Basic",
+    "BodyStructure",
+    "CarePlan",
+    "CareTeam",
+    "ChargeItem",
+    "Claim",
+    "ClaimResponse",
+    "ClinicalImpression",
+    "Communication",
+    "CommunicationRequest",
+    "Composition",
+    "Condition",
+    "Consent",
+    "Contract",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DetectedIssue",
+    "Device",
+    "DeviceRequest",
+    "DeviceUseStatement",
+    "DiagnosticReport",
+    "DocumentManifest",
+    "DocumentReference",
+    "Encounter",
+    "EnrollmentRequest",
+    "EpisodeOfCare",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "GuidanceResponse",
+    "ImagingStudy",
+    "Immunization",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "Invoice",
+    "List",
+    "MeasureReport",
+    "Media",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MolecularSequence",
+    "NutritionOrder",
+    "Observation",
+    "Person",
+    "Procedure",
+    "Provenance",
+    "QuestionnaireResponse",
+    "RelatedPerson",
+    "RequestGroup",
+    "ResearchSubject",
+    "RiskAssessment",
+    "ServiceRequest",
+    "Specimen",
+    "AdverseEvent",
+    "Task",
+    "Practitioner",
+)
 
 ResourceType = Literal[RESOURCE_TYPES]  # type: ignore[valid-type]
 ConversionType = Literal["json", "pdf", "html"]
@@ -60,9 +113,11 @@ class PatientRecordsParams(BaseModel):
 
     patient_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN, description="Metriport patient id")
     facility_id: str | None = Field(
-        None, max_length=64, pattern=ID_PATTERN,
+        None,
+        max_length=64,
+        pattern=ID_PATTERN,
         description="Facility for the document query; default: the patient's primary one",
-    )  # fmt: skip
+    )
     resources: list[ResourceType] = Field(  # type: ignore[valid-type]
         default_factory=list, description="FHIR resource types to fetch; empty means all of them"
     )
@@ -181,8 +236,7 @@ def consolidated_next_step(result: ConsolidatedReady, attempt: int, patient_id: 
         if attempt < MAX_CONSOLIDATED_ATTEMPTS:
             return "retry"
         raise BundleUrlExpired(
-            f"Consolidated bundle URL for patient {patient_id} expired {attempt} times; giving up"
-            f"{_why(result.detail)}"
+            f"Consolidated bundle URL for patient {patient_id} expired {attempt} times; giving up{_why(result.detail)}"
         )
     if result.outcome == Outcome.timeout:
         raise DeadlinePassed(
@@ -248,11 +302,15 @@ def check_bundle(result: ConsolidatedReady, conversion_type: ConversionType, val
     sha256, size = file_sha256(path)
     if result.sha256 and sha256 != result.sha256:
         raise BundleInvalid(f"Stored bundle {path} has sha256 {sha256}, expected {result.sha256}")
-    summary = BundleSummary(path=str(path), sha256=sha256, size_bytes=size,
-                            content_type=result.content_type or CONTENT_TYPES[conversion_type])  # fmt: skip
+    summary = BundleSummary(
+        path=str(path),
+        sha256=sha256,
+        size_bytes=size,
+        content_type=result.content_type or CONTENT_TYPES[conversion_type],
+    )
     if conversion_type == "json":
         try:
-            with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
+            with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
                 bundle = json.load(handle)
         except (json.JSONDecodeError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
             raise BundleInvalid(f"Stored bundle {path} is not JSON") from exc

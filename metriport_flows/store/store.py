@@ -54,8 +54,12 @@ class Store:
 
     # -- schema -------------------------------------------------------------------------------
 
-    @retry(retry=retry_if_exception_type((OperationalError, IntegrityError)), stop=stop_after_attempt(5),
-           wait=wait_random(0.1, 0.5), reraise=True)
+    @retry(
+        retry=retry_if_exception_type((OperationalError, IntegrityError)),
+        stop=stop_after_attempt(5),
+        wait=wait_random(0.1, 0.5),
+        reraise=True,
+    )
     def migrate(self) -> None:
         """Bring the schema to the newest revision (a no-op when it is there already)."""
         head = ScriptDirectory.from_config(alembic_config(self.engine)).get_current_head()
@@ -89,20 +93,33 @@ class Store:
         stage = Stage(stage)
         now = utcnow()
         values = dict(
-            id=str(uuid4()), flow_run_id=str(flow_run_id), stage=stage.value, attempt=attempt,
-            patient_id=patient_id, request_id=request_id or None, pause_key=pause_key(stage, attempt),
-            status=WaitStatus.open.value, created_at=now, soft_deadline=soft_deadline,
-            hard_deadline=hard_deadline, progress={}, delivery_attempts=0,
+            id=str(uuid4()),
+            flow_run_id=str(flow_run_id),
+            stage=stage.value,
+            attempt=attempt,
+            patient_id=patient_id,
+            request_id=request_id or None,
+            pause_key=pause_key(stage, attempt),
+            status=WaitStatus.open.value,
+            created_at=now,
+            soft_deadline=soft_deadline,
+            hard_deadline=hard_deadline,
+            progress={},
+            delivery_attempts=0,
         )
-        statement = self._insert(Wait).values(**values).on_conflict_do_nothing(
-            index_elements=["flow_run_id", "stage", "attempt"]
+        statement = (
+            self._insert(Wait)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["flow_run_id", "stage", "attempt"])
         )
         with self.session() as session:
             session.execute(statement)
             session.commit()
-            wait = session.exec(select(Wait).where(
-                Wait.flow_run_id == str(flow_run_id), Wait.stage == stage.value, Wait.attempt == attempt
-            )).scalar_one()
+            wait = session.exec(
+                select(Wait).where(
+                    Wait.flow_run_id == str(flow_run_id), Wait.stage == stage.value, Wait.attempt == attempt
+                )
+            ).scalar_one()
         if request_id and wait.request_id != request_id:
             self.set_wait_request_id(wait.id, request_id)
             wait.request_id = request_id
@@ -123,9 +140,11 @@ class Store:
             keys.append(InboxMessage.request_id == request_id)
         if not keys:
             return 0
-        statement = update(InboxMessage).where(
-            InboxMessage.status == MessageStatus.unmatched.value, or_(*keys)
-        ).values(next_attempt_at=utcnow())
+        statement = (
+            update(InboxMessage)
+            .where(InboxMessage.status == MessageStatus.unmatched.value, or_(*keys))
+            .values(next_attempt_at=utcnow())
+        )
         with self.session() as session:
             count = session.execute(statement).rowcount
             session.commit()
@@ -136,9 +155,7 @@ class Store:
             return session.get(Wait, wait_id)
 
     def _waits(self, *conditions: Any, order: Any = None, limit: int | None = None) -> list[Wait]:
-        statement = select(Wait).where(*conditions).order_by(
-            order if order is not None else Wait.created_at
-        )
+        statement = select(Wait).where(*conditions).order_by(order if order is not None else Wait.created_at)
         if limit is not None:
             statement = statement.limit(limit)
         with self.session() as session:
@@ -150,8 +167,7 @@ class Store:
     def open_waits(self) -> list[Wait]:
         return self._waits(Wait.status == WaitStatus.open.value)
 
-    def undelivered_waits(self, now: datetime | None = None, *, due_only: bool = True,
-                          limit: int = 200) -> list[Wait]:
+    def undelivered_waits(self, now: datetime | None = None, *, due_only: bool = True, limit: int = 200) -> list[Wait]:
         """Resolved waits whose result has reached the run neither by resume nor by its own read."""
         conditions = [Wait.status == WaitStatus.resolved.value]
         if due_only:
@@ -172,13 +188,15 @@ class Store:
         return waits[0] if waits else None
 
     def latest_wait_for_run(self, flow_run_id: UUID | str, stage: Stage | str) -> Wait | None:
-        waits = self._waits(Wait.flow_run_id == str(flow_run_id), Wait.stage == Stage(stage).value,
-                            order=Wait.attempt.desc(), limit=1)
+        waits = self._waits(
+            Wait.flow_run_id == str(flow_run_id), Wait.stage == Stage(stage).value, order=Wait.attempt.desc(), limit=1
+        )
         return waits[0] if waits else None
 
     def latest_wait_for_patient(self, patient_id: str, stage: Stage | str) -> Wait | None:
-        waits = self._waits(Wait.patient_id == patient_id, Wait.stage == Stage(stage).value,
-                            order=Wait.created_at.desc(), limit=1)
+        waits = self._waits(
+            Wait.patient_id == patient_id, Wait.stage == Stage(stage).value, order=Wait.created_at.desc(), limit=1
+        )
         return waits[0] if waits else None
 
     def note_wait_progress(self, wait_id: str, values: Mapping[str, Any]) -> None:
@@ -198,9 +216,16 @@ class Store:
             return False
         typed = RESULT_MODELS[Stage(wait.stage)].model_validate(result.model_dump())
         now = utcnow()
-        statement = update(Wait).where(Wait.id == wait_id, Wait.status == WaitStatus.open.value).values(
-            status=WaitStatus.resolved.value, outcome=typed.outcome.value,
-            result=typed.model_dump(mode="json"), resolved_at=now, next_delivery_at=now,
+        statement = (
+            update(Wait)
+            .where(Wait.id == wait_id, Wait.status == WaitStatus.open.value)
+            .values(
+                status=WaitStatus.resolved.value,
+                outcome=typed.outcome.value,
+                result=typed.model_dump(mode="json"),
+                resolved_at=now,
+                next_delivery_at=now,
+            )
         )
         with self.session() as session:
             won = session.execute(statement).rowcount == 1
@@ -212,26 +237,33 @@ class Store:
         return None if wait is None else wait.result_model()
 
     def _move_wait(self, wait_id: str, from_statuses: tuple[WaitStatus, ...], **values: Any) -> bool:
-        statement = update(Wait).where(
-            Wait.id == wait_id, Wait.status.in_([s.value for s in from_statuses])
-        ).values(**values)
+        statement = (
+            update(Wait).where(Wait.id == wait_id, Wait.status.in_([s.value for s in from_statuses])).values(**values)
+        )
         with self.session() as session:
             moved = session.execute(statement).rowcount == 1
             session.commit()
         return moved
 
     def mark_wait_delivered(self, wait_id: str) -> bool:
-        return self._move_wait(wait_id, (WaitStatus.resolved,), status=WaitStatus.delivered.value,
-                               delivered_at=utcnow())
+        return self._move_wait(
+            wait_id, (WaitStatus.resolved,), status=WaitStatus.delivered.value, delivered_at=utcnow()
+        )
 
     def mark_wait_consumed(self, wait_id: str) -> bool:
-        return self._move_wait(wait_id, (WaitStatus.resolved, WaitStatus.delivered),
-                               status=WaitStatus.consumed.value, consumed_at=utcnow())
+        return self._move_wait(
+            wait_id, (WaitStatus.resolved, WaitStatus.delivered), status=WaitStatus.consumed.value, consumed_at=utcnow()
+        )
 
     def retry_delivery(self, wait_id: str, *, error: str | None, delay: timedelta) -> None:
-        statement = update(Wait).where(Wait.id == wait_id).values(
-            delivery_attempts=Wait.delivery_attempts + 1, next_delivery_at=utcnow() + delay,
-            last_delivery_error=(error or "")[:500] or None,
+        statement = (
+            update(Wait)
+            .where(Wait.id == wait_id)
+            .values(
+                delivery_attempts=Wait.delivery_attempts + 1,
+                next_delivery_at=utcnow() + delay,
+                last_delivery_error=(error or "")[:500] or None,
+            )
         )
         with self.session() as session:
             session.execute(statement)
@@ -253,12 +285,24 @@ class Store:
     ) -> bool:
         """True when stored, False when this messageId was already there (a duplicate delivery)."""
         now = received_at or utcnow()
-        statement = self._insert(InboxMessage).values(
-            message_id=message_id, type=type, request_id=request_id or None, patient_id=patient_id,
-            flow_run_id=flow_run_id, stage=stage,
-            body=body.decode("utf-8") if isinstance(body, bytes) else body,
-            received_at=now, status=MessageStatus.pending.value, attempts=0, next_attempt_at=now,
-        ).on_conflict_do_nothing(index_elements=["message_id"]).returning(InboxMessage.message_id)
+        statement = (
+            self._insert(InboxMessage)
+            .values(
+                message_id=message_id,
+                type=type,
+                request_id=request_id or None,
+                patient_id=patient_id,
+                flow_run_id=flow_run_id,
+                stage=stage,
+                body=body.decode("utf-8") if isinstance(body, bytes) else body,
+                received_at=now,
+                status=MessageStatus.pending.value,
+                attempts=0,
+                next_attempt_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["message_id"])
+            .returning(InboxMessage.message_id)
+        )
         with self.session() as session:
             inserted = session.execute(statement).first() is not None
             session.commit()
@@ -280,8 +324,10 @@ class Store:
         dispatcher) is claimable again."""
         now = utcnow()
         due = or_(
-            and_(InboxMessage.status.in_([s.value for s in RETRYABLE_MESSAGE_STATUSES]),
-                 InboxMessage.next_attempt_at <= now),
+            and_(
+                InboxMessage.status.in_([s.value for s in RETRYABLE_MESSAGE_STATUSES]),
+                InboxMessage.next_attempt_at <= now,
+            ),
             and_(InboxMessage.status == MessageStatus.claimed.value, InboxMessage.claimed_at <= now - lease),
         )
         candidates = select(InboxMessage.message_id).where(due).order_by(InboxMessage.received_at).limit(limit)
@@ -305,24 +351,44 @@ class Store:
             session.commit()
         return sorted(claimed, key=lambda message: message.received_at)
 
-    def finish_message(self, message_id: str, *, status: MessageStatus | str = MessageStatus.done,
-                       wait_id: str | None = None, detail: str | None = None) -> None:
+    def finish_message(
+        self,
+        message_id: str,
+        *,
+        status: MessageStatus | str = MessageStatus.done,
+        wait_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         """Leave a claimed message in a final state: done (handled, duplicate, late) or orphan."""
-        statement = update(InboxMessage).where(InboxMessage.message_id == message_id).values(
-            status=MessageStatus(status).value, finished_at=utcnow(), wait_id=wait_id,
-            detail=(detail or "")[:500] or None, claimed_at=None,
+        statement = (
+            update(InboxMessage)
+            .where(InboxMessage.message_id == message_id)
+            .values(
+                status=MessageStatus(status).value,
+                finished_at=utcnow(),
+                wait_id=wait_id,
+                detail=(detail or "")[:500] or None,
+                claimed_at=None,
+            )
         )
         with self.session() as session:
             session.execute(statement)
             session.commit()
 
-    def retry_message(self, message_id: str, *, status: MessageStatus | str, delay: timedelta,
-                      error: str | None = None) -> None:
+    def retry_message(
+        self, message_id: str, *, status: MessageStatus | str, delay: timedelta, error: str | None = None
+    ) -> None:
         """Put a claimed message back (unmatched or error) with attempts + 1; it is never dropped."""
-        statement = update(InboxMessage).where(InboxMessage.message_id == message_id).values(
-            status=MessageStatus(status).value, attempts=InboxMessage.attempts + 1,
-            next_attempt_at=utcnow() + delay, claimed_at=None,
-            last_error=(error[:2000] if error else InboxMessage.last_error),
+        statement = (
+            update(InboxMessage)
+            .where(InboxMessage.message_id == message_id)
+            .values(
+                status=MessageStatus(status).value,
+                attempts=InboxMessage.attempts + 1,
+                next_attempt_at=utcnow() + delay,
+                claimed_at=None,
+                last_error=(error[:2000] if error else InboxMessage.last_error),
+            )
         )
         with self.session() as session:
             session.execute(statement)
@@ -330,8 +396,15 @@ class Store:
 
     def requeue_message(self, message_id: str) -> bool:
         """Dispatch this message again now, whatever its state (the ops `replay` command)."""
-        statement = update(InboxMessage).where(InboxMessage.message_id == message_id).values(
-            status=MessageStatus.pending.value, next_attempt_at=utcnow(), claimed_at=None, finished_at=None,
+        statement = (
+            update(InboxMessage)
+            .where(InboxMessage.message_id == message_id)
+            .values(
+                status=MessageStatus.pending.value,
+                next_attempt_at=utcnow(),
+                claimed_at=None,
+                finished_at=None,
+            )
         )
         with self.session() as session:
             found = session.execute(statement).rowcount == 1
@@ -340,29 +413,39 @@ class Store:
 
     def orphan_unmatched(self, older_than: timedelta) -> int:
         """Unmatched messages that no wait claimed within `older_than` stop being retried (kept)."""
-        statement = update(InboxMessage).where(
-            InboxMessage.status == MessageStatus.unmatched.value,
-            InboxMessage.received_at <= utcnow() - older_than,
-        ).values(status=MessageStatus.orphan.value, finished_at=utcnow())
+        statement = (
+            update(InboxMessage)
+            .where(
+                InboxMessage.status == MessageStatus.unmatched.value,
+                InboxMessage.received_at <= utcnow() - older_than,
+            )
+            .values(status=MessageStatus.orphan.value, finished_at=utcnow())
+        )
         with self.session() as session:
             count = session.execute(statement).rowcount
             session.commit()
         return count
 
     def backlog(self) -> list[tuple[str, int, datetime | None]]:
-        statement = select(InboxMessage.status, func.count(), func.min(InboxMessage.received_at)).group_by(
-            InboxMessage.status
-        ).order_by(InboxMessage.status)
+        statement = (
+            select(InboxMessage.status, func.count(), func.min(InboxMessage.received_at))
+            .group_by(InboxMessage.status)
+            .order_by(InboxMessage.status)
+        )
         with self.session() as session:
             return [(status, count, oldest) for status, count, oldest in session.execute(statement)]
 
     def purge_bodies(self, older_than: timedelta) -> int:
         """Drop the bodies (the PHI) of finished messages; the rows stay as the dedup record."""
-        statement = update(InboxMessage).where(
-            InboxMessage.status.in_([MessageStatus.done.value, MessageStatus.orphan.value]),
-            InboxMessage.received_at <= utcnow() - older_than,
-            InboxMessage.body.is_not(None),
-        ).values(body=None)
+        statement = (
+            update(InboxMessage)
+            .where(
+                InboxMessage.status.in_([MessageStatus.done.value, MessageStatus.orphan.value]),
+                InboxMessage.received_at <= utcnow() - older_than,
+                InboxMessage.body.is_not(None),
+            )
+            .values(body=None)
+        )
         with self.session() as session:
             count = session.execute(statement).rowcount
             session.commit()

@@ -73,8 +73,17 @@ def correlate(store: Store, message: WebhookMessage, stage: Stage) -> tuple[Wait
 
 
 class Dispatcher:
-    def __init__(self, store: Store, settings: Settings, gateway: Any, api: Any, *,
-                 router: Router = default_router, batch_size: int = 50, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        gateway: Any,
+        api: Any,
+        *,
+        router: Router = default_router,
+        batch_size: int = 50,
+        concurrency: int = 8,
+    ) -> None:
         self.store, self.settings, self.gateway, self.api, self.router = store, settings, gateway, api, router
         self.batch_size = batch_size
         self._slots = asyncio.Semaphore(concurrency)
@@ -95,14 +104,25 @@ class Dispatcher:
         except Exception as exc:  # a failing handler never loses the message: error + backoff
             logger.warning("message %s (%s) failed: %s", row.message_id, row.type, exc.__class__.__name__)
             await asyncio.to_thread(
-                self.store.retry_message, row.message_id, status=MessageStatus.error,
-                delay=retry_delay(row.attempts, cap=600), error=f"{exc.__class__.__name__}: {exc}",
+                self.store.retry_message,
+                row.message_id,
+                status=MessageStatus.error,
+                delay=retry_delay(row.attempts, cap=600),
+                error=f"{exc.__class__.__name__}: {exc}",
             )
 
-    async def _finish(self, row: InboxMessage, wait: Wait | None, detail: str, *,
-                      status: str | None = None, outcome: str | None = None) -> None:
-        await asyncio.to_thread(self.store.finish_message, row.message_id,
-                                wait_id=wait.id if wait else None, detail=detail)
+    async def _finish(
+        self,
+        row: InboxMessage,
+        wait: Wait | None,
+        detail: str,
+        *,
+        status: str | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        await asyncio.to_thread(
+            self.store.finish_message, row.message_id, wait_id=wait.id if wait else None, detail=detail
+        )
         self.gateway.emit(message_event(row, wait, status=status, outcome=outcome))
 
     async def _dispatch(self, row: InboxMessage) -> None:
@@ -120,7 +140,9 @@ class Dispatcher:
             wait, path = await asyncio.to_thread(correlate, self.store, message, registration.stage)
             if wait is None:
                 await asyncio.to_thread(
-                    self.store.retry_message, row.message_id, status=MessageStatus.unmatched,
+                    self.store.retry_message,
+                    row.message_id,
+                    status=MessageStatus.unmatched,
                     delay=retry_delay(row.attempts, cap=300),
                 )
                 return
@@ -130,28 +152,34 @@ class Dispatcher:
         if registration is None:
             await self._finish(row, None, "recorded (no handler)", status=status)
             return
-        context = HandlerContext(store=self.store, settings=self.settings, api=self.api,
-                                 gateway=self.gateway, row=row, wait=wait)
+        context = HandlerContext(
+            store=self.store, settings=self.settings, api=self.api, gateway=self.gateway, row=row, wait=wait
+        )
         result = await registration.handler(message, context)
         if result is None or wait is None:
             await self._finish(row, wait, "recorded", status=status)
             return
         await self._resolve(row, message, wait, result, status)
 
-    async def _resolve(self, row: InboxMessage, message: WebhookMessage, wait: Wait, result: StageResult,
-                       status: str | None) -> None:
-        result = result.model_copy(update={
-            "message_id": message.message_id, "resolved_by": ResolvedBy.webhook,
-            "request_id": result.request_id or message.request_id or wait.request_id,
-        })
+    async def _resolve(
+        self, row: InboxMessage, message: WebhookMessage, wait: Wait, result: StageResult, status: str | None
+    ) -> None:
+        result = result.model_copy(
+            update={
+                "message_id": message.message_id,
+                "resolved_by": ResolvedBy.webhook,
+                "request_id": result.request_id or message.request_id or wait.request_id,
+            }
+        )
         won = await asyncio.to_thread(self.store.resolve_wait, wait.id, result)
         if not won:
             await self._finish(row, wait, "late: wait resolved meanwhile", status=status)
             return
         resolved = await asyncio.to_thread(self.store.get_wait, wait.id)
         logger.info("wait %s resolved %s by message %s", wait.id, result.outcome.value, message.message_id)
-        await self._finish(row, resolved, f"resolved {result.outcome.value}", status=status,
-                           outcome=result.outcome.value)
+        await self._finish(
+            row, resolved, f"resolved {result.outcome.value}", status=status, outcome=result.outcome.value
+        )
         self.gateway.emit(wait_event(WAIT_RESOLVED, resolved, message_id=message.message_id))
         await deliver_wait(self.store, self.gateway, wait.id)
 
@@ -171,11 +199,13 @@ class Dispatcher:
                 if now - last_orphaning > ORPHAN_EVERY:
                     last_orphaning = now
                     await asyncio.to_thread(
-                        self.store.orphan_unmatched, timedelta(seconds=self.settings.hard_deadline_seconds))
+                        self.store.orphan_unmatched, timedelta(seconds=self.settings.hard_deadline_seconds)
+                    )
                 if now - last_heartbeat > HEARTBEAT_EVERY:
                     last_heartbeat = now
-                    await asyncio.to_thread(self.store.record_heartbeat, HEARTBEAT,
-                                            {"claimed": claimed, "delivery": delivered})
+                    await asyncio.to_thread(
+                        self.store.record_heartbeat, HEARTBEAT, {"claimed": claimed, "delivery": delivered}
+                    )
             except Exception as exc:  # the database or Prefect is down: keep polling, nothing is lost
                 logger.warning("dispatcher pass failed: %s", exc.__class__.__name__)
             if claimed < self.batch_size:
@@ -188,8 +218,12 @@ class Dispatcher:
 async def run_dispatcher(settings: Settings, store: Store, stop: asyncio.Event) -> None:
     """The dispatcher with its own Prefect gateway and Metriport client, until `stop` is set; if it
     cannot start (Prefect unreachable, say) it is started again with backoff rather than left dead."""
-    retrying = AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=30), retry=retry_if_exception_type(Exception),
-                             stop=lambda _state: stop.is_set(), before_sleep=_log_restart)
+    retrying = AsyncRetrying(
+        wait=wait_exponential(multiplier=0.5, max=30),
+        retry=retry_if_exception_type(Exception),
+        stop=lambda _state: stop.is_set(),
+        before_sleep=_log_restart,
+    )
     try:
         async for attempt in retrying:
             with attempt:

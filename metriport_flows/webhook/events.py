@@ -36,8 +36,9 @@ def _flow_run(flow_run_id: str) -> dict[str, str]:
     return {"prefect.resource.id": f"prefect.flow-run.{flow_run_id}", "prefect.resource.role": "flow-run"}
 
 
-def message_event(row: InboxMessage, wait: Wait | None = None, *, status: str | None = None,
-                  outcome: str | None = None) -> PlannedEvent:
+def message_event(
+    row: InboxMessage, wait: Wait | None = None, *, status: str | None = None, outcome: str | None = None
+) -> PlannedEvent:
     """`metriport.<type>` for one inbox message; related to the wait's flow run when correlated."""
     flow_run_id = wait.flow_run_id if wait is not None else row.flow_run_id
     payload: dict[str, Any] = {"message_id": row.message_id, "status": status, "outcome": outcome}
@@ -70,6 +71,11 @@ def wait_event(name: str, wait: Wait, **payload: Any) -> PlannedEvent:
         },
         id=uuid.uuid5(uuid.NAMESPACE_URL, f"metriport:{name}:{wait.id}"),
         related=[_flow_run(wait.flow_run_id)],
-        payload={"wait_id": wait.id, "stage": wait.stage, "attempt": wait.attempt, "outcome": wait.outcome,
-                 **{k: v for k, v in payload.items() if v is not None}},
+        payload={
+            "wait_id": wait.id,
+            "stage": wait.stage,
+            "attempt": wait.attempt,
+            "outcome": wait.outcome,
+            **{k: v for k, v in payload.items() if v is not None},
+        },
     )

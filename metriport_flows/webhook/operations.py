@@ -95,17 +95,26 @@ def _age(now: datetime, then: datetime | None) -> float | None:
 
 def open_waits(store: Store, now: datetime) -> list[WaitView]:
     return [
-        WaitView(wait_id=w.id, flow_run_id=w.flow_run_id, stage=w.stage, attempt=w.attempt,
-                 request_id=w.request_id, age_seconds=_age(now, w.created_at) or 0.0,
-                 soft_deadline=w.soft_deadline, hard_deadline=w.hard_deadline,
-                 past_soft_deadline=w.soft_deadline <= now)
+        WaitView(
+            wait_id=w.id,
+            flow_run_id=w.flow_run_id,
+            stage=w.stage,
+            attempt=w.attempt,
+            request_id=w.request_id,
+            age_seconds=_age(now, w.created_at) or 0.0,
+            soft_deadline=w.soft_deadline,
+            hard_deadline=w.hard_deadline,
+            past_soft_deadline=w.soft_deadline <= now,
+        )
         for w in store.open_waits()
     ]
 
 
 def backlog(store: Store, now: datetime) -> list[BacklogRow]:
-    return [BacklogRow(status=status, count=count, oldest_age_seconds=_age(now, oldest))
-            for status, count, oldest in store.backlog()]
+    return [
+        BacklogRow(status=status, count=count, oldest_age_seconds=_age(now, oldest))
+        for status, count, oldest in store.backlog()
+    ]
 
 
 async def webhook_view(api: MedicalApi | None) -> WebhookView:
@@ -115,8 +124,11 @@ async def webhook_view(api: MedicalApi | None) -> WebhookView:
         status = await api.get_webhook_status()
     except (MetriportError, httpx.HTTPError) as exc:
         return WebhookView(error=f"could not ask Metriport: {type(exc).__name__}")
-    return WebhookView(enabled=status.webhook_enabled, processing=status.webhook_requests_processing,
-                       failed=status.webhook_requests_failed)
+    return WebhookView(
+        enabled=status.webhook_enabled,
+        processing=status.webhook_requests_processing,
+        failed=status.webhook_requests_failed,
+    )
 
 
 def last_reconcile(store: Store, now: datetime) -> ReconcileView | None:
@@ -128,8 +140,13 @@ def last_reconcile(store: Store, now: datetime) -> ReconcileView | None:
 
 async def collect_status(store: Store, api: MedicalApi | None, now: datetime | None = None) -> StatusReport:
     now = now or datetime.now(UTC)
-    return StatusReport(generated_at=now, open_waits=open_waits(store, now), backlog=backlog(store, now),
-                        webhooks=await webhook_view(api), last_reconcile=last_reconcile(store, now))
+    return StatusReport(
+        generated_at=now,
+        open_waits=open_waits(store, now),
+        backlog=backlog(store, now),
+        webhooks=await webhook_view(api),
+        last_reconcile=last_reconcile(store, now),
+    )
 
 
 def replay(store: Store, message_id: str) -> bool:

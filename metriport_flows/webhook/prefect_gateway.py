@@ -72,8 +72,9 @@ class PrefectGateway:
         await self._client.__aenter__()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._client is not None:
             await self._client.__aexit__(exc_type, exc, tb)
             self._client = None
@@ -82,8 +83,10 @@ class PrefectGateway:
         if self._client is None:
             raise RuntimeError("PrefectGateway used outside `async with`")
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_transient), stop=stop_after_attempt(self._attempts),
-            wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True,
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_random_exponential(multiplier=0.2, max=5),
+            reraise=True,
         ):
             with attempt:
                 async with self._semaphore:
@@ -117,9 +120,15 @@ class PrefectGateway:
 
     def emit(self, planned: PlannedEvent) -> None:
         """Queue the event on Prefect's background events worker (never blocks the dispatcher)."""
-        emit_event(event=planned.event, resource=planned.resource, related=planned.related or None,
-                   payload=planned.payload, id=planned.id)
+        emit_event(
+            event=planned.event,
+            resource=planned.resource,
+            related=planned.related or None,
+            payload=planned.payload,
+            id=planned.id,
+        )
 
-    def emit_message_event(self, row: InboxMessage, wait: Wait | None = None, *, status: str | None = None,
-                           outcome: str | None = None) -> None:
+    def emit_message_event(
+        self, row: InboxMessage, wait: Wait | None = None, *, status: str | None = None, outcome: str | None = None
+    ) -> None:
         self.emit(message_event(row, wait, status=status, outcome=outcome))

@@ -49,8 +49,7 @@ def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None,
-               run_dispatcher: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, store: Store | None = None, run_dispatcher: bool = True) -> FastAPI:
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
@@ -92,8 +91,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
             return JSONResponse({"pong": message.ping})
         inserted = await run_in_threadpool(
             request.app.state.store.insert_message,
-            message_id=message.message_id, type=message.type, body=body, request_id=message.request_id,
-            patient_id=message.patient_id, flow_run_id=message.flow_run_id, stage=message.stage,
+            message_id=message.message_id,
+            type=message.type,
+            body=body,
+            request_id=message.request_id,
+            patient_id=message.patient_id,
+            flow_run_id=message.flow_run_id,
+            stage=message.stage,
         )
         logger.info("webhook %s %s stored=%s", message.type, message.message_id, inserted)
         return JSONResponse({"received": message.message_id, "duplicate": not inserted})

@@ -79,15 +79,23 @@ class ReconcileReport(BaseModel):
         return self.resolved_ready + self.resolved_failed + self.resolved_expired + self.timed_out
 
 
-def stuck_messages(store: Store, now: datetime, stuck_after: timedelta = STUCK_AFTER,
-                   limit: int = 500) -> list[InboxMessage]:
+def stuck_messages(
+    store: Store, now: datetime, stuck_after: timedelta = STUCK_AFTER, limit: int = 500
+) -> list[InboxMessage]:
     """Rows due for dispatch for longer than `stuck_after`, or claimed for longer than that."""
     cutoff = now - stuck_after
     retryable = [MessageStatus.pending.value, MessageStatus.error.value, MessageStatus.unmatched.value]
-    statement = select(InboxMessage).where(or_(
-        and_(InboxMessage.status.in_(retryable), InboxMessage.next_attempt_at <= cutoff),
-        and_(InboxMessage.status == MessageStatus.claimed.value, InboxMessage.claimed_at <= cutoff),
-    )).order_by(InboxMessage.received_at).limit(limit)
+    statement = (
+        select(InboxMessage)
+        .where(
+            or_(
+                and_(InboxMessage.status.in_(retryable), InboxMessage.next_attempt_at <= cutoff),
+                and_(InboxMessage.status == MessageStatus.claimed.value, InboxMessage.claimed_at <= cutoff),
+            )
+        )
+        .order_by(InboxMessage.received_at)
+        .limit(limit)
+    )
     with store.session() as session:
         return list(session.exec(statement).scalars())
 
@@ -100,14 +108,16 @@ async def documents_status(api: MedicalApi, wait: Wait) -> DocumentsReady | None
     if not statuses or progress.is_processing:
         return None
     noted = wait.progress or {}
-    common = dict(request_id=wait.request_id or progress.request_id, resolved_by=ResolvedBy.reconciler,
-                  documents=noted.get("documents", download.total if download else None),
-                  converted=noted.get("convertible", convert.total if convert else None))
+    common = dict(
+        request_id=wait.request_id or progress.request_id,
+        resolved_by=ResolvedBy.reconciler,
+        documents=noted.get("documents", download.total if download else None),
+        converted=noted.get("convertible", convert.total if convert else None),
+    )
     if progress.request_id and wait.request_id and progress.request_id != wait.request_id:
         return DocumentsReady(outcome=Outcome.ready, detail="a newer document query has finished", **common)
     if "failed" in statuses:
-        return DocumentsReady(outcome=Outcome.failed, detail="GET /document/query reports the query failed",
-                              **common)
+        return DocumentsReady(outcome=Outcome.failed, detail="GET /document/query reports the query failed", **common)
     return DocumentsReady(outcome=Outcome.ready, detail="GET /document/query reports the query finished", **common)
 
 
@@ -136,25 +146,33 @@ async def consolidated_status(api: MedicalApi, settings: Settings, wait: Wait) -
     if hook.status != "completed":
         return None
     if not hook.file_url:
-        return ConsolidatedReady(outcome=Outcome.ready, empty=True, detail="Metriport sent an empty bundle",
-                                 **common)
+        return ConsolidatedReady(outcome=Outcome.ready, empty=True, detail="Metriport sent an empty bundle", **common)
     kind = hook.conversion_type if hook.conversion_type in BUNDLE_EXTENSIONS else "json"
     dest = bundle_path(settings.bundle_dir, patient_id, request_id, BUNDLE_EXTENSIONS[kind])
     dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         stored = await api.download(hook.file_url, dest)
     except UrlExpired:
-        return ConsolidatedReady(outcome=Outcome.expired, detail="the bundle URL expired before it was fetched",
-                                 **common)
-    return ConsolidatedReady(outcome=Outcome.ready, bundle_path=str(stored.path), sha256=stored.sha256,
-                             size_bytes=stored.size, content_type=stored.content_type or CONTENT_TYPES[kind],
-                             detail="fetched by the reconciler", **common)
+        return ConsolidatedReady(
+            outcome=Outcome.expired, detail="the bundle URL expired before it was fetched", **common
+        )
+    return ConsolidatedReady(
+        outcome=Outcome.ready,
+        bundle_path=str(stored.path),
+        sha256=stored.sha256,
+        size_bytes=stored.size,
+        content_type=stored.content_type or CONTENT_TYPES[kind],
+        detail="fetched by the reconciler",
+        **common,
+    )
 
 
 def timeout_result(wait: Wait, now: datetime) -> StageResult:
     waited = int((now - wait.created_at).total_seconds())
     return RESULT_MODELS[Stage(wait.stage)](
-        outcome=Outcome.timeout, request_id=wait.request_id, resolved_by=ResolvedBy.reconciler,
+        outcome=Outcome.timeout,
+        request_id=wait.request_id,
+        resolved_by=ResolvedBy.reconciler,
         detail=f"no answer from Metriport for the {wait.stage} stage after {waited} s (hard deadline)",
     )
 
@@ -172,8 +190,9 @@ def _count(report: ReconcileReport, result: StageResult, won: bool) -> None:
         report.timed_out += 1
 
 
-async def check_soft_deadlines(store: Store, api: MedicalApi, settings: Settings, now: datetime,
-                               report: ReconcileReport) -> None:
+async def check_soft_deadlines(
+    store: Store, api: MedicalApi, settings: Settings, now: datetime, report: ReconcileReport
+) -> None:
     for wait in store.waits_past_soft_deadline(now):
         if wait.stage not in (Stage.documents.value, Stage.consolidated.value) or not wait.patient_id:
             continue  # no status endpoint for bulk jobs: only the hard deadline ends them
@@ -211,8 +230,9 @@ async def retry_failed_webhooks(api: MedicalApi, report: ReconcileReport) -> Non
         logger.warning("Reconciler could not check or retry failed webhooks: %s", type(exc).__name__)
 
 
-async def redispatch_stuck(store: Store, api: MedicalApi, gateway: Gateway, settings: Settings,
-                           now: datetime, report: ReconcileReport) -> None:
+async def redispatch_stuck(
+    store: Store, api: MedicalApi, gateway: Gateway, settings: Settings, now: datetime, report: ReconcileReport
+) -> None:
     """Requeue rows nobody dispatched in time, then dispatch them here (claims stay exclusive, so a
     dispatcher that comes back meanwhile never handles a row twice)."""
     for row in stuck_messages(store, now):
@@ -234,8 +254,9 @@ async def deliver_resolved(store: Store, gateway: Gateway, report: ReconcileRepo
     report.delivered = counts.get(Delivery.delivered.value, 0)
 
 
-async def reconcile_once(store: Store, api: MedicalApi, gateway: Gateway, settings: Settings,
-                         now: datetime | None = None) -> ReconcileReport:
+async def reconcile_once(
+    store: Store, api: MedicalApi, gateway: Gateway, settings: Settings, now: datetime | None = None
+) -> ReconcileReport:
     """One pass (see the module docstring); records the `reconcile` heartbeat with the report."""
     now = now or datetime.now(UTC)
     report = ReconcileReport(started_at=datetime.now(UTC))
@@ -255,6 +276,8 @@ async def reconcile_with(settings: Settings, store: Store) -> ReconcileReport:
     from metriport_flows.client.api import MedicalApi
     from metriport_flows.webhook.prefect_gateway import PrefectGateway
 
-    async with PrefectGateway(settings.prefect_max_concurrent_calls) as gateway, \
-            MedicalApi.from_settings(settings) as api:
+    async with (
+        PrefectGateway(settings.prefect_max_concurrent_calls) as gateway,
+        MedicalApi.from_settings(settings) as api,
+    ):
         return await reconcile_once(store, api, gateway, settings)

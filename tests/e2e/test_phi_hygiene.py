@@ -29,9 +29,11 @@ from tests.fixtures.stack import run_patient_records, wait_for_final_state
 
 pytestmark = pytest.mark.e2e
 
-FACILITY = {"name": "Hygiene Clinic", "npi": "1234567893",
-            "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701",
-                        "country": "USA"}}
+FACILITY = {
+    "name": "Hygiene Clinic",
+    "npi": "1234567893",
+    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
+}
 SEEDS_RUN_HERE = ("jane", "andreas")
 # Tables the scan must have found populated, or it proves nothing.
 MUST_HAVE_ROWS = ("flow_run", "flow_run_input", "log", "events", "artifact", "flow_run_state")
@@ -47,9 +49,16 @@ def phi_values() -> set[str]:
     """Every seed patient's names (apart, together, as the C-CDA file stem), birth date, street and city."""
     values: set[str] = set()
     for patient in SEED_PATIENTS.values():
-        values |= {patient.first_name, patient.last_name, f"{patient.first_name} {patient.last_name}",
-                   f"{patient.first_name}{patient.last_name}", patient.xml_name, patient.dob,
-                   patient.address.address_line1, patient.address.city}
+        values |= {
+            patient.first_name,
+            patient.last_name,
+            f"{patient.first_name} {patient.last_name}",
+            f"{patient.first_name}{patient.last_name}",
+            patient.xml_name,
+            patient.dob,
+            patient.address.address_line1,
+            patient.address.city,
+        }
     return values
 
 
@@ -85,8 +94,12 @@ def scan_database(path: Path, pattern: re.Pattern[bytes], tables: set[str] | Non
 
 def scan_files(paths: Iterable[Path], pattern: re.Pattern[bytes]) -> list[Finding]:
     """Raw bytes: catches what a table scan cannot see (free pages, the WAL, result files)."""
-    return [Finding(str(path), "bytes", match.group(0).decode())
-            for path in paths if path.is_file() for match in pattern.finditer(path.read_bytes())]
+    return [
+        Finding(str(path), "bytes", match.group(0).decode())
+        for path in paths
+        if path.is_file()
+        for match in pattern.finditer(path.read_bytes())
+    ]
 
 
 def copy_database(source: Path, target: Path) -> Path:
@@ -99,8 +112,7 @@ def copy_database(source: Path, target: Path) -> Path:
 
 def row_counts(path: Path) -> dict[str, int]:
     with sqlite3.connect(path) as connection:
-        return {table: connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
-                for table in MUST_HAVE_ROWS}
+        return {table: connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] for table in MUST_HAVE_ROWS}
 
 
 def run_seed_patients(stack: LocalStack, api: httpx.Client, control: httpx.Client, *, suspend: bool) -> None:
@@ -108,9 +120,12 @@ def run_seed_patients(stack: LocalStack, api: httpx.Client, control: httpx.Clien
     after the hot window, so both stages suspend and are resumed with run inputs."""
     control.post("/config", json={"patient_limit": 1000}).raise_for_status()
     facility_id = api.post("/medical/v1/facility", json=FACILITY).raise_for_status().json()["id"]
-    patient_ids = [api.post("/medical/v1/patient", params={"facilityId": facility_id},
-                            json=SEED_PATIENTS[seed].demographics()).raise_for_status().json()["id"]
-                   for seed in SEEDS_RUN_HERE]
+    patient_ids = [
+        api.post("/medical/v1/patient", params={"facilityId": facility_id}, json=SEED_PATIENTS[seed].demographics())
+        .raise_for_status()
+        .json()["id"]
+        for seed in SEEDS_RUN_HERE
+    ]
     slow = stack.hot_window_seconds + 1.5 if suspend else 0.0
     control.post("/config", json={"delay": [slow, slow]}).raise_for_status()
     try:
@@ -148,13 +163,18 @@ def test_scanner_finds_planted_phi(local_stack: LocalStack, seed_runs: None, tmp
     copy = copy_database(local_stack.prefect_db_path, tmp_path / "planted.db")
     with sqlite3.connect(copy) as connection:
         assert connection.execute("SELECT count(*) FROM flow_run").fetchone()[0] > 0
-        connection.execute("UPDATE flow_run SET parameters = json_set(parameters, '$.planted', 'Kyla Fields') "
-                           "WHERE id = (SELECT id FROM flow_run LIMIT 1)")
+        connection.execute(
+            "UPDATE flow_run SET parameters = json_set(parameters, '$.planted', 'Kyla Fields') "
+            "WHERE id = (SELECT id FROM flow_run LIMIT 1)"
+        )
         connection.execute("CREATE TABLE planted (note TEXT, blob BLOB)")
         connection.execute("INSERT INTO planted VALUES (?, ?)", ("born 1952-01-01", b"\x00Portland\x00"))
     findings = scan_database(copy, pattern)
-    assert {Finding("flow_run", "parameters", "Kyla Fields"), Finding("planted", "note", "1952-01-01"),
-            Finding("planted", "blob", "Portland")} <= set(findings)
+    assert {
+        Finding("flow_run", "parameters", "Kyla Fields"),
+        Finding("planted", "note", "1952-01-01"),
+        Finding("planted", "blob", "Portland"),
+    } <= set(findings)
     assert scan_files([copy], pattern), "the raw scan sees the planted values too"
     harmless = phi_pattern({"Jane", "Smith"})
     assert not harmless.search(b"Janet Smithson, patient 01JANE, jane") and harmless.search(b'"Jane"')

@@ -54,11 +54,16 @@ from tests.fixtures.stack import (
 pytestmark = pytest.mark.e2e
 
 RECONCILE = "reconcile/every-minute"
-DOWNLOAD, CONVERSION, CONSOLIDATED = ("medical.document-download", "medical.document-conversion",
-                                      "medical.consolidated-data")
-FACILITY = {"name": "Reconcile E2E Clinic", "npi": "1234567893",
-            "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701",
-                        "country": "USA"}}
+DOWNLOAD, CONVERSION, CONSOLIDATED = (
+    "medical.document-download",
+    "medical.document-conversion",
+    "medical.consolidated-data",
+)
+FACILITY = {
+    "name": "Reconcile E2E Clinic",
+    "npi": "1234567893",
+    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
+}
 STACK_ENV_PREFIXES = ("PREFECT_", "METRIPORT_", "DATABASE_URL", "BUNDLE_DIR", "HOT_WINDOW_SECONDS")
 
 
@@ -73,11 +78,18 @@ def schedule_paused(stack_prefect: SyncPrefectClient) -> Iterator[None]:
     """Pause the reconcile schedule (its scheduled runs are deleted) and let a pass in flight finish."""
     deployment = stack_prefect.read_deployment_by_name(RECONCILE)
     stack_prefect.pause_deployment(deployment.id)
-    active = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
-        any_=[StateType.PENDING, StateType.RUNNING])))
-    until(lambda: not stack_prefect.read_flow_runs(
-        flow_run_filter=active, deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))),
-        timeout=60, what="the reconcile pass in flight to finish")
+    active = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING]))
+    )
+    until(
+        lambda: (
+            not stack_prefect.read_flow_runs(
+                flow_run_filter=active, deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+            )
+        ),
+        timeout=60,
+        what="the reconcile pass in flight to finish",
+    )
     try:
         yield
     finally:
@@ -97,8 +109,12 @@ def faults(sandbox_control: httpx.Client) -> Iterator[Callable[..., None]]:
 
 def until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
     """Poll `check` every 0.25 s until it returns something truthy; fail after `timeout` seconds."""
-    retrying = Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.25),
-                        retry=retry_if_result(lambda value: not value), retry_error_callback=lambda _: None)
+    retrying = Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(0.25),
+        retry=retry_if_result(lambda value: not value),
+        retry_error_callback=lambda _: None,
+    )
     value = retrying(check)
     assert value, f"timed out after {timeout:.0f} s waiting for {what}"
     return value
@@ -106,10 +122,15 @@ def until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
 
 def new_patient(api: httpx.Client, facility_id: str, first_name: str) -> str:
     """A fresh patient; a seed first name gets the sandbox's seven documents."""
-    body = {"firstName": first_name, "lastName": "R" + "".join(random.choices(string.ascii_lowercase, k=10)),
-            "dob": "1979-07-07", "genderAtBirth": "F",
-            "address": [{"addressLine1": "9 Test Rd", "city": "Springfield", "state": "IL", "zip": "62701",
-                         "country": "USA"}]}
+    body = {
+        "firstName": first_name,
+        "lastName": "R" + "".join(random.choices(string.ascii_lowercase, k=10)),
+        "dob": "1979-07-07",
+        "genderAtBirth": "F",
+        "address": [
+            {"addressLine1": "9 Test Rd", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"}
+        ],
+    }
     response = api.post("/medical/v1/patient", params={"facilityId": facility_id}, json=body)
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -148,13 +169,17 @@ def past_soft_deadline(store: Store, run_id: str, stage: Stage, attempt: int = 1
     return wait if wait is not None and wait.request_id and wait.soft_deadline <= utcnow() else None
 
 
-def test_dropped_webhooks_are_recovered_through_retry(local_stack, stack_api, sandbox_control, stack_store,
-                                                      stack_prefect, facility_id, schedule_paused, faults) -> None:
+def test_dropped_webhooks_are_recovered_through_retry(
+    local_stack, stack_api, sandbox_control, stack_store, stack_prefect, facility_id, schedule_paused, faults
+) -> None:
     patient_id = new_patient(stack_api, facility_id, "Jane")
     faults(drop=1.0)
     run_id = run_patient_records(local_stack, {"patient_id": patient_id})
-    until(lambda: dropped(sandbox_control, patient_id, DOWNLOAD, CONVERSION), timeout=90,
-          what="both document messages to be dropped")
+    until(
+        lambda: dropped(sandbox_control, patient_id, DOWNLOAD, CONVERSION),
+        timeout=90,
+        what="both document messages to be dropped",
+    )
     wait_for_state_name(local_stack, run_id, "Suspended", timeout=90)
     faults()  # Metriport works again, but never re-sends by itself: the run would wait forever
 
@@ -171,18 +196,26 @@ def test_dropped_webhooks_are_recovered_through_retry(local_stack, stack_api, sa
     assert (documents.outcome, documents.resolved_by) == (Outcome.ready, ResolvedBy.webhook)
     assert documents.message_id in {d["message_id"] for d in retried.values()}, "a re-sent message ended it"
     logs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[reconcile_run]))
-    until(lambda: any("Reconcile pass" in log.message for log in stack_prefect.read_logs(log_filter=logs)),
-          timeout=30, what="the reconcile run's log")
+    until(
+        lambda: any("Reconcile pass" in log.message for log in stack_prefect.read_logs(log_filter=logs)),
+        timeout=30,
+        what="the reconcile run's log",
+    )
 
 
-def test_stuck_document_query_is_ended_by_the_hard_deadline(local_stack, stack_api, stack_store, facility_id,
-                                                            schedule_paused, faults) -> None:
+def test_stuck_document_query_is_ended_by_the_hard_deadline(
+    local_stack, stack_api, stack_store, facility_id, schedule_paused, faults
+) -> None:
     patient_id = new_patient(stack_api, facility_id, "Chris")
     faults(stuck_patients=[patient_id])
-    run_id = run_patient_records(local_stack, {"patient_id": patient_id, "soft_deadline_seconds": 1,
-                                               "hard_deadline_seconds": 6})
-    wait = until(lambda: past_soft_deadline(stack_store, run_id, Stage.documents), timeout=90,
-                 what="the documents wait past its soft deadline")
+    run_id = run_patient_records(
+        local_stack, {"patient_id": patient_id, "soft_deadline_seconds": 1, "hard_deadline_seconds": 6}
+    )
+    wait = until(
+        lambda: past_soft_deadline(stack_store, run_id, Stage.documents),
+        timeout=90,
+        what="the documents wait past its soft deadline",
+    )
     early = reconcile_here(local_stack, stack_store)
     assert early.still_processing >= 1 and wait_of(stack_store, run_id, Stage.documents).result is None
     until(lambda: utcnow() > wait.hard_deadline, timeout=30, what="the hard deadline")
@@ -196,20 +229,32 @@ def test_stuck_document_query_is_ended_by_the_hard_deadline(local_stack, stack_a
     assert wait_of(stack_store, run_id, Stage.consolidated) is None, "nothing started after the timeout"
 
 
-def test_expired_bundle_url_is_re_requested(local_stack, stack_api, sandbox_control, stack_store, facility_id,
-                                            schedule_paused, faults) -> None:
+def test_expired_bundle_url_is_re_requested(
+    local_stack, stack_api, sandbox_control, stack_store, facility_id, schedule_paused, faults
+) -> None:
     patient_id = new_patient(stack_api, facility_id, "Ollie")
     faults(drop=1.0, url_lifetime=0)  # every message lost, every signed URL born expired
-    run_id = run_patient_records(local_stack, {"patient_id": patient_id, "soft_deadline_seconds": 2,
-                                               "hard_deadline_seconds": 300})
-    until(lambda: past_soft_deadline(stack_store, run_id, Stage.documents)
-          and dropped(sandbox_control, patient_id, DOWNLOAD), timeout=90, what="the document query to finish")
+    run_id = run_patient_records(
+        local_stack, {"patient_id": patient_id, "soft_deadline_seconds": 2, "hard_deadline_seconds": 300}
+    )
+    until(
+        lambda: (
+            past_soft_deadline(stack_store, run_id, Stage.documents) and dropped(sandbox_control, patient_id, DOWNLOAD)
+        ),
+        timeout=90,
+        what="the document query to finish",
+    )
     reconcile_cli(local_stack)  # GET /document/query says done (and the retried messages say so too)
     assert wait_of(stack_store, run_id, Stage.documents).result_model().outcome == Outcome.ready
 
-    first = until(lambda: dropped(sandbox_control, patient_id, CONSOLIDATED)
-                  and past_soft_deadline(stack_store, run_id, Stage.consolidated), timeout=120,
-                  what="the first consolidated query to finish")
+    first = until(
+        lambda: (
+            dropped(sandbox_control, patient_id, CONSOLIDATED)
+            and past_soft_deadline(stack_store, run_id, Stage.consolidated)
+        ),
+        timeout=120,
+        what="the first consolidated query to finish",
+    )
     faults()  # the first query's URL was signed already expired; the re-requested one will be fine
     reconcile_cli(local_stack)
 

@@ -25,9 +25,11 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-FACILITY = {"name": "F1 Clinic", "npi": "1234567893",
-            "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701",
-                        "country": "USA"}}  # fmt: skip
+FACILITY = {
+    "name": "F1 Clinic",
+    "npi": "1234567893",
+    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
+}
 
 
 def create_facility(api: httpx.Client, control: httpx.Client) -> str:
@@ -44,9 +46,15 @@ def letters(k: int = 10) -> str:
 
 def new_patient(api: httpx.Client, facility_id: str, first_name: str = "Robin") -> str:
     """A fresh patient (unique last name); a seed first name (Jane, Chris, ...) gets the 7 seed documents."""
-    body = {"firstName": first_name, "lastName": "F" + letters(), "dob": "1981-03-04", "genderAtBirth": "M",
-            "address": [{"addressLine1": "9 Test Rd", "city": "Springfield", "state": "IL", "zip": "62701",
-                         "country": "USA"}]}  # fmt: skip
+    body = {
+        "firstName": first_name,
+        "lastName": "F" + letters(),
+        "dob": "1981-03-04",
+        "genderAtBirth": "M",
+        "address": [
+            {"addressLine1": "9 Test Rd", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"}
+        ],
+    }
     response = api.post("/medical/v1/patient", params={"facilityId": facility_id}, json=body)
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -55,16 +63,18 @@ def new_patient(api: httpx.Client, facility_id: str, first_name: str = "Robin") 
 def quiet_document_query(api: httpx.Client, patient_id: str, timeout: float = 30.0) -> None:
     """Give a patient its documents without any webhook (Metriport's `disableWHFlag`), so no stray message
     reaches the receiver; returns once the query finished."""
-    response = api.post("/medical/v1/document/query", params={"patientId": patient_id},
-                        json={"metadata": {"disableWHFlag": "true"}})  # fmt: skip
+    response = api.post(
+        "/medical/v1/document/query", params={"patientId": patient_id}, json={"metadata": {"disableWHFlag": "true"}}
+    )
     response.raise_for_status()
 
     def processing() -> bool:
         progress = api.get("/medical/v1/document/query", params={"patientId": patient_id}).json()
         return any((progress.get(k) or {}).get("status") == "processing" for k in ("download", "convert"))
 
-    Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.25), retry=retry_if_result(bool),
-             reraise=True)(processing)  # fmt: skip
+    Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.25), retry=retry_if_result(bool), reraise=True)(
+        processing
+    )
     assert not processing()
 
 
@@ -108,4 +118,3 @@ def runs_of(prefect: SyncPrefectClient, deployment: str, **flow_run_filter: Any)
         flow_run_filter=FlowRunFilter(**flow_run_filter) if flow_run_filter else None,
         limit=200,
     )
-

@@ -49,22 +49,29 @@ def documents_on_discharge(deployment_id: UUID) -> Automation:
 
 def runs_for_patient(prefect: SyncPrefectClient, patient_id: str, deployment: str) -> list[FlowRun]:
     parameter = "request" if deployment == PATIENT_RECORDS else "params"
-    return [run for run in runs_of(prefect, deployment)
-            if run.parameters.get(parameter, {}).get("patient_id") == patient_id]  # fmt: skip
+    return [
+        run for run in runs_of(prefect, deployment) if run.parameters.get(parameter, {}).get("patient_id") == patient_id
+    ]
 
 
-def wait_for_runs(prefect: SyncPrefectClient, patient_id: str, count: int, timeout: float = 60,
-                  deployment: str = PATIENT_RECORDS) -> list[FlowRun]:
-    return Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.5), reraise=True,
-                    retry=retry_if_result(lambda runs: len(runs) < count),
-                    retry_error_callback=lambda s: pytest.fail(f"{count} run(s) of {deployment} not created"),
-                    )(runs_for_patient, prefect, patient_id, deployment)  # fmt: skip
+def wait_for_runs(
+    prefect: SyncPrefectClient, patient_id: str, count: int, timeout: float = 60, deployment: str = PATIENT_RECORDS
+) -> list[FlowRun]:
+    return Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(0.5),
+        reraise=True,
+        retry=retry_if_result(lambda runs: len(runs) < count),
+        retry_error_callback=lambda s: pytest.fail(f"{count} run(s) of {deployment} not created"),
+    )(runs_for_patient, prefect, patient_id, deployment)
 
 
 def test_an_admission_and_a_discharge_each_refresh_that_patients_records(
-    local_stack: LocalStack, stack_api: httpx.Client, sandbox_control: httpx.Client,
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
     stack_prefect: SyncPrefectClient,
-) -> None:  # fmt: skip
+) -> None:
     patient_id = new_patient(stack_api, create_facility(stack_api, sandbox_control), "Ollie")
     assert runs_for_patient(stack_prefect, patient_id, PATIENT_RECORDS) == []
     sent = sandbox_control.post("/notifications", json={"patientId": patient_id, "type": "patient.admit"})

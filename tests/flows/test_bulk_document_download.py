@@ -37,8 +37,11 @@ def test_parameters_take_ids_only_and_default_their_deadlines_from_settings():
     params = BulkDocumentDownloadParams(patient_id="0195-abc", hot_window_seconds=0)
     deadlines = params.deadlines(Settings(soft_deadline_seconds=50, hard_deadline_seconds=20, _env_file=None))
     assert (deadlines.hot_window_seconds, deadlines.soft_seconds, deadlines.hard_seconds) == (0, 50, 50)
-    for bad in ({"patient_id": "Jane Smith"}, {"patient_id": "p", "document_id": "JaneSmith.xml/../x"},
-                {"patient_id": "p", "conversion_type": "json"}):  # fmt: skip
+    for bad in (
+        {"patient_id": "Jane Smith"},
+        {"patient_id": "p", "document_id": "JaneSmith.xml/../x"},
+        {"patient_id": "p", "conversion_type": "json"},
+    ):
         with pytest.raises(ValidationError):
             BulkDocumentDownloadParams.model_validate(bad)
 
@@ -49,20 +52,28 @@ def facility_id(stack_api: httpx.Client, sandbox_control: httpx.Client) -> str:
 
 
 def served_sha256(control: httpx.Client, patient_id: str) -> set[str]:
-    return {d["sha256"] for d in control.get("/downloads").json()
-            if d.get("patient_id") == patient_id and d.get("status") == 200}  # fmt: skip
+    return {
+        d["sha256"]
+        for d in control.get("/downloads").json()
+        if d.get("patient_id") == patient_id and d.get("status") == 200
+    }
 
 
 @pytest.mark.e2e
 def test_a_suspended_run_is_resumed_with_every_document_stored_intact(
-    local_stack: LocalStack, stack_api: httpx.Client, sandbox_control: httpx.Client,
-    stack_prefect: SyncPrefectClient, stack_store: Store, facility_id: str,
-) -> None:  # fmt: skip
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_prefect: SyncPrefectClient,
+    stack_store: Store,
+    facility_id: str,
+) -> None:
     patient_id = new_patient(stack_api, facility_id, "Jane")
     quiet_document_query(stack_api, patient_id)
     with emulator_settings(sandbox_control, delay=[2, 2]):
-        run_id = run_deployment_on(local_stack, DEPLOYMENT, {"params": {"patient_id": patient_id,
-                                                                        "hot_window_seconds": 0}})
+        run_id = run_deployment_on(
+            local_stack, DEPLOYMENT, {"params": {"patient_id": patient_id, "hot_window_seconds": 0}}
+        )
         run = wait_for_final_state(local_stack, run_id, timeout=90)
     assert run.state.type == StateType.COMPLETED, run.state.message
     assert "Suspended" in state_names(stack_prefect, run)
@@ -82,8 +93,11 @@ def test_a_suspended_run_is_resumed_with_every_document_stored_intact(
 
 @pytest.mark.e2e
 def test_one_document_through_its_own_download_url(
-    local_stack: LocalStack, stack_api: httpx.Client, stack_prefect: SyncPrefectClient, facility_id: str,
-) -> None:  # fmt: skip
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    stack_prefect: SyncPrefectClient,
+    facility_id: str,
+) -> None:
     patient_id = new_patient(stack_api, facility_id, "Chris")
     quiet_document_query(stack_api, patient_id)
     documents = stack_api.get("/medical/v1/document", params={"patientId": patient_id}).json()["documents"]

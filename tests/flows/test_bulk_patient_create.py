@@ -39,8 +39,13 @@ def test_the_artifact_lists_failed_rows_by_line_external_id_and_reason():
 
 def until(condition, timeout: float) -> None:
     """Poll `condition` every 0.25 s until it holds; fail after `timeout` seconds."""
-    Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.25), retry=retry_if_result(lambda ok: not ok),
-             reraise=True, retry_error_callback=lambda _: pytest.fail(f"condition not met in {timeout} s"))(condition)
+    Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(0.25),
+        retry=retry_if_result(lambda ok: not ok),
+        reraise=True,
+        retry_error_callback=lambda _: pytest.fail(f"condition not met in {timeout} s"),
+    )(condition)
 
 
 def csv_file(tmp_path: Path, rows: list[str]) -> str:
@@ -71,11 +76,19 @@ def rate_limits_removed_after(stack_prefect: SyncPrefectClient):
 
 @pytest.mark.e2e
 def test_a_csv_becomes_patients_and_a_cohort_refresh_of_them(
-    local_stack: LocalStack, stack_api: httpx.Client, stack_prefect: SyncPrefectClient, stack_store: Store,
-    facility_id: str, tmp_path: Path, rate_limits_removed_after: None,
-) -> None:  # fmt: skip
-    params = {"csv_path": csv_file(tmp_path, [person(n) for n in (1, 2, 3)]), "facility_id": facility_id,
-              "start_cohort": True}  # fmt: skip
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    stack_prefect: SyncPrefectClient,
+    stack_store: Store,
+    facility_id: str,
+    tmp_path: Path,
+    rate_limits_removed_after: None,
+) -> None:
+    params = {
+        "csv_path": csv_file(tmp_path, [person(n) for n in (1, 2, 3)]),
+        "facility_id": facility_id,
+        "start_cohort": True,
+    }
     run_id = run_deployment_on(local_stack, DEPLOYMENT, {"params": params})
     run = wait_for_final_state(local_stack, run_id, timeout=90)
     assert run.state.type == StateType.COMPLETED, run.state.message
@@ -99,9 +112,13 @@ def test_a_csv_becomes_patients_and_a_cohort_refresh_of_them(
 
 @pytest.mark.e2e
 def test_an_invalid_csv_fails_the_run_before_anything_is_uploaded(
-    local_stack: LocalStack, stack_prefect: SyncPrefectClient, stack_store: Store, facility_id: str,
-    sandbox_control: httpx.Client, tmp_path: Path,
-) -> None:  # fmt: skip
+    local_stack: LocalStack,
+    stack_prefect: SyncPrefectClient,
+    stack_store: Store,
+    facility_id: str,
+    sandbox_control: httpx.Client,
+    tmp_path: Path,
+) -> None:
     imports_before = len(sandbox_control.get("/deliveries", params={"type": "medical.bulk-patient-create"}).json())
     bad = person(1).replace("1970-01-11", "11/01/1970").replace(",IL,", ",ZZ,")
     params = {"csv_path": csv_file(tmp_path, [person(2), bad]), "facility_id": facility_id}
@@ -118,11 +135,19 @@ def test_an_invalid_csv_fails_the_run_before_anything_is_uploaded(
 
 @pytest.mark.e2e
 def test_an_import_that_never_completes_ends_at_the_hard_deadline(
-    local_stack: LocalStack, stack_store: Store, sandbox_control: httpx.Client, facility_id: str,
+    local_stack: LocalStack,
+    stack_store: Store,
+    sandbox_control: httpx.Client,
+    facility_id: str,
     tmp_path: Path,
-) -> None:  # fmt: skip
-    params = {"csv_path": csv_file(tmp_path, [person(4)]), "facility_id": facility_id,
-              "hot_window_seconds": 0, "soft_deadline_seconds": 2, "hard_deadline_seconds": 4}  # fmt: skip
+) -> None:
+    params = {
+        "csv_path": csv_file(tmp_path, [person(4)]),
+        "facility_id": facility_id,
+        "hot_window_seconds": 0,
+        "soft_deadline_seconds": 2,
+        "hard_deadline_seconds": 4,
+    }
     try:
         sandbox_control.post("/faults", json={"spec": "stuck_dq=1"}).raise_for_status()
         run_id = run_deployment_on(local_stack, DEPLOYMENT, {"params": params})

@@ -109,20 +109,32 @@ def test_only_final_states_leave_the_waiting_list(state_type, name, status):
 
 def _wait(stage: str, outcome: Outcome | None) -> Wait:
     now = datetime.now(UTC)
-    return Wait(flow_run_id=str(uuid4()), stage=stage, pause_key=f"{stage}-1", outcome=outcome,
-                soft_deadline=now + timedelta(minutes=1), hard_deadline=now + timedelta(hours=1))  # fmt: skip
+    return Wait(
+        flow_run_id=str(uuid4()),
+        stage=stage,
+        pause_key=f"{stage}-1",
+        outcome=outcome,
+        soft_deadline=now + timedelta(minutes=1),
+        hard_deadline=now + timedelta(hours=1),
+    )
 
 
 def test_stage_counts_split_open_waits_from_their_outcomes():
-    waits = [_wait("documents", Outcome.ready), _wait("documents", Outcome.ready),
-             _wait("documents", Outcome.timeout), _wait("consolidated", None)]  # fmt: skip
+    waits = [
+        _wait("documents", Outcome.ready),
+        _wait("documents", Outcome.ready),
+        _wait("documents", Outcome.timeout),
+        _wait("consolidated", None),
+    ]
     assert stage_counts(waits) == {"consolidated": {"open": 1}, "documents": {"ready": 2, "timeout": 1}}
 
 
 def test_the_report_sorts_runs_and_its_markdown_holds_ids_and_counts_only():
-    runs = [PatientRun(patient_id="p-1", flow_run_id="r-1", status="completed"),
-            PatientRun(patient_id="p-2", flow_run_id="r-2", status="failed", state_name="Failed"),
-            PatientRun(patient_id="p-3", flow_run_id="r-3", status="waiting", state_name="Suspended")]  # fmt: skip
+    runs = [
+        PatientRun(patient_id="p-1", flow_run_id="r-1", status="completed"),
+        PatientRun(patient_id="p-2", flow_run_id="r-2", status="failed", state_name="Failed"),
+        PatientRun(patient_id="p-3", flow_run_id="r-3", status="waiting", state_name="Suspended"),
+    ]
     report = CohortReport.from_runs(runs, not_started=["p-4"])
     report.stages = {"documents": {"ready": 2, "open": 1}}
     assert report.counts() == {"completed": 1, "failed": 1, "waiting": 1, "not_started": 1}
@@ -154,9 +166,13 @@ def cohort_patients(stack_api, sandbox_control) -> list[str]:
 @pytest.fixture
 def rate_limits_like_the_emulator(local_stack):
     """Prefect's limits for the short window, on the stack's server; removed afterwards."""
-    settings = RateLimitSettings(document_query=PER_WINDOW, consolidated_query=PER_WINDOW,
-                                 window_seconds=WINDOW_SECONDS, burst_fraction=BURST_FRACTION,
-                                 _env_file=None)  # fmt: skip
+    settings = RateLimitSettings(
+        document_query=PER_WINDOW,
+        consolidated_query=PER_WINDOW,
+        window_seconds=WINDOW_SECONDS,
+        burst_fraction=BURST_FRACTION,
+        _env_file=None,
+    )
 
     async def apply(remove: bool) -> None:
         async with PrefectClient(api=local_stack.prefect_api_url) as client:
@@ -183,9 +199,14 @@ def test_busiest_counts_events_in_the_densest_interval():
 
 def acquisitions(prefect_api_url: str, limit: str, expected: int, since: str) -> list[float]:
     """Times (epoch s) of the `prefect.concurrency-limit.acquired` events of `limit`, once all have arrived."""
-    query = {"filter": {"event": {"name": ["prefect.concurrency-limit.acquired"]},
-                        "resource": {"labels": {"prefect.resource.name": limit}},
-                        "occurred": {"since": since}}, "limit": 50}  # fmt: skip
+    query = {
+        "filter": {
+            "event": {"name": ["prefect.concurrency-limit.acquired"]},
+            "resource": {"labels": {"prefect.resource.name": limit}},
+            "occurred": {"since": since},
+        },
+        "limit": 50,
+    }
 
     def read() -> list[float]:
         page = httpx.post(f"{prefect_api_url}/events/filter", json=query, timeout=30).json()
@@ -195,19 +216,34 @@ def acquisitions(prefect_api_url: str, limit: str, expected: int, since: str) ->
             events += page["events"]
         return [datetime.fromisoformat(e["occurred"].replace("Z", "+00:00")).timestamp() for e in events]
 
-    return Retrying(stop=stop_after_delay(30), wait=wait_fixed(1), reraise=True,
-                    retry=retry_if_result(lambda times: len(times) < expected))(read)  # fmt: skip
+    return Retrying(
+        stop=stop_after_delay(30),
+        wait=wait_fixed(1),
+        reraise=True,
+        retry=retry_if_result(lambda times: len(times) < expected),
+    )(read)
 
 
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_fifty_patients_under_metriports_rate_limits_all_complete_and_no_429_surfaces(
-    local_stack, stack_api, sandbox_control, stack_prefect, cohort_patients, rate_limits_like_the_emulator,
-) -> None:  # fmt: skip
+    local_stack,
+    stack_api,
+    sandbox_control,
+    stack_prefect,
+    cohort_patients,
+    rate_limits_like_the_emulator,
+) -> None:
     since = datetime.now(UTC).isoformat()
     # A long hot window: this test is about rate limits, so no run should pay for a suspend and resume.
-    params = {"patient_ids": cohort_patients, "manage_rate_limits": False, "create_interval_seconds": 0.2,
-              "poll_seconds": 3, "follow_minutes": 8, "hot_window_seconds": 60}  # fmt: skip
+    params = {
+        "patient_ids": cohort_patients,
+        "manage_rate_limits": False,
+        "create_interval_seconds": 0.2,
+        "poll_seconds": 3,
+        "follow_minutes": 8,
+        "hot_window_seconds": 60,
+    }
     limits = {"documentQuery": PER_WINDOW, "consolidatedDataQuery": PER_WINDOW}
     with emulator_settings(sandbox_control, rate_limits=limits, rate_limit_window=WINDOW_SECONDS):
         run_id = run_deployment_on(local_stack, "cohort-refresh/nightly", {"params": params})

@@ -39,11 +39,16 @@ from tests.fixtures.stack import (
 
 pytestmark = pytest.mark.e2e
 
-FACILITY = {"name": "E2E Clinic", "npi": "1234567893",
-            "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701",
-                        "country": "USA"}}
-DOWNLOAD, CONVERSION, CONSOLIDATED = ("medical.document-download", "medical.document-conversion",
-                                      "medical.consolidated-data")
+FACILITY = {
+    "name": "E2E Clinic",
+    "npi": "1234567893",
+    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
+}
+DOWNLOAD, CONVERSION, CONSOLIDATED = (
+    "medical.document-download",
+    "medical.document-conversion",
+    "medical.consolidated-data",
+)
 RUN_TIMEOUT = 120.0  # a deadline, not a sleep: generous for a loaded 2-core machine
 
 
@@ -59,8 +64,13 @@ def facility_id(stack_api: httpx.Client, sandbox_control: httpx.Client) -> str:
 
 
 @contextmanager
-def emulator(control: httpx.Client, *, faults: dict[str, Any] | None = None,
-             delay: tuple[float, float] | None = None, mode: str | None = None) -> Iterator[None]:
+def emulator(
+    control: httpx.Client,
+    *,
+    faults: dict[str, Any] | None = None,
+    delay: tuple[float, float] | None = None,
+    mode: str | None = None,
+) -> Iterator[None]:
     """Set the emulator's faults, delay and mode for the block, then restore the stack's defaults."""
     try:
         if faults is not None:
@@ -76,9 +86,15 @@ def emulator(control: httpx.Client, *, faults: dict[str, Any] | None = None,
 
 def new_patient(api: httpx.Client, facility_id: str, first_name: str) -> str:
     last_name = "E" + "".join(random.choices(string.ascii_lowercase, k=10))
-    body = {"firstName": first_name, "lastName": last_name, "dob": "1980-05-17", "genderAtBirth": "F",
-            "address": [{"addressLine1": "9 Test Rd", "city": "Springfield", "state": "IL", "zip": "62701",
-                         "country": "USA"}]}
+    body = {
+        "firstName": first_name,
+        "lastName": last_name,
+        "dob": "1980-05-17",
+        "genderAtBirth": "F",
+        "address": [
+            {"addressLine1": "9 Test Rd", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"}
+        ],
+    }
     response = api.post("/medical/v1/patient", params={"facilityId": facility_id}, json=body)
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -104,8 +120,9 @@ def started_request_ids(control: httpx.Client, patient_id: str, message_type: st
     return {d["request_id"] for d in deliveries(control, patient_id) if d["type"] == message_type and d["request_id"]}
 
 
-def assert_each_stage_delivered_once(store: Store, control: httpx.Client, run: FlowRun, patient_id: str,
-                                     expected: list[tuple[str, int]]) -> list[Wait]:
+def assert_each_stage_delivered_once(
+    store: Store, control: httpx.Client, run: FlowRun, patient_id: str, expected: list[tuple[str, int]]
+) -> list[Wait]:
     """One wait per stage attempt, resolved once and consumed by the run; one Metriport query each."""
     waits = store.waits_for_run(run.id)
     assert [(w.stage, w.attempt) for w in waits] == expected
@@ -128,8 +145,11 @@ def assert_bundle_is_what_was_served(control: httpx.Client, wait: Wait) -> Conso
         return result
     stored = Path(result.bundle_path).read_bytes()
     assert hashlib.sha256(stored).hexdigest() == result.sha256
-    served = {d["sha256"] for d in control.get("/downloads").json()
-              if d["request_id"] == wait.request_id and d["status"] == 200}
+    served = {
+        d["sha256"]
+        for d in control.get("/downloads").json()
+        if d["request_id"] == wait.request_id and d["status"] == 200
+    }
     assert served == {result.sha256}
     return result
 
@@ -150,11 +170,18 @@ def both_stages(attempts: int = 1) -> list[tuple[str, int]]:
 # -- the tests -----------------------------------------------------------------------------------
 
 
-def test_seed_patients_in_json_pdf_and_html(local_stack: LocalStack, stack_api: httpx.Client,
-                                           sandbox_control: httpx.Client, stack_store: Store,
-                                           stack_prefect: SyncPrefectClient, facility_id: str) -> None:
-    patients = {kind: new_patient(stack_api, facility_id, name)
-                for kind, name in (("json", "Jane"), ("pdf", "Chris"), ("html", "Ollie"))}
+def test_seed_patients_in_json_pdf_and_html(
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_store: Store,
+    stack_prefect: SyncPrefectClient,
+    facility_id: str,
+) -> None:
+    patients = {
+        kind: new_patient(stack_api, facility_id, name)
+        for kind, name in (("json", "Jane"), ("pdf", "Chris"), ("html", "Ollie"))
+    }
     runs = run_all(local_stack, [{"patient_id": p, "conversion_type": kind} for kind, p in patients.items()])
     for (kind, patient_id), run in zip(patients.items(), runs):
         assert_completed(run)
@@ -168,9 +195,13 @@ def test_seed_patients_in_json_pdf_and_html(local_stack: LocalStack, stack_api: 
     assert {f"patient-records-{p}" for p in patients.values()} <= {a.key for a in artifacts}
 
 
-def test_webhooks_that_arrive_before_the_run_suspends(local_stack: LocalStack, stack_api: httpx.Client,
-                                                      sandbox_control: httpx.Client, stack_store: Store,
-                                                      facility_id: str) -> None:
+def test_webhooks_that_arrive_before_the_run_suspends(
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_store: Store,
+    facility_id: str,
+) -> None:
     """No delay and no hot window: the dispatcher's resolution races the suspend; nothing is lost."""
     patient_id = new_patient(stack_api, facility_id, "Kyla")
     (run,) = run_all(local_stack, [{"patient_id": patient_id, "hot_window_seconds": 0}])
@@ -180,14 +211,20 @@ def test_webhooks_that_arrive_before_the_run_suspends(local_stack: LocalStack, s
 
 
 def test_no_documents_and_an_empty_bundle_complete_with_zero_resources(
-        local_stack: LocalStack, stack_api: httpx.Client, sandbox_control: httpx.Client, stack_store: Store,
-        facility_id: str) -> None:
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_store: Store,
+    facility_id: str,
+) -> None:
     """A patient the sandbox does not know gets a download message with no documents and no conversion
     message; a seed patient filtered to the future gets an empty bundle."""
     unknown = new_patient(stack_api, facility_id, "Robin")
     filtered = new_patient(stack_api, facility_id, "Jane")
-    runs = run_all(local_stack, [{"patient_id": unknown},
-                                 {"patient_id": filtered, "date_from": "2999-01-01", "resources": ["Condition"]}])
+    runs = run_all(
+        local_stack,
+        [{"patient_id": unknown}, {"patient_id": filtered, "date_from": "2999-01-01", "resources": ["Condition"]}],
+    )
     for patient_id, run in zip((unknown, filtered), runs):
         assert_completed(run)
         waits = assert_each_stage_delivered_once(stack_store, sandbox_control, run, patient_id, both_stages())
@@ -196,9 +233,13 @@ def test_no_documents_and_an_empty_bundle_complete_with_zero_resources(
     assert stack_store.waits_for_run(runs[0].id)[0].result_model().documents == 0
 
 
-def test_duplicated_and_reordered_webhooks(local_stack: LocalStack, stack_api: httpx.Client,
-                                           sandbox_control: httpx.Client, stack_store: Store,
-                                           facility_id: str) -> None:
+def test_duplicated_and_reordered_webhooks(
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_store: Store,
+    facility_id: str,
+) -> None:
     with emulator(sandbox_control, faults={"duplicate": 1.0, "reorder": 1.0, "reorder_delay": 1.0}):
         patients = [new_patient(stack_api, facility_id, name) for name in ("Chris", "Casey")]
         runs = run_all(local_stack, [{"patient_id": p} for p in patients])
@@ -211,8 +252,13 @@ def test_duplicated_and_reordered_webhooks(local_stack: LocalStack, stack_api: h
 
 
 def test_a_slow_reply_outlasts_the_hot_window_and_the_run_is_resumed(
-        local_stack: LocalStack, stack_api: httpx.Client, sandbox_control: httpx.Client, stack_store: Store,
-        stack_prefect: SyncPrefectClient, facility_id: str) -> None:
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_store: Store,
+    stack_prefect: SyncPrefectClient,
+    facility_id: str,
+) -> None:
     slow = local_stack.hot_window_seconds + 3
     with emulator(sandbox_control, delay=(slow, slow)):
         patient_id = new_patient(stack_api, facility_id, "Jane")
@@ -225,9 +271,13 @@ def test_a_slow_reply_outlasts_the_hot_window_and_the_run_is_resumed(
     assert_bundle_is_what_was_served(sandbox_control, waits[-1])
 
 
-def test_a_failed_document_query_fails_the_run(local_stack: LocalStack, stack_api: httpx.Client,
-                                               sandbox_control: httpx.Client, stack_store: Store,
-                                               facility_id: str) -> None:
+def test_a_failed_document_query_fails_the_run(
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_store: Store,
+    facility_id: str,
+) -> None:
     with emulator(sandbox_control, faults={"dq_failed": 1.0}, mode="production"):
         patient_id = new_patient(stack_api, facility_id, "Ollie")
         (run,) = run_all(local_stack, [{"patient_id": patient_id}])
@@ -236,23 +286,32 @@ def test_a_failed_document_query_fails_the_run(local_stack: LocalStack, stack_ap
     assert started_request_ids(sandbox_control, patient_id, CONSOLIDATED) == set()
 
 
-def test_a_bundle_url_that_expires_twice_fails_the_run(local_stack: LocalStack, stack_api: httpx.Client,
-                                                       sandbox_control: httpx.Client, stack_store: Store,
-                                                       facility_id: str) -> None:
+def test_a_bundle_url_that_expires_twice_fails_the_run(
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_store: Store,
+    facility_id: str,
+) -> None:
     with emulator(sandbox_control, faults={"url_lifetime": 0}):
         patient_id = new_patient(stack_api, facility_id, "Kyla")
         (run,) = run_all(local_stack, [{"patient_id": patient_id}])
     assert_failed(run, "expired 2 times")
     waits = assert_each_stage_delivered_once(stack_store, sandbox_control, run, patient_id, both_stages(2))
     assert [w.result_model().outcome for w in waits[1:]] == [Outcome.expired, Outcome.expired]
-    refused = [d for d in sandbox_control.get("/downloads").json()
-               if d["status"] == 403 and f"/{patient_id}/" in d["path"]]
+    refused = [
+        d for d in sandbox_control.get("/downloads").json() if d["status"] == 403 and f"/{patient_id}/" in d["path"]
+    ]
     assert len(refused) >= 2
 
 
-def test_a_failed_consolidated_query_fails_the_run(local_stack: LocalStack, stack_api: httpx.Client,
-                                                   sandbox_control: httpx.Client, stack_store: Store,
-                                                   facility_id: str) -> None:
+def test_a_failed_consolidated_query_fails_the_run(
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_store: Store,
+    facility_id: str,
+) -> None:
     with emulator(sandbox_control, faults={"consolidated_failed": 1.0}):
         patient_id = new_patient(stack_api, facility_id, "Andreas")
         (run,) = run_all(local_stack, [{"patient_id": patient_id}])
@@ -262,10 +321,14 @@ def test_a_failed_consolidated_query_fails_the_run(local_stack: LocalStack, stac
     assert not [d for d in sandbox_control.get("/downloads").json() if d["request_id"] == waits[1].request_id]
 
 
-def test_a_person_resumes_a_stuck_wait_from_the_ui_form(local_stack: LocalStack, stack_api: httpx.Client,
-                                                        sandbox_control: httpx.Client, stack_store: Store,
-                                                        stack_prefect: SyncPrefectClient,
-                                                        facility_id: str) -> None:
+def test_a_person_resumes_a_stuck_wait_from_the_ui_form(
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_store: Store,
+    stack_prefect: SyncPrefectClient,
+    facility_id: str,
+) -> None:
     """Metriport never answers (a stuck query); a person resumes the suspended run with outcome timeout,
     as the UI's Resume form does. The run records that input as the resolution and fails clearly."""
     patient_id = new_patient(stack_api, facility_id, "Jane")
@@ -274,17 +337,25 @@ def test_a_person_resumes_a_stuck_wait_from_the_ui_form(local_stack: LocalStack,
         wait_for_state_name(local_stack, run_id, "Suspended", timeout=RUN_TIMEOUT)
         # Suspended comes a moment before the run saves its input schema; until then Prefect answers REJECT
         # ("Run input schema not found") and the run stays suspended, so resume again, as a person would.
-        resume = Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.5), retry_error_callback=lambda s: s,
-                          retry=retry_if_result(lambda answer: answer.status.value != "ACCEPT"))
-        accepted = resume(stack_prefect.resume_flow_run, run_id,
-                          run_input={"outcome": "timeout", "detail": "no answer"})
+        resume = Retrying(
+            stop=stop_after_delay(30),
+            wait=wait_fixed(0.5),
+            retry_error_callback=lambda s: s,
+            retry=retry_if_result(lambda answer: answer.status.value != "ACCEPT"),
+        )
+        accepted = resume(
+            stack_prefect.resume_flow_run, run_id, run_input={"outcome": "timeout", "detail": "no answer"}
+        )
         assert getattr(accepted, "status", None) is not None and accepted.status.value == "ACCEPT", accepted
         run = wait_for_final_state(local_stack, run_id, timeout=RUN_TIMEOUT)
     assert_failed(run, f"Document query for patient {patient_id} passed its hard deadline: no answer")
     (wait,) = stack_store.waits_for_run(run_id)
     result = wait.result_model()
-    assert (wait.status, result.outcome, result.resolved_by) == (WaitStatus.consumed, Outcome.timeout,
-                                                                 ResolvedBy.manual)
+    assert (wait.status, result.outcome, result.resolved_by) == (
+        WaitStatus.consumed,
+        Outcome.timeout,
+        ResolvedBy.manual,
+    )
     assert started_request_ids(sandbox_control, patient_id, DOWNLOAD) == set()
     logs = run_logs(stack_prefect, run_id, "Wait documents-1 ended")
     assert "Wait documents-1 ended timeout (resolved by manual, read from the resume input)" in logs
@@ -298,23 +369,33 @@ def run_logs(prefect: SyncPrefectClient, run_id: str, expected: str) -> str:
     def lines() -> str:
         return "\n".join(log.message for log in prefect.read_logs(log_filter=log_filter, limit=200))
 
-    retrying = Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.5),
-                        retry=retry_if_result(lambda text: expected not in text), retry_error_callback=lambda s: s)
+    retrying = Retrying(
+        stop=stop_after_delay(30),
+        wait=wait_fixed(0.5),
+        retry=retry_if_result(lambda text: expected not in text),
+        retry_error_callback=lambda s: s,
+    )
     outcome = retrying(lines)
     return outcome if isinstance(outcome, str) else outcome.outcome.result()
 
 
-def test_a_wait_past_its_hard_deadline_fails_the_run(local_stack: LocalStack, stack_api: httpx.Client,
-                                                     sandbox_control: httpx.Client, stack_store: Store,
-                                                     stack_prefect: SyncPrefectClient, facility_id: str) -> None:
+def test_a_wait_past_its_hard_deadline_fails_the_run(
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_store: Store,
+    stack_prefect: SyncPrefectClient,
+    facility_id: str,
+) -> None:
     """Metriport never answers; the reconciler's hard-deadline check resolves the wait as timeout and the
     dispatcher resumes the suspended run with it."""
     from metriport_flows.webhook.reconciler import ReconcileReport, check_hard_deadlines
 
     patient_id = new_patient(stack_api, facility_id, "Chris")
     with emulator(sandbox_control, faults={"stuck_patients": [patient_id]}):
-        run_id = run_patient_records(local_stack, {"patient_id": patient_id, "soft_deadline_seconds": 1,
-                                                   "hard_deadline_seconds": 2})
+        run_id = run_patient_records(
+            local_stack, {"patient_id": patient_id, "soft_deadline_seconds": 1, "hard_deadline_seconds": 2}
+        )
         wait_for_state_name(local_stack, run_id, "Suspended", timeout=RUN_TIMEOUT)
         report = ReconcileReport(started_at=datetime.now(UTC))
         check_hard_deadlines(stack_store, datetime.now(UTC), report)
@@ -327,15 +408,22 @@ def test_a_wait_past_its_hard_deadline_fails_the_run(local_stack: LocalStack, st
 
 
 def test_an_expired_bundle_url_is_re_requested_under_a_new_attempt(
-        local_stack: LocalStack, stack_api: httpx.Client, sandbox_control: httpx.Client, stack_store: Store,
-        facility_id: str) -> None:
+    local_stack: LocalStack,
+    stack_api: httpx.Client,
+    sandbox_control: httpx.Client,
+    stack_store: Store,
+    facility_id: str,
+) -> None:
     """The first consolidated reply's URL is already expired; the run asks again (attempt 2, pause key
     consolidated-2) and the second reply, signed after the test restored normal URLs, is stored."""
     patient_id = new_patient(stack_api, facility_id, "Ollie")
     with emulator(sandbox_control, faults={"url_lifetime": 0}, delay=(2, 2)):
         run_id = run_patient_records(local_stack, {"patient_id": patient_id})
-        first = wait_for(lambda: next((w for w in stack_store.waits_for_run(run_id)
-                                       if w.stage == Stage.consolidated and w.resolved_at), None))
+        first = wait_for(
+            lambda: next(
+                (w for w in stack_store.waits_for_run(run_id) if w.stage == Stage.consolidated and w.resolved_at), None
+            )
+        )
         sandbox_control.post("/faults", json={"spec": ""}).raise_for_status()
         run = wait_for_final_state(local_stack, run_id, timeout=RUN_TIMEOUT)
     assert first.result_model().outcome == Outcome.expired
@@ -350,8 +438,12 @@ def test_an_expired_bundle_url_is_re_requested_under_a_new_attempt(
 
 def wait_for(probe: Callable[[], Any], timeout: float = RUN_TIMEOUT) -> Any:
     """Poll `probe` every 0.1 s until it returns something; fail after `timeout` seconds."""
-    retrying = Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.1), reraise=True,
-                        retry=retry_if_result(lambda value: value is None))
+    retrying = Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(0.1),
+        reraise=True,
+        retry=retry_if_result(lambda value: value is None),
+    )
     value = retrying(probe)
     assert value is not None
     return value

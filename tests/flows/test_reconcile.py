@@ -43,9 +43,11 @@ from tests.fixtures.inbox import (
 )
 
 EMULATOR = "http://emulator.test"
-FACILITY = {"name": "Reconcile Clinic", "npi": "1234567893",
-            "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "OR", "zip": "97477",
-                        "country": "USA"}}
+FACILITY = {
+    "name": "Reconcile Clinic",
+    "npi": "1234567893",
+    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "OR", "zip": "97477", "country": "USA"},
+}
 
 
 @dataclass
@@ -83,14 +85,28 @@ def settings(tmp_path: Path, store: Store) -> Settings:
     return make_settings(tmp_path, store, metriport_base_url=EMULATOR)
 
 
-def waiting(store: Store, gateway: RecordingGateway, patient_id: str, stage: Stage, *,
-            request_id: str | None = None, soft: float = -1, hard: float = 3600, attempt: int = 1) -> Wait:
+def waiting(
+    store: Store,
+    gateway: RecordingGateway,
+    patient_id: str,
+    stage: Stage,
+    *,
+    request_id: str | None = None,
+    soft: float = -1,
+    hard: float = 3600,
+    attempt: int = 1,
+) -> Wait:
     """A wait whose run is suspended on its pause key; deadlines in seconds from now (negative: passed)."""
     now = utcnow()
     wait = store.register_wait(
-        flow_run_id=str(uuid.uuid4()), stage=stage, attempt=attempt, patient_id=patient_id,
-        soft_deadline=now + timedelta(seconds=soft), hard_deadline=now + timedelta(seconds=hard),
-        request_id=request_id)
+        flow_run_id=str(uuid.uuid4()),
+        stage=stage,
+        attempt=attempt,
+        patient_id=patient_id,
+        soft_deadline=now + timedelta(seconds=soft),
+        hard_deadline=now + timedelta(seconds=hard),
+        request_id=request_id,
+    )
     gateway.runs[wait.flow_run_id] = RunView("PAUSED", "Suspended", pause_key(stage, attempt))
     return wait
 
@@ -103,8 +119,9 @@ async def documents_done(emulator: Emulator, seed: str = "jane") -> tuple[str, s
     return patient_id, started.request_id
 
 
-async def reconcile(store: Store, emulator: Emulator, gateway: RecordingGateway, settings: Settings,
-                    ahead: float = 0) -> ReconcileReport:
+async def reconcile(
+    store: Store, emulator: Emulator, gateway: RecordingGateway, settings: Settings, ahead: float = 0
+) -> ReconcileReport:
     return await reconcile_once(store, emulator.api, gateway, settings, utcnow() + timedelta(seconds=ahead))
 
 
@@ -112,8 +129,12 @@ async def test_stuck_pending_and_claimed_rows_are_redispatched(store, emulator, 
     first, second = (waiting(store, gateway, f"pat-{n}", Stage.documents, soft=600) for n in (1, 2))
     for wait in (first, second):
         message = conversion_message(wait.patient_id)
-        assert store.insert_message(message_id=message["meta"]["messageId"], type=message["meta"]["type"],
-                                    body=compact_json(message), patient_id=wait.patient_id)
+        assert store.insert_message(
+            message_id=message["meta"]["messageId"],
+            type=message["meta"]["type"],
+            body=compact_json(message),
+            patient_id=wait.patient_id,
+        )
         if wait is first:
             assert len(store.claim_pending()) == 1  # a dispatcher that crashed holding this row
 
@@ -140,15 +161,18 @@ async def test_documents_wait_past_soft_deadline_resolved_from_status(store, emu
     wait = store.get_wait(early.id)
     result = wait.result_model()
     assert (wait.status, result.outcome, result.resolved_by, result.request_id) == (
-        WaitStatus.delivered, Outcome.ready, ResolvedBy.reconciler, request_id)
+        WaitStatus.delivered,
+        Outcome.ready,
+        ResolvedBy.reconciler,
+        request_id,
+    )
     assert (result.documents, result.converted) == (7, 1)
     assert gateway.resumes == [(early.flow_run_id, result.model_dump(mode="json"))]
     heartbeat = store.get_heartbeat(HEARTBEAT)
     assert heartbeat.detail["resolved_ready"] == 1 and heartbeat.detail["waits_checked"] == 1
 
 
-async def test_stuck_query_stays_open_until_the_hard_deadline_times_it_out(store, emulator, gateway,
-                                                                          settings) -> None:
+async def test_stuck_query_stays_open_until_the_hard_deadline_times_it_out(store, emulator, gateway, settings) -> None:
     patient_id = await emulator.patient("chris")
     await emulator.faults(stuck_patients=[patient_id])
     started = await emulator.api.start_document_query(patient_id, emulator.facility_id)
@@ -165,8 +189,9 @@ async def test_stuck_query_stays_open_until_the_hard_deadline_times_it_out(store
     assert "hard deadline" in result.detail and "documents" in result.detail
 
 
-async def test_consolidated_past_soft_deadline_is_fetched_from_the_stored_webhook(store, emulator, gateway,
-                                                                                settings) -> None:
+async def test_consolidated_past_soft_deadline_is_fetched_from_the_stored_webhook(
+    store, emulator, gateway, settings
+) -> None:
     patient_id, _ = await documents_done(emulator)
     query = await emulator.api.start_consolidated_query(patient_id, "json")
     await emulator.idle()
@@ -182,8 +207,7 @@ async def test_consolidated_past_soft_deadline_is_fetched_from_the_stored_webhoo
     assert stored.stat().st_size == result.size_bytes and stored.stat().st_mode & 0o777 == 0o600
 
 
-async def test_expired_bundle_url_resolves_expired_so_the_flow_re_requests(store, emulator, gateway,
-                                                                          settings) -> None:
+async def test_expired_bundle_url_resolves_expired_so_the_flow_re_requests(store, emulator, gateway, settings) -> None:
     patient_id, _ = await documents_done(emulator)
     await emulator.faults(url_lifetime=0)
     query = await emulator.api.start_consolidated_query(patient_id, "json")
@@ -203,8 +227,9 @@ async def test_expired_bundle_url_resolves_expired_so_the_flow_re_requests(store
     assert store.get_wait(retry.id).status == WaitStatus.open
 
 
-async def test_failed_deliveries_are_retried_and_the_resent_messages_correlate(store, emulator, gateway,
-                                                                              tmp_path) -> None:
+async def test_failed_deliveries_are_retried_and_the_resent_messages_correlate(
+    store, emulator, gateway, tmp_path
+) -> None:
     patient_id, request_id = await documents_done(emulator, "ollie")
     wait = waiting(store, gateway, patient_id, Stage.documents, request_id=request_id, soft=600)
     # Metriport's key exists once a URL is set; the receiver verifies with it, then the URL points at it.
@@ -245,9 +270,18 @@ async def test_two_passes_resolve_and_resume_once(store, emulator, gateway, sett
 
 
 async def test_failed_query_and_empty_bundle_are_resolved_from_status(store, emulator, gateway, settings) -> None:
-    nobody = (await emulator.api.create_patient(emulator.facility_id, {
-        "firstName": "Zed", "lastName": "Nobody", "dob": "1980-01-01", "genderAtBirth": "M",
-        "address": [FACILITY["address"]]})).id
+    nobody = (
+        await emulator.api.create_patient(
+            emulator.facility_id,
+            {
+                "firstName": "Zed",
+                "lastName": "Nobody",
+                "dob": "1980-01-01",
+                "genderAtBirth": "M",
+                "address": [FACILITY["address"]],
+            },
+        )
+    ).id
     query = await emulator.api.start_consolidated_query(nobody, "json")  # no documents: an empty bundle
     failing = await emulator.patient("andreas")
     (await emulator.control.post("/config", json={"mode": "production"})).raise_for_status()  # HIE failures

@@ -28,8 +28,15 @@ def _wait(stage: str, status: WaitStatus = WaitStatus.open, attempt: int = 1) ->
     from datetime import UTC, datetime
 
     now = datetime.now(UTC)
-    return Wait(flow_run_id="r", stage=stage, attempt=attempt, pause_key=f"{stage}-{attempt}", status=status,
-                soft_deadline=now, hard_deadline=now)
+    return Wait(
+        flow_run_id="r",
+        stage=stage,
+        attempt=attempt,
+        pause_key=f"{stage}-{attempt}",
+        status=status,
+        soft_deadline=now,
+        hard_deadline=now,
+    )
 
 
 @pytest.mark.parametrize(
@@ -81,6 +88,7 @@ def test_demo_follows_a_seed_patient_and_one_without_documents_to_the_end(local_
 
 def test_summary_marks_an_unfinished_patient() -> None:
     out = io.StringIO()
-    Console(file=out, width=200).print(summary_table([DemoPatient(kind="seed", patient_id="p-1", stage="failed",
-                                                                  error="documents failed")]))
+    Console(file=out, width=200).print(
+        summary_table([DemoPatient(kind="seed", patient_id="p-1", stage="failed", error="documents failed")])
+    )
     assert "failed: documents failed" in out.getvalue()

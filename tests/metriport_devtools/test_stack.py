@@ -49,7 +49,12 @@ def test_serve_builds_every_deployment_of_prefect_yaml_and_nothing_else() -> Non
             assert set(declared_trigger["expect"]) == trigger.expect
             assert declared_trigger["parameters"] == trigger.parameters
     assert {name.split("/")[0] for name in serve.deployment_names()} == {
-        "patient-records", "cohort-refresh", "bulk-patient-create", "bulk-document-download", "reconcile"}
+        "patient-records",
+        "cohort-refresh",
+        "bulk-patient-create",
+        "bulk-document-download",
+        "reconcile",
+    }
 
 
 def test_prefect_yaml_pulls_the_project_from_git_variables() -> None:
@@ -84,16 +89,22 @@ def _stubborn_family(tmp_path: Path) -> Service:
 def test_stop_ends_the_whole_process_group_even_when_sigterm_is_ignored(tmp_path: Path) -> None:
     service = _stubborn_family(tmp_path)
     service.start()
-    poll_until(lambda: "child" in service.log_path.read_text(), timeout=20, what="waiting for the child",
-               service=service)
+    poll_until(
+        lambda: "child" in service.log_path.read_text(), timeout=20, what="waiting for the child", service=service
+    )
     service.stop(grace_seconds=0.5)
     assert not service.alive()
     assert not group_alive(service.pid)
 
 
 def test_a_process_that_dies_at_startup_fails_fast_with_its_log(tmp_path: Path) -> None:
-    service = Service("broken", [sys.executable, "-c", "import sys; print('no config'); sys.exit(3)"],
-                      {"PATH": "/usr/bin:/bin"}, tmp_path / "b.log", tmp_path)
+    service = Service(
+        "broken",
+        [sys.executable, "-c", "import sys; print('no config'); sys.exit(3)"],
+        {"PATH": "/usr/bin:/bin"},
+        tmp_path / "b.log",
+        tmp_path,
+    )
     service.start()
     with pytest.raises(StackError, match="no config"):
         poll_until(lambda: False, timeout=30, what="waiting for nothing", service=service)
@@ -102,10 +113,16 @@ def test_a_process_that_dies_at_startup_fails_fast_with_its_log(tmp_path: Path) 
 def test_stop_saved_only_stops_groups_that_are_still_ours(tmp_path: Path) -> None:
     stack = LocalStack(tmp_path)
     stack.prefect_home.mkdir(parents=True)
-    ours = Service("ours", [sys.executable, "-c", "import time; time.sleep(600)"], stack._child_env(),
-                   tmp_path / "o.log", tmp_path)
-    foreign = Service("foreign", [sys.executable, "-c", "import time; time.sleep(600)"], {"PATH": "/usr/bin:/bin"},
-                      tmp_path / "f.log", tmp_path)
+    ours = Service(
+        "ours", [sys.executable, "-c", "import time; time.sleep(600)"], stack._child_env(), tmp_path / "o.log", tmp_path
+    )
+    foreign = Service(
+        "foreign",
+        [sys.executable, "-c", "import time; time.sleep(600)"],
+        {"PATH": "/usr/bin:/bin"},
+        tmp_path / "f.log",
+        tmp_path,
+    )
     stack.services = {"ours": ours, "foreign": foreign}
     ours.start()
     foreign.start()

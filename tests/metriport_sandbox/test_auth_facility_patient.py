@@ -23,8 +23,10 @@ async def test_bad_api_keys_get_403(emulator_asgi_client, api_key):
 
 async def test_tenants_are_isolated(emulator_app):
     transport = httpx.ASGITransport(app=emulator_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://e", headers={"x-api-key": key("x:alpha")}) as a, \
-            httpx.AsyncClient(transport=transport, base_url="http://e", headers={"x-api-key": key("y:bravo")}) as b:
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://e", headers={"x-api-key": key("x:alpha")}) as a,
+        httpx.AsyncClient(transport=transport, base_url="http://e", headers={"x-api-key": key("y:bravo")}) as b,
+    ):
         _, patient_id = await setup_patient(a)
         assert (await b.get(f"/medical/v1/patient/{patient_id}")).status_code == 404
         assert (await b.get("/medical/v1/facility")).json() == {"facilities": []}
@@ -54,15 +56,20 @@ async def test_facility_crud_and_npi_check(emulator_asgi_client):
     assert (await client.delete(f"/medical/v1/facility/{empty}")).status_code == 204
     missing = await client.get(f"/medical/v1/facility/{empty}")
     assert missing.status_code == 404
-    assert missing.json() == {"status": 404, "name": "NOT_FOUND", "title": "NotFoundError",
-                              "detail": "Could not find facility"}
+    assert missing.json() == {
+        "status": 404,
+        "name": "NOT_FOUND",
+        "title": "NotFoundError",
+        "detail": "Could not find facility",
+    }
 
 
 async def test_patient_create_is_idempotent_on_demographics(emulator_asgi_client):
     client = emulator_asgi_client
     facility_id, patient_id = await setup_patient(client)
-    again = await client.post("/medical/v1/patient", params={"facilityId": facility_id},
-                              json={**JANE, "firstName": "JANE"})
+    again = await client.post(
+        "/medical/v1/patient", params={"facilityId": facility_id}, json={**JANE, "firstName": "JANE"}
+    )
     assert again.status_code == 201
     assert again.json()["id"] == patient_id
     body = (await client.get(f"/medical/v1/patient/{patient_id}")).json()
@@ -76,12 +83,18 @@ async def test_patient_create_validation_and_facility_param(emulator_asgi_client
     facility_id, _ = await setup_patient(client)
     missing = await client.post("/medical/v1/patient", json=person())
     assert missing.status_code == 400
-    invalid = await client.post("/medical/v1/patient", params={"facilityId": facility_id},
-                                json={**person(), "dob": "1990/01/01", "genderAtBirth": "X"})
+    invalid = await client.post(
+        "/medical/v1/patient",
+        params={"facilityId": facility_id},
+        json={**person(), "dob": "1990/01/01", "genderAtBirth": "X"},
+    )
     assert invalid.status_code == 400
     assert "on [dob]" in invalid.json()["detail"] and "on [genderAtBirth]" in invalid.json()["detail"]
-    single = await client.post("/medical/v1/patient", params={"facilityId": facility_id},
-                               json={**person("Solo"), "address": ADDRESS, "contact": {"phone": "+1 (415) 555-0100"}})
+    single = await client.post(
+        "/medical/v1/patient",
+        params={"facilityId": facility_id},
+        json={**person("Solo"), "address": ADDRESS, "contact": {"phone": "+1 (415) 555-0100"}},
+    )
     assert single.status_code == 201
     assert single.json()["address"] == [ADDRESS]
     assert single.json()["contact"] == [{"phone": "4155550100"}]
@@ -92,8 +105,9 @@ async def test_sandbox_patient_limit_body(emulator_asgi_client):
     await client.post("/_sandbox/config", json={"rate_limits": {"patientCreateOrUpdate": 1000}})
     facility_id, _ = await setup_patient(client)
     for n in range(19):
-        ok = await client.post("/medical/v1/patient", params={"facilityId": facility_id},
-                               json=person(f"P{n}", dob=f"19{50 + n}-01-01"))
+        ok = await client.post(
+            "/medical/v1/patient", params={"facilityId": facility_id}, json=person(f"P{n}", dob=f"19{50 + n}-01-01")
+        )
         assert ok.status_code == 201
     refused = await client.post("/medical/v1/patient", params={"facilityId": facility_id}, json=person("Extra"))
     assert refused.status_code == 400
@@ -126,8 +140,9 @@ async def test_patient_update_etag_delete_and_match(emulator_asgi_client):
     current = (await client.get(f"/medical/v1/patient/{patient_id}")).json()
     stale = await client.put(f"/medical/v1/patient/{patient_id}", json={**JANE, "eTag": "99"})
     assert stale.status_code == 412
-    updated = await client.put(f"/medical/v1/patient/{patient_id}", json={**JANE, "lastName": "Doe",
-                                                                         "eTag": current["eTag"]})
+    updated = await client.put(
+        f"/medical/v1/patient/{patient_id}", json={**JANE, "lastName": "Doe", "eTag": current["eTag"]}
+    )
     assert updated.status_code == 200 and updated.json()["lastName"] == "Doe"
     by_header = await client.put(f"/medical/v1/patient/{patient_id}", json=JANE, headers={"if-match": "0"})
     assert by_header.status_code == 412

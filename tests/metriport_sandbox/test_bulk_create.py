@@ -49,8 +49,7 @@ async def test_bulk_create_needs_facility_when_several_and_dry_run(emulator_asgi
     facility_id = (await client.post("/medical/v1/facility", json=FACILITY)).json()["id"]
     await client.post("/medical/v1/facility", json=FACILITY)
     assert (await client.post("/medical/v1/patient/bulk")).status_code == 400
-    job = (await client.post("/medical/v1/patient/bulk", params={"facilityId": facility_id,
-                                                                 "dryRun": "true"})).json()
+    job = (await client.post("/medical/v1/patient/bulk", params={"facilityId": facility_id, "dryRun": "true"})).json()
     assert job["params"] == {"dryRun": True}
     await client.put(job["uploadUrl"], content=CSV.encode())
     await flush(client)
@@ -72,5 +71,7 @@ async def test_control_plane_completes_a_pending_import(emulator_asgi_client, we
     forced = await client.post(f"/_sandbox/bulk-patient-create/{job['requestId']}/complete")
     assert forced.json() == {"requestId": job["requestId"], "status": "completed"}
     await flush(client)
-    assert webhook_receiver.wait_for(2, "medical.bulk-patient-create")[1].json()["bulkPatientCreate"][
-        "status"] == "completed"
+    assert (
+        webhook_receiver.wait_for(2, "medical.bulk-patient-create")[1].json()["bulkPatientCreate"]["status"]
+        == "completed"
+    )

@@ -17,9 +17,23 @@ COMMAND = [sys.executable, "-m", "metriport_sandbox"]
 
 def test_cli_starts_the_emulator_with_options():
     port = free_port()
-    process = subprocess.Popen([*COMMAND, "--port", str(port), "--mode", "production", "--seed", "3",
-                                "--delay", "0,0", "--faults", "drop=0.1,api_429.documentQuery=0.2"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            *COMMAND,
+            "--port",
+            str(port),
+            "--mode",
+            "production",
+            "--seed",
+            "3",
+            "--delay",
+            "0,0",
+            "--faults",
+            "drop=0.1,api_429.documentQuery=0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -35,8 +49,9 @@ def test_cli_starts_the_emulator_with_options():
         config = httpx.post(f"{base}/_sandbox/config", json={}, trust_env=False).json()
         assert config["mode"] == "production" and config["delay"] == [0.0, 0.0]
         assert config["public_url"] == base
-        response = httpx.get(f"{base}/medical/v1/facility", headers={"x-api-key": api_key_for("cli-tenant")},
-                             trust_env=False)
+        response = httpx.get(
+            f"{base}/medical/v1/facility", headers={"x-api-key": api_key_for("cli-tenant")}, trust_env=False
+        )
         assert response.json() == {"facilities": []}
     finally:
         process.terminate()

@@ -23,8 +23,9 @@ async def test_json_query_webhook_bundle_and_files(emulator_asgi_client, webhook
     client = emulator_asgi_client
     await set_webhook(client, webhook_receiver.url)
     patient_id = await seeded_patient(client)
-    started = await client.post(consolidated_url(patient_id), params={"conversionType": "json"},
-                                json={"metadata": {"flowRunId": "r9"}})
+    started = await client.post(
+        consolidated_url(patient_id), params={"conversionType": "json"}, json={"metadata": {"flowRunId": "r9"}}
+    )
     query = started.json()
     assert list(query) == ["requestId", "status", "startedAt", "resources", "conversionType"]
     assert query["status"] == "processing" and query["resources"] == []
@@ -46,8 +47,11 @@ async def test_json_query_webhook_bundle_and_files(emulator_asgi_client, webhook
     record = json.loads(plain)
     types = {e["resource"]["resourceType"] for e in record["entry"]}
     assert {"Patient", "Condition", "Observation", "Encounter"} <= types
-    hook = (await client.get(f"/medical/v1/patient/{patient_id}/consolidated/webhook",
-                             params={"requestId": query["requestId"]})).json()
+    hook = (
+        await client.get(
+            f"/medical/v1/patient/{patient_id}/consolidated/webhook", params={"requestId": query["requestId"]}
+        )
+    ).json()
     assert hook["status"] == "completed" and hook["fileUrl"] == attachments[0]["url"]
     assert hook["gzipUrl"] == attachments[1]["url"]
 
@@ -56,12 +60,18 @@ async def test_filters_and_pdf_html_single_attachment(emulator_asgi_client, webh
     client = emulator_asgi_client
     await set_webhook(client, webhook_receiver.url)
     patient_id = await seeded_patient(client)
-    await client.post(consolidated_url(patient_id), params={
-        "conversionType": "json", "resources": "Condition,Encounter", "dateFrom": "2000-01-01"})
+    await client.post(
+        consolidated_url(patient_id),
+        params={"conversionType": "json", "resources": "Condition,Encounter", "dateFrom": "2000-01-01"},
+    )
     await flush(client)
     message = webhook_receiver.wait_for(1, "medical.consolidated-data")[0].json()["patients"][0]
-    assert message["filters"] == {"resources": "Condition, Encounter", "dateFrom": "2000-01-01", "dateTo": "",
-                                  "conversionType": "json"}
+    assert message["filters"] == {
+        "resources": "Condition, Encounter",
+        "dateFrom": "2000-01-01",
+        "dateTo": "",
+        "conversionType": "json",
+    }
     url = message["bundle"]["entry"][0]["resource"]["content"][0]["attachment"]["url"]
     types = {e["resource"]["resourceType"] for e in (await client.get(url)).json()["entry"]}
     assert "Condition" in types and not types & {"Observation", "Immunization", "AllergyIntolerance"}
@@ -92,10 +102,16 @@ async def test_dedupe_while_processing_and_removal_of_finished_queries(emulator_
     empty = (await client.get(consolidated_url(patient_id))).json()
     assert empty == {"status": None, "queries": None}
     await client.post("/_sandbox/config", json={"delay": [0.3, 0.3]})
-    first = (await client.post(consolidated_url(patient_id), params={
-        "conversionType": "json", "resources": "Condition,Encounter"})).json()
-    same = (await client.post(consolidated_url(patient_id), params={
-        "conversionType": "json", "resources": "Encounter,Condition"})).json()
+    first = (
+        await client.post(
+            consolidated_url(patient_id), params={"conversionType": "json", "resources": "Condition,Encounter"}
+        )
+    ).json()
+    same = (
+        await client.post(
+            consolidated_url(patient_id), params={"conversionType": "json", "resources": "Encounter,Condition"}
+        )
+    ).json()
     other = (await client.post(consolidated_url(patient_id), params={"conversionType": "pdf"})).json()
     assert same["requestId"] == first["requestId"] and other["requestId"] != first["requestId"]
     listing = (await client.get(consolidated_url(patient_id))).json()
@@ -108,7 +124,8 @@ async def test_dedupe_while_processing_and_removal_of_finished_queries(emulator_
     gone = await client.get(f"{consolidated_url(patient_id)}/{first['requestId']}")
     assert gone.status_code == 404 and gone.json()["detail"] == "Consolidated query not found"
     assert [q["requestId"] for q in (await client.get(consolidated_url(patient_id))).json()["queries"]] == [
-        third["requestId"]]
+        third["requestId"]
+    ]
 
 
 async def test_consolidated_validation(emulator_asgi_client):
@@ -118,11 +135,13 @@ async def test_consolidated_validation(emulator_asgi_client):
     assert missing.status_code == 400 and "on [conversionType]" in missing.json()["detail"]
     wrong = await client.post(consolidated_url(patient_id), params={"conversionType": "xml"})
     assert wrong.status_code == 400
-    bad_type = await client.post(consolidated_url(patient_id), params={"conversionType": "json",
-                                                                       "resources": "condition"})
+    bad_type = await client.post(
+        consolidated_url(patient_id), params={"conversionType": "json", "resources": "condition"}
+    )
     assert bad_type.status_code == 400
-    bad_date = await client.post(consolidated_url(patient_id), params={"conversionType": "json",
-                                                                       "dateFrom": "01-01-2020"})
+    bad_date = await client.post(
+        consolidated_url(patient_id), params={"conversionType": "json", "dateFrom": "01-01-2020"}
+    )
     assert "Date must be in format YYYY-MM-DD" in bad_date.json()["detail"]
 
 
@@ -133,8 +152,9 @@ async def test_from_dashboard_suppresses_webhook_but_records_success(emulator_as
     await client.post(consolidated_url(patient_id), params={"conversionType": "json", "fromDashboard": "true"})
     await flush(client)
     assert webhook_receiver.messages("medical.consolidated-data") == []
-    stored = [r for r in (await client.get("/_sandbox/webhook-requests")).json()
-              if r["type"] == "medical.consolidated-data"]
+    stored = [
+        r for r in (await client.get("/_sandbox/webhook-requests")).json() if r["type"] == "medical.consolidated-data"
+    ]
     assert [r["status"] for r in stored] == ["success"]
 
 
@@ -165,8 +185,11 @@ async def test_failed_consolidated_query_has_no_bundle(emulator_asgi_client, web
     item = webhook_receiver.wait_for(1, "medical.consolidated-data")[0].json()["patients"][0]
     assert item["status"] == "failed" and "bundle" not in item
     assert (await client.get(f"{consolidated_url(patient_id)}/{query['requestId']}")).json()["status"] == "failed"
-    hook = (await client.get(f"/medical/v1/patient/{patient_id}/consolidated/webhook",
-                             params={"requestId": query["requestId"]})).json()
+    hook = (
+        await client.get(
+            f"/medical/v1/patient/{patient_id}/consolidated/webhook", params={"requestId": query["requestId"]}
+        )
+    ).json()
     assert hook == {"requestId": query["requestId"], "status": "failed", "conversionType": "json"}
 
 
@@ -179,12 +202,16 @@ async def test_count_and_medical_record_summary(emulator_asgi_client):
     status = (await client.get(f"/medical/v1/patient/{empty_id}/medical-record-status")).json()
     assert status == {"html": {"exists": False}, "pdf": {"exists": False}}
     patient_id = await seeded_patient(client)
-    count = (await client.get(f"/medical/v1/patient/{patient_id}/consolidated/count",
-                              params={"resources": "Condition,Observation"})).json()
+    count = (
+        await client.get(
+            f"/medical/v1/patient/{patient_id}/consolidated/count", params={"resources": "Condition,Observation"}
+        )
+    ).json()
     assert set(count["resources"]) == {"Condition", "Observation"}
     assert count["total"] == sum(count["resources"].values()) > 0
     assert count["filter"] == {"resources": "Condition, Observation", "dateFrom": None, "dateTo": None}
     assert (await client.get(f"/medical/v1/patient/{patient_id}/medical-record-status")).json()["pdf"]["exists"]
-    url = (await client.get(f"/medical/v1/patient/{patient_id}/medical-record",
-                            params={"conversionType": "pdf"})).json()["url"]
+    url = (
+        await client.get(f"/medical/v1/patient/{patient_id}/medical-record", params={"conversionType": "pdf"})
+    ).json()["url"]
     assert "X-Amz-Expires=180" in url and (await client.get(url)).content.startswith(b"%PDF")

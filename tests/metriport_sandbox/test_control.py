@@ -47,6 +47,7 @@ async def test_bad_fault_spec_and_config_are_400(emulator_asgi_client):
     client = emulator_asgi_client
     assert (await client.post("/_sandbox/faults", json={"spec": "drop=x"})).status_code == 400
     assert (await client.post("/_sandbox/config", json={"delay": "3,1"})).status_code == 400
-    assert (await client.post("/_sandbox/notifications", json={"patientId": "nope",
-                                                               "type": "patient.admit"})).status_code == 404
+    assert (
+        await client.post("/_sandbox/notifications", json={"patientId": "nope", "type": "patient.admit"})
+    ).status_code == 404
     assert (await client.post("/_sandbox/bulk-patient-create/nope/complete")).status_code == 404

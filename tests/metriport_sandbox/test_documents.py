@@ -15,18 +15,25 @@ SEED_FILES = ["JaneSmith.xml", "demo2.pdf", "demo3.pdf", "demo4.pdf", "demo5.jpe
 @pytest.fixture
 async def production_client(emulator_config):
     app = create_app(emulator_config(mode="production"))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://emulator.test",
-                                 headers={"x-api-key": api_key_for("prod-tenant")}) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://emulator.test",
+        headers={"x-api-key": api_key_for("prod-tenant")},
+    ) as client:
         yield client
 
 
-async def test_sandbox_seed_patient_gets_seven_documents_and_two_concurrent_messages(emulator_asgi_client,
-                                                                                     webhook_receiver):
+async def test_sandbox_seed_patient_gets_seven_documents_and_two_concurrent_messages(
+    emulator_asgi_client, webhook_receiver
+):
     client = emulator_asgi_client
     await set_webhook(client, webhook_receiver.url)
     _, patient_id = await setup_patient(client)
-    started = await client.post("/medical/v1/document/query", params={"patientId": patient_id},
-                                json={"metadata": {"flowRunId": "run-1"}, "ignored": True})
+    started = await client.post(
+        "/medical/v1/document/query",
+        params={"patientId": patient_id},
+        json={"metadata": {"flowRunId": "run-1"}, "ignored": True},
+    )
     body = started.json()
     assert list(body) == ["download", "requestId", "startedAt", "triggerConsolidated"]
     assert body["download"] == {"status": "processing"} and body["triggerConsolidated"] is False
@@ -42,8 +49,16 @@ async def test_sandbox_seed_patient_gets_seven_documents_and_two_concurrent_mess
     item = download["patients"][0]
     assert list(item) == ["patientId", "documents", "status"] and item["status"] == "completed"
     assert [d["fileName"] for d in item["documents"]] == SEED_FILES
-    assert list(item["documents"][0]) == ["id", "description", "fileName", "type", "status", "indexed",
-                                          "mimeType", "size"]
+    assert list(item["documents"][0]) == [
+        "id",
+        "description",
+        "fileName",
+        "type",
+        "status",
+        "indexed",
+        "mimeType",
+        "size",
+    ]
     assert "requestId" not in conversion["meta"]
     assert conversion["meta"]["data"] == {"flowRunId": "run-1"}
     assert conversion["patients"] == [{"patientId": patient_id, "status": "completed"}]
@@ -65,8 +80,9 @@ async def test_sandbox_seed_name_is_case_insensitive_and_ids_are_fresh(emulator_
     assert all(len(m.json()["patients"][0]["documents"]) == 7 for m in downloads)
 
 
-async def test_sandbox_non_seed_patient_gets_one_empty_download_and_no_conversion(emulator_asgi_client,
-                                                                                  webhook_receiver):
+async def test_sandbox_non_seed_patient_gets_one_empty_download_and_no_conversion(
+    emulator_asgi_client, webhook_receiver
+):
     client = emulator_asgi_client
     await set_webhook(client, webhook_receiver.url)
     _, patient_id = await setup_patient(client, person())
@@ -86,10 +102,12 @@ async def test_document_query_is_single_flight_and_keeps_first_metadata(emulator
     client = emulator_asgi_client
     _, patient_id = await setup_patient(client)
     await client.post("/_sandbox/faults", json={"stuck_patients": [patient_id]})
-    first = (await client.post("/medical/v1/document/query", params={"patientId": patient_id},
-                               json={"metadata": {"n": "1"}})).json()
-    second = (await client.post("/medical/v1/document/query", params={"patientId": patient_id},
-                                json={"metadata": {"n": "2"}})).json()
+    first = (
+        await client.post("/medical/v1/document/query", params={"patientId": patient_id}, json={"metadata": {"n": "1"}})
+    ).json()
+    second = (
+        await client.post("/medical/v1/document/query", params={"patientId": patient_id}, json={"metadata": {"n": "2"}})
+    ).json()
     assert second["requestId"] == first["requestId"]
     status = (await client.get("/medical/v1/document/query", params={"patientId": patient_id})).json()
     assert status == first
@@ -111,11 +129,13 @@ async def test_document_query_rejects_bad_metadata_and_foreign_facility(emulator
     response = await client.post("/medical/v1/document/query", params={"patientId": patient_id}, json=too_many)
     assert response.status_code == 400
     assert response.json()["detail"] == "Record has too many properties, on [meta]"
-    long_key = await client.post("/medical/v1/document/query", params={"patientId": patient_id},
-                                 json={"metadata": {"k" * 41: "v"}})
+    long_key = await client.post(
+        "/medical/v1/document/query", params={"patientId": patient_id}, json={"metadata": {"k" * 41: "v"}}
+    )
     assert long_key.status_code == 400
-    long_value = await client.post("/medical/v1/document/query", params={"patientId": patient_id},
-                                   json={"metadata": {"k": "v" * 501}})
+    long_value = await client.post(
+        "/medical/v1/document/query", params={"patientId": patient_id}, json={"metadata": {"k": "v" * 501}}
+    )
     assert long_value.status_code == 400
     foreign = await client.post("/medical/v1/document/query", params={"patientId": patient_id, "facilityId": "x"})
     assert foreign.json()["detail"] == "Patient not associated with given facility"
@@ -130,8 +150,12 @@ async def test_document_list_filters_outputs_and_download_url(emulator_asgi_clie
     assert {d["resourceType"] for d in fhir} == {"DocumentReference"} and len(fhir) == 7
     dto = (await client.get("/medical/v1/document", params={"patientId": patient_id, "output": "dto"})).json()
     dates = sorted(d["indexed"] for d in dto["documents"])
-    window = (await client.get("/medical/v1/document", params={
-        "patientId": patient_id, "output": "dto", "dateFrom": dates[3], "dateTo": dates[3]})).json()["documents"]
+    window = (
+        await client.get(
+            "/medical/v1/document",
+            params={"patientId": patient_id, "output": "dto", "dateFrom": dates[3], "dateTo": dates[3]},
+        )
+    ).json()["documents"]
     assert window and all(d["indexed"] == dates[3] for d in window)
     bad = await client.get("/medical/v1/document", params={"patientId": patient_id, "dateFrom": "2020-13-01"})
     assert bad.status_code == 400 and "YYYY-MM-DD" in bad.json()["detail"]
@@ -139,11 +163,15 @@ async def test_document_list_filters_outputs_and_download_url(emulator_asgi_clie
     assert "X-Amz-Expires=180" in url
     fetched = await client.get(url)
     assert fetched.status_code == 200 and fetched.content.lstrip().startswith(b"<?xml")
-    html = (await client.get("/medical/v1/document/download-url",
-                             params={"fileName": "JaneSmith.xml", "conversionType": "html"})).json()["url"]
+    html = (
+        await client.get(
+            "/medical/v1/document/download-url", params={"fileName": "JaneSmith.xml", "conversionType": "html"}
+        )
+    ).json()["url"]
     assert b"<html" in (await client.get(html)).content.lower()
-    not_xml = await client.get("/medical/v1/document/download-url",
-                               params={"fileName": "demo2.pdf", "conversionType": "pdf"})
+    not_xml = await client.get(
+        "/medical/v1/document/download-url", params={"fileName": "demo2.pdf", "conversionType": "pdf"}
+    )
     assert not_xml.status_code == 400
     assert (await client.get("/medical/v1/document/download-url", params={"fileName": "x.pdf"})).status_code == 404
     tampered = await client.get(url.replace("X-Amz-Expires=180", "X-Amz-Expires=999"))
@@ -172,8 +200,11 @@ async def test_bulk_download_urls_single_flight_and_webhook(emulator_asgi_client
     await client.post("/medical/v1/document/query", params={"patientId": patient_id})
     await flush(client)
     await client.post("/_sandbox/config", json={"delay": [0.2, 0.2]})
-    first = (await client.post("/medical/v1/document/download-url/bulk", params={"patientId": patient_id},
-                               json={"metadata": {"job": "b1"}})).json()
+    first = (
+        await client.post(
+            "/medical/v1/document/download-url/bulk", params={"patientId": patient_id}, json={"metadata": {"job": "b1"}}
+        )
+    ).json()
     again = (await client.post("/medical/v1/document/download-url/bulk", params={"patientId": patient_id})).json()
     assert first == again == {"status": "processing", "requestId": first["requestId"]}
     await flush(client)
@@ -185,8 +216,9 @@ async def test_bulk_download_urls_single_flight_and_webhook(emulator_asgi_client
     assert (await client.get(documents[1]["url"])).content.startswith(b"%PDF")
 
 
-async def test_production_sends_download_then_conversion_even_with_nothing_to_convert(production_client,
-                                                                                     webhook_receiver):
+async def test_production_sends_download_then_conversion_even_with_nothing_to_convert(
+    production_client, webhook_receiver
+):
     client = production_client
     await set_webhook(client, webhook_receiver.url)
     _, seed_id = await setup_patient(client)

@@ -16,7 +16,9 @@ from tests.fixtures.sandbox import FACILITY, JANE, WebhookReceiver, flush, perso
 def test_fault_spec_parsing():
     scenario = FaultScenario.parse(
         "duplicate=0.3,drop=0.1,reorder=0.5,api_5xx=0.1,api_429=0.05,url_lifetime=0,stuck_dq=1.0,"
-        "api_429.documentQuery=0.5", seed=7)
+        "api_429.documentQuery=0.5",
+        seed=7,
+    )
     assert (scenario.duplicate, scenario.drop, scenario.reorder) == (0.3, 0.1, 0.5)
     assert scenario.url_lifetime == 0 and scenario.stuck_dq == 1.0 and scenario.op_429 == {"documentQuery": 0.5}
     assert FaultScenario.parse("stuck_patients=p1|p2").stuck_patients == {"p1", "p2"}
@@ -44,14 +46,16 @@ async def run_scenario(config_factory, seed: int) -> list[tuple]:
     app = create_app(config_factory(seed=seed, faults="duplicate=0.4,drop=0.3"))
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://e",
-                                     headers={"x-api-key": api_key_for("fault-tenant")}) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://e", headers={"x-api-key": api_key_for("fault-tenant")}
+        ) as client:
             await client.post("/settings", json={"webhookUrl": receiver.url})
             facility_id = (await client.post("/medical/v1/facility", json=FACILITY)).json()["id"]
             for n in range(5):
                 demo = JANE if n == 0 else person(f"Kyla{n}" if n % 2 else "Kyla", f"L{n}", f"19{60 + n}-02-02")
-                patient_id = (await client.post("/medical/v1/patient", params={"facilityId": facility_id},
-                                                json=demo)).json()["id"]
+                patient_id = (
+                    await client.post("/medical/v1/patient", params={"facilityId": facility_id}, json=demo)
+                ).json()["id"]
                 await client.post("/medical/v1/document/query", params={"patientId": patient_id})
                 await flush(client)
             rows = (await client.get("/_sandbox/deliveries")).json()
@@ -99,13 +103,18 @@ async def test_stuck_document_query_never_completes(emulator_asgi_client):
 
 
 async def test_rate_limit_answers_429_plain_text_with_headers(emulator_config):
-    app = create_app(emulator_config(rate_limits={"documentQuery": 2, "patientCreateOrUpdate": 15,
-                                                  "consolidatedDataQuery": 120}))
+    app = create_app(
+        emulator_config(rate_limits={"documentQuery": 2, "patientCreateOrUpdate": 15, "consolidatedDataQuery": 120})
+    )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://e",
-                                 headers={"x-api-key": api_key_for("limited")}) as client, \
-            httpx.AsyncClient(transport=transport, base_url="http://e",
-                              headers={"x-api-key": api_key_for("neighbour")}) as other:
+    async with (
+        httpx.AsyncClient(
+            transport=transport, base_url="http://e", headers={"x-api-key": api_key_for("limited")}
+        ) as client,
+        httpx.AsyncClient(
+            transport=transport, base_url="http://e", headers={"x-api-key": api_key_for("neighbour")}
+        ) as other,
+    ):
         facility_id = (await client.post("/medical/v1/facility", json=FACILITY)).json()["id"]
         created = await client.post("/medical/v1/patient", params={"facilityId": facility_id}, json=JANE)
         assert created.headers["ratelimit-limit"] == "15" and created.headers["ratelimit-remaining"] == "14"
@@ -121,8 +130,9 @@ async def test_rate_limit_answers_429_plain_text_with_headers(emulator_config):
         assert int(refused.headers["retry-after"]) > 0 and refused.headers["ratelimit-limit"] == "2"
         assert "x-ratelimit-limit" not in refused.headers
         other_facility = (await other.post("/medical/v1/facility", json=FACILITY)).json()["id"]
-        other_patient = (await other.post("/medical/v1/patient", params={"facilityId": other_facility},
-                                          json=JANE)).json()["id"]
+        other_patient = (
+            await other.post("/medical/v1/patient", params={"facilityId": other_facility}, json=JANE)
+        ).json()["id"]
         assert (await other.post("/medical/v1/document/query", params={"patientId": other_patient})).status_code == 200
 
 
@@ -145,12 +155,16 @@ async def test_slow_receiver_times_out_and_is_recorded(emulator_config):
     receiver = WebhookReceiver(delay=0.5)
     app = create_app(emulator_config(webhook_timeout=0.1))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e",
-                                     headers={"x-api-key": api_key_for("slow-tenant")}) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://e",
+            headers={"x-api-key": api_key_for("slow-tenant")},
+        ) as client:
             await client.post("/settings", json={"webhookUrl": receiver.url})
             facility_id = (await client.post("/medical/v1/facility", json=FACILITY)).json()["id"]
-            patient_id = (await client.post("/medical/v1/patient", params={"facilityId": facility_id},
-                                            json=person())).json()["id"]
+            patient_id = (
+                await client.post("/medical/v1/patient", params={"facilityId": facility_id}, json=person())
+            ).json()["id"]
             await client.post("/medical/v1/document/query", params={"patientId": patient_id})
             await flush(client)
             rows = (await client.get("/_sandbox/webhook-requests")).json()
@@ -165,14 +179,18 @@ async def test_reorder_holds_messages_back(emulator_config):
     receiver = WebhookReceiver()
     app = create_app(emulator_config(seed=5, faults="reorder=1.0,reorder_delay=1.0"))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e",
-                                     headers={"x-api-key": api_key_for("reorder-tenant")}) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://e",
+            headers={"x-api-key": api_key_for("reorder-tenant")},
+        ) as client:
             await client.post("/settings", json={"webhookUrl": receiver.url})
             facility_id = (await client.post("/medical/v1/facility", json=FACILITY)).json()["id"]
             created = []
             for n in range(6):
-                patient_id = (await client.post("/medical/v1/patient", params={"facilityId": facility_id},
-                                                json=person(f"R{n}"))).json()["id"]
+                patient_id = (
+                    await client.post("/medical/v1/patient", params={"facilityId": facility_id}, json=person(f"R{n}"))
+                ).json()["id"]
                 await client.post("/medical/v1/document/query", params={"patientId": patient_id})
                 created.append(patient_id)
             await flush(client)

@@ -35,8 +35,17 @@ from metriport_sandbox.seed import (
 
 SEEDS = sorted(SEED_PATIENTS)
 CLINICAL_TYPES = {
-    "Encounter", "Condition", "Observation", "MedicationRequest", "MedicationStatement", "Medication",
-    "AllergyIntolerance", "Immunization", "Procedure", "DiagnosticReport", "DocumentReference",
+    "Encounter",
+    "Condition",
+    "Observation",
+    "MedicationRequest",
+    "MedicationStatement",
+    "Medication",
+    "AllergyIntolerance",
+    "Immunization",
+    "Procedure",
+    "DiagnosticReport",
+    "DocumentReference",
 }
 
 
@@ -55,13 +64,21 @@ def seed_record(request) -> tuple[str, list[dict]]:
 def test_seed_demographics_are_the_codes():
     jane = SEED_PATIENTS["jane"].demographics()
     assert jane == {
-        "firstName": "Jane", "lastName": "Smith", "dob": "1996-02-10", "genderAtBirth": "F",
-        "address": [{"addressLine1": "123 Arsenal St", "city": "Phoenix", "state": "AZ", "zip": "85300",
-                     "country": "USA"}],
+        "firstName": "Jane",
+        "lastName": "Smith",
+        "dob": "1996-02-10",
+        "genderAtBirth": "F",
+        "address": [
+            {"addressLine1": "123 Arsenal St", "city": "Phoenix", "state": "AZ", "zip": "85300", "country": "USA"}
+        ],
     }
     assert (SEED_PATIENTS["andreas"].last_name, SEED_PATIENTS["kyla"].last_name) == ("Sims", "Fields")
     assert [(p.address.city, p.address.state) for p in SEED_PATIENTS.values()] == [
-        ("Phoenix", "AZ"), ("Chicago", "IL"), ("Harrisburg", "PA"), ("Jefferson City", "MO"), ("Portland", "ME"),
+        ("Phoenix", "AZ"),
+        ("Chicago", "IL"),
+        ("Harrisburg", "PA"),
+        ("Jefferson City", "MO"),
+        ("Portland", "ME"),
     ]
 
 
@@ -72,12 +89,12 @@ def test_seed_lookup_is_by_first_name_case_insensitive():
 
 def test_seven_seed_documents():
     names = [name for _, name in seed_document_files("andreas")]
-    assert names == ["AndreasBrown.xml", "demo2.pdf", "demo3.pdf", "demo4.pdf", "demo5.jpeg", "demo6.tif",
-                     "demo7.jpeg"]
+    assert names == ["AndreasBrown.xml", "demo2.pdf", "demo3.pdf", "demo4.pdf", "demo5.jpeg", "demo6.tif", "demo7.jpeg"]
     xml = SEED_DOCUMENTS[0]
     assert (xml.mime_type, xml.description) == ("application/xml", "C-CDA R2.1 Patient Record")
-    assert xml.type == {"coding": [{"system": "http://loinc.org/", "code": "34133-9",
-                                    "display": "Summarization of episode note"}]}
+    assert xml.type == {
+        "coding": [{"system": "http://loinc.org/", "code": "34133-9", "display": "Summarization of episode note"}]
+    }
     by_mime = {d.mime_type: (d.description, d.type["coding"][0]["display"]) for d in SEED_DOCUMENTS}
     assert by_mime["application/pdf"] == ("Physical Examination", "Encounter")
     assert by_mime["image/tiff"] == ("Pathology Report", "Pathology Report")
@@ -107,8 +124,13 @@ def test_record_has_every_clinical_type_with_real_codes(seed_record):
     types = {r["resourceType"] for r in resources}
     assert CLINICAL_TYPES <= types
     assert types <= set(RESOURCE_TYPES) | {"Patient", "Medication", "Organization"}
-    loinc = {c["code"] for r in resources if r["resourceType"] == "Observation"
-             for c in r["code"]["coding"] if c["system"] == fhir_codes.LOINC}
+    loinc = {
+        c["code"]
+        for r in resources
+        if r["resourceType"] == "Observation"
+        for c in r["code"]["coding"]
+        if c["system"] == fhir_codes.LOINC
+    }
     assert {"85354-9", "8867-4", "29463-7", "8302-2", "39156-5"} <= loinc
     assert loinc & {"4548-4", "2345-7", "2093-3"}
     for r in resources:
@@ -168,9 +190,22 @@ def test_deterministic_for_same_rng_and_different_otherwise():
 
 
 def test_demographics_override():
-    demo = {"firstName": "Jane", "lastName": "Doe", "dob": "1980-01-02", "genderAtBirth": "O",
-            "address": [{"addressLine1": "1 Main St", "addressLine2": "Apt 2", "city": "Austin",
-                         "state": "TX", "zip": "78701", "country": "USA"}]}
+    demo = {
+        "firstName": "Jane",
+        "lastName": "Doe",
+        "dob": "1980-01-02",
+        "genderAtBirth": "O",
+        "address": [
+            {
+                "addressLine1": "1 Main St",
+                "addressLine2": "Apt 2",
+                "city": "Austin",
+                "state": "TX",
+                "zip": "78701",
+                "country": "USA",
+            }
+        ],
+    }
     patient = patient_resources("p1", "jane", random.Random(0), demographics=demo)[0]
     validate(patient)
     assert patient["gender"] == "other"
@@ -240,9 +275,19 @@ def test_bundle_json_shape():
 def test_resource_types_is_metriports_list():
     assert len(RESOURCE_TYPES) == len(set(RESOURCE_TYPES)) == 65
     assert RESOURCE_TYPES[-3:] == ("AdverseEvent", "Task", "Practitioner")
-    assert {"AllergyIntolerance", "Condition", "DiagnosticReport", "DocumentReference", "Encounter",
-            "Immunization", "MedicationRequest", "MedicationStatement", "Observation",
-            "Procedure", "MedicationStatement"} <= set(RESOURCE_TYPES)
+    assert {
+        "AllergyIntolerance",
+        "Condition",
+        "DiagnosticReport",
+        "DocumentReference",
+        "Encounter",
+        "Immunization",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Observation",
+        "Procedure",
+        "MedicationStatement",
+    } <= set(RESOURCE_TYPES)
     assert not {"Patient", "Medication", "Organization"} & set(RESOURCE_TYPES)
 
 
@@ -262,7 +307,10 @@ def test_filter_never_returns_a_resource_outside_the_window(first, last, types):
         if types and resource["resourceType"] not in types:
             assert resource["resourceType"] in SUPPORTING_TYPES
             assert f"{resource['resourceType']}/{resource['id']}" in referenced
-    expected = [r for r in JANE[1:] if (not types or r["resourceType"] in types)
-                and ((w := resource_date(r)) is None or first <= w <= last)]
+    expected = [
+        r
+        for r in JANE[1:]
+        if (not types or r["resourceType"] in types) and ((w := resource_date(r)) is None or first <= w <= last)
+    ]
     assert [r for r in kept[1:] if not types or r["resourceType"] in types] == expected
     assert not [t for t in unresolved_references(kept) if t.split("/")[0] in SUPPORTING_TYPES]

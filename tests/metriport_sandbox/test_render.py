@@ -83,8 +83,18 @@ def kyla() -> list[dict]:
 
 def test_html_is_well_formed_with_sections(kyla):
     page = parse_html(render_html(kyla))
-    assert {"conditions", "medications", "allergies", "immunizations", "procedures", "lab-reports", "vital-signs",
-            "lab-results", "encounters", "documents"} <= set(page.sections)
+    assert {
+        "conditions",
+        "medications",
+        "allergies",
+        "immunizations",
+        "procedures",
+        "lab-reports",
+        "vital-signs",
+        "lab-results",
+        "encounters",
+        "documents",
+    } <= set(page.sections)
     text = " ".join(page.text)
     assert "Patient: Kyla Fields" in text and "1927-05-23" in text
     assert "Atrial fibrillation" in text and "apixaban 5 MG Oral Tablet" in text
@@ -147,7 +157,9 @@ def test_seed_documents_are_real_files(key):
             name_el = root.find("h:recordTarget/h:patientRole/h:patient/h:name", ns)
             seed = SEED_PATIENTS[key]
             assert (name_el.findtext("h:given", namespaces=ns), name_el.findtext("h:family", namespaces=ns)) == (
-                seed.first_name, seed.last_name)
+                seed.first_name,
+                seed.last_name,
+            )
             assert len(root.findall(".//h:section", ns)) == 3
         elif name.endswith(".pdf"):
             check_pdf(raw)

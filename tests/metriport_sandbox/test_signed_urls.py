@@ -120,9 +120,9 @@ def test_s3_error_xml_shape():
     )
 
 
-paths = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40
-).map(lambda s: "/" + s)
+paths = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40).map(
+    lambda s: "/" + s
+)
 
 
 @given(path=paths, lifetime=st.integers(0, 604800), start=st.floats(0, 4e9), elapsed=st.floats(0, 1e6))

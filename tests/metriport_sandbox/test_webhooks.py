@@ -12,19 +12,24 @@ import httpx
 from metriport_flows.client.signing import SIGNATURE_HEADER, WebhookSigner, compact_json
 from tests.fixtures.sandbox import JANE, person
 
-FACILITY = {"name": "Clinic", "npi": "1234567893",
-            "address": {"addressLine1": "1 Main St", "city": "Eugene", "state": "OR", "zip": "97401"}}
+FACILITY = {
+    "name": "Clinic",
+    "npi": "1234567893",
+    "address": {"addressLine1": "1 Main St", "city": "Eugene", "state": "OR", "zip": "97401"},
+}
 
 
 def api(emulator) -> httpx.Client:
-    return httpx.Client(base_url=emulator.base_url, headers={"x-api-key": emulator.api_key}, trust_env=False,
-                        timeout=30)
+    return httpx.Client(
+        base_url=emulator.base_url, headers={"x-api-key": emulator.api_key}, trust_env=False, timeout=30
+    )
 
 
 def make_patient(client: httpx.Client, demographics: dict | None = None) -> str:
     facility_id = client.post("/medical/v1/facility", json=FACILITY).json()["id"]
-    return client.post("/medical/v1/patient", params={"facilityId": facility_id},
-                       json=demographics or JANE).json()["id"]
+    return client.post("/medical/v1/patient", params={"facilityId": facility_id}, json=demographics or JANE).json()[
+        "id"
+    ]
 
 
 def wait_until(predicate, timeout: float = 10.0):
@@ -52,8 +57,12 @@ def test_ping_signature_round_trip_and_settings(emulator, webhook_receiver):
         assert list(body) == ["ping", "meta"] and list(body["meta"]) == ["messageId", "when", "type"]
         assert ping.body == compact_json(body)
         status = wait_until(lambda: (s := client.get("/settings/webhook").json())["webhookEnabled"] and s)
-        assert status == {"webhookEnabled": True, "webhookStatusDetail": "OK", "webhookRequestsProcessing": 0,
-                          "webhookRequestsFailed": 0}
+        assert status == {
+            "webhookEnabled": True,
+            "webhookStatusDetail": "OK",
+            "webhookRequestsProcessing": 0,
+            "webhookRequestsFailed": 0,
+        }
         moved = client.post("/settings", json={"webhookUrl": webhook_receiver.url + "?v=2"}).json()
         assert moved["webhookKey"] == key
         strict = client.post("/settings", json={"webhookUrl": webhook_receiver.url, "extra": 1})
@@ -75,15 +84,15 @@ def test_non_ascii_body_is_signed_byte_exact(emulator, webhook_receiver):
     with api(emulator) as client:
         key = client.post("/settings", json={"webhookUrl": webhook_receiver.url}).json()["webhookKey"]
         patient_id = make_patient(client, person("Zoë", "Müller"))
-        client.post("/medical/v1/document/query", params={"patientId": patient_id},
-                    json={"metadata": {"note": "café ✓"}})
+        client.post(
+            "/medical/v1/document/query", params={"patientId": patient_id}, json={"metadata": {"note": "café ✓"}}
+        )
         emulator.idle()
         message = webhook_receiver.wait_for(1, "medical.document-download")[0]
         assert "café ✓".encode() in message.body
         assert WebhookSigner(key).verify(message.body, message.headers[SIGNATURE_HEADER])
         assert message.body == json.dumps(message.json(), separators=(",", ":"), ensure_ascii=False).encode()
-        delivery = emulator.control.get("/_sandbox/deliveries",
-                                        params={"type": "medical.document-download"}).json()[0]
+        delivery = emulator.control.get("/_sandbox/deliveries", params={"type": "medical.document-download"}).json()[0]
         assert delivery["sha256"] == hashlib.sha256(message.body).hexdigest() and delivery["kind"] == "first"
 
 
@@ -93,8 +102,9 @@ def test_failures_are_recorded_and_retry_resends_same_message_without_data(emula
         webhook_receiver.wait_for(1)
         webhook_receiver.status = 500
         patient_id = make_patient(client)
-        client.post("/medical/v1/document/query", params={"patientId": patient_id},
-                    json={"metadata": {"flowRunId": "abc"}})
+        client.post(
+            "/medical/v1/document/query", params={"patientId": patient_id}, json={"metadata": {"flowRunId": "abc"}}
+        )
         emulator.idle()
         status = client.get("/settings/webhook").json()
         assert status["webhookRequestsFailed"] == 2 and status["webhookEnabled"] is False
@@ -134,16 +144,25 @@ def test_metadata_is_read_at_send_time_and_disable_flag_suppresses(emulator, web
         client.post("/settings", json={"webhookUrl": webhook_receiver.url})
         patient_id = make_patient(client)
         emulator.control.post("/_sandbox/config", json={"delay": [0.3, 0.3]})
-        client.post(f"/medical/v1/patient/{patient_id}/consolidated/query", params={"conversionType": "json"},
-                    json={"metadata": {"who": "first"}})
-        client.post(f"/medical/v1/patient/{patient_id}/consolidated/query", params={"conversionType": "pdf"},
-                    json={"metadata": {"who": "second"}})
+        client.post(
+            f"/medical/v1/patient/{patient_id}/consolidated/query",
+            params={"conversionType": "json"},
+            json={"metadata": {"who": "first"}},
+        )
+        client.post(
+            f"/medical/v1/patient/{patient_id}/consolidated/query",
+            params={"conversionType": "pdf"},
+            json={"metadata": {"who": "second"}},
+        )
         emulator.idle()
         data = [m.json()["meta"]["data"] for m in webhook_receiver.messages("medical.consolidated-data")]
         assert data == [{"who": "second"}, {"who": "second"}]
         emulator.control.post("/_sandbox/config", json={"delay": [0, 0]})
-        client.post(f"/medical/v1/patient/{patient_id}/consolidated/query", params={"conversionType": "html"},
-                    json={"metadata": {"disableWHFlag": "TRUE"}})
+        client.post(
+            f"/medical/v1/patient/{patient_id}/consolidated/query",
+            params={"conversionType": "html"},
+            json={"metadata": {"disableWHFlag": "TRUE"}},
+        )
         emulator.idle()
         assert len(webhook_receiver.messages("medical.consolidated-data")) == 2
         rows = emulator.control.get("/_sandbox/webhook-requests").json()
@@ -181,8 +200,7 @@ def test_sample_payload_is_sent_as_is(emulator, webhook_receiver):
     with api(emulator) as client:
         key = client.post("/settings", json={"webhookUrl": webhook_receiver.url}).json()["webhookKey"]
         webhook_receiver.wait_for(1)
-        sample = {"meta": {"messageId": "m-1", "when": "2025-01-01T00:00:00.000Z", "type": "medical.custom"},
-                  "x": "ü"}
+        sample = {"meta": {"messageId": "m-1", "when": "2025-01-01T00:00:00.000Z", "type": "medical.custom"}, "x": "ü"}
         answer = client.post("/settings/webhook/sample-payload", json=sample).json()
         assert answer["status"] == "success" and answer["url"] == webhook_receiver.url
         received = webhook_receiver.wait_for(1, "medical.custom")[0]

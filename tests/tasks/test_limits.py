@@ -44,8 +44,7 @@ def test_a_limit_below_two_calls_per_window_is_refused():
     burst=st.floats(min_value=0.01, max_value=0.99),
 )
 def test_no_window_ever_admits_more_than_metriport_allows(per_window, window, burst):
-    settings = RateLimitSettings(document_query=per_window, window_seconds=window, burst_fraction=burst,
-                                 _env_file=None)  # fmt: skip
+    settings = RateLimitSettings(document_query=per_window, window_seconds=window, burst_fraction=burst, _env_file=None)
     limit = RateLimit.for_operation(Operation.document_query, settings)
     assert 1 <= limit.slots < per_window and limit.slot_decay_per_second > 0
     assert limit.max_calls_in(window) == pytest.approx(per_window)

@@ -26,8 +26,16 @@ RUN_ID = "5f0c3f0e-2d1b-4c55-9f55-0d1f7c7d7a11"
 
 
 def test_cache_key_is_one_per_run_stage_and_attempt() -> None:
-    key = start_cache_key(None, {"flow_run_id": RUN_ID, "stage": Stage.consolidated, "attempt": 2,
-                                 "patient_id": "p", "conversion_type": "json"})
+    key = start_cache_key(
+        None,
+        {
+            "flow_run_id": RUN_ID,
+            "stage": Stage.consolidated,
+            "attempt": 2,
+            "patient_id": "p",
+            "conversion_type": "json",
+        },
+    )
     assert key == f"metriport-start-v{START_CACHE_VERSION}-{RUN_ID}-consolidated-2"
     other_attempt = start_cache_key(None, {"flow_run_id": RUN_ID, "stage": "consolidated", "attempt": 1})
     other_run = start_cache_key(None, {"flow_run_id": "another", "stage": "consolidated", "attempt": 2})

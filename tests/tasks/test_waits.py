@@ -44,8 +44,9 @@ class Suspends:
         return self.resume_with
 
 
-def stage_wait(store: Store, stage: Stage = Stage.documents, attempt: int = 1, hot: float = 0.0,
-               run_id: str | None = None) -> StageWait:
+def stage_wait(
+    store: Store, stage: Stage = Stage.documents, attempt: int = 1, hot: float = 0.0, run_id: str | None = None
+) -> StageWait:
     deadlines = Deadlines(soft_seconds=60, hard_seconds=600, hot_window_seconds=hot)
     return StageWait(store, run_id or str(uuid.uuid4()), PATIENT_ID, stage, attempt, deadlines, poll_seconds=0.02)
 
@@ -69,8 +70,9 @@ async def test_register_is_idempotent_per_run_stage_and_attempt(store: Store) ->
 async def test_a_resolution_already_stored_is_used_without_watching_or_suspending(store: Store) -> None:
     wait = stage_wait(store, hot=30)
     wait.register()
-    early = DocumentsReady(outcome=Outcome.ready, request_id="dq-1", documents=7, converted=1,
-                           resolved_by=ResolvedBy.webhook)
+    early = DocumentsReady(
+        outcome=Outcome.ready, request_id="dq-1", documents=7, converted=1, resolved_by=ResolvedBy.webhook
+    )
     assert store.resolve_wait(wait.wait.id, early)
     suspends = Suspends()
     result = await asyncio.wait_for(wait.result(suspends, no_fired_keys), timeout=5)

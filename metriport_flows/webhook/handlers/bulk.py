@@ -50,11 +50,15 @@ async def bulk_download_urls(message: BulkDownloadUrlsMessage, ctx: HandlerConte
     common = {"request_id": request_id, "message_id": message.message_id, "resolved_by": ResolvedBy.webhook}
     patient = message.patient
     if patient is None or message.status != COMPLETED:
-        return BulkDownloadReady(outcome=Outcome.failed, detail=f"bulk download {message.status or 'empty'}",
-                                 **common)  # fmt: skip
+        return BulkDownloadReady(outcome=Outcome.failed, detail=f"bulk download {message.status or 'empty'}", **common)
     sources = [
-        DocumentSource(id=doc.id or f"document-{n}", url=doc.url, mime_type=doc.mime_type, size=doc.size,
-                       extension=extension_for(doc.file_name, doc.mime_type))  # fmt: skip
+        DocumentSource(
+            id=doc.id or f"document-{n}",
+            url=doc.url,
+            mime_type=doc.mime_type,
+            size=doc.size,
+            extension=extension_for(doc.file_name, doc.mime_type),
+        )
         for n, doc in enumerate(patient.documents or [], 1)
     ]
     folder = documents_dir(ctx.settings.bundle_dir, patient.patient_id or "unknown", request_id or message.message_id)
@@ -63,9 +67,15 @@ async def bulk_download_urls(message: BulkDownloadUrlsMessage, ctx: HandlerConte
     path = write_manifest(manifest, folder)
     outcome = Outcome.expired if manifest.expired else Outcome.ready
     detail = f"{manifest.failed} of {len(sources)} document(s) not stored intact" if manifest.failed else None
-    return BulkDownloadReady(outcome=outcome, manifest_path=str(path), documents=manifest.downloaded,
-                             total_bytes=manifest.total_bytes, failed=manifest.failed, detail=detail,
-                             **common)  # fmt: skip
+    return BulkDownloadReady(
+        outcome=outcome,
+        manifest_path=str(path),
+        documents=manifest.downloaded,
+        total_bytes=manifest.total_bytes,
+        failed=manifest.failed,
+        detail=detail,
+        **common,
+    )
 
 
 def result_csv_path(bundle_dir: Path, job_id: str) -> Path:
@@ -96,13 +106,21 @@ async def bulk_patient_create(message: BulkPatientCreateMessage, ctx: HandlerCon
     except UrlExpired:
         return BulkCreateDone(outcome=Outcome.expired, detail="result CSV URL expired before download", **common)
     except MetriportError as exc:
-        return BulkCreateDone(outcome=Outcome.failed, detail=f"result CSV download failed ({exc.status})",
-                              **common)  # fmt: skip
+        return BulkCreateDone(outcome=Outcome.failed, detail=f"result CSV download failed ({exc.status})", **common)
     try:
         rows = parse_result_csv(downloaded.path.read_bytes())
     except (ValueError, UnicodeDecodeError) as exc:
-        return BulkCreateDone(outcome=Outcome.failed, result_path=str(downloaded.path),
-                              detail=f"result CSV unreadable ({type(exc).__name__})", **common)  # fmt: skip
+        return BulkCreateDone(
+            outcome=Outcome.failed,
+            result_path=str(downloaded.path),
+            detail=f"result CSV unreadable ({type(exc).__name__})",
+            **common,
+        )
     succeeded = sum(1 for row in rows if row.status == "succeeded")
-    return BulkCreateDone(outcome=Outcome.ready, result_path=str(downloaded.path), succeeded=succeeded,
-                          failed=len(rows) - succeeded, **common)  # fmt: skip
+    return BulkCreateDone(
+        outcome=Outcome.ready,
+        result_path=str(downloaded.path),
+        succeeded=succeeded,
+        failed=len(rows) - succeeded,
+        **common,
+    )

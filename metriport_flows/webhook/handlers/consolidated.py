@@ -60,10 +60,14 @@ async def on_consolidated_data(message: ConsolidatedDataMessage, ctx: HandlerCon
     try:
         downloaded = await ctx.api.download(url, dest)
     except UrlExpired:
-        return ConsolidatedReady(outcome=Outcome.expired, request_id=request_id,
-                                 detail="bundle URL expired before it was downloaded")
+        return ConsolidatedReady(
+            outcome=Outcome.expired, request_id=request_id, detail="bundle URL expired before it was downloaded"
+        )
     return ConsolidatedReady(
-        outcome=Outcome.ready, request_id=request_id, bundle_path=str(downloaded.path),
-        sha256=downloaded.sha256, size_bytes=downloaded.size,
+        outcome=Outcome.ready,
+        request_id=request_id,
+        bundle_path=str(downloaded.path),
+        sha256=downloaded.sha256,
+        size_bytes=downloaded.size,
         content_type=downloaded.content_type or content_type,
     )

@@ -70,6 +70,7 @@ async def _counts_from_progress(ctx: HandlerContext, patient_id: str) -> tuple[i
     except (MetriportError, httpx.HTTPError):
         return None, None
     download, convert = query.download, query.convert
-    documents = None if download is None else (download.successful if download.successful is not None
-                                               else download.total)
+    documents = (
+        None if download is None else (download.successful if download.successful is not None else download.total)
+    )
     return documents, None if convert is None else convert.total

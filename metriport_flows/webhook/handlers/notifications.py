@@ -42,8 +42,9 @@ async def patient_notification(message: PatientAdmitMessage, ctx: HandlerContext
         logger.warning("%s %s: no patient id or bundle URL", message.type, message.message_id)
         return None
     try:
-        await ctx.api.download(message.payload.url, notification_path(ctx.settings.bundle_dir, patient_id,
-                                                                      message.message_id))  # fmt: skip
+        await ctx.api.download(
+            message.payload.url, notification_path(ctx.settings.bundle_dir, patient_id, message.message_id)
+        )
     except (MetriportError, httpx.HTTPError, OSError) as exc:
         logger.warning("%s %s: bundle not stored (%s)", message.type, message.message_id, type(exc).__name__)
     return None

@@ -49,7 +49,10 @@ def person(first: str = "Zed", last: str = "Nobody", dob: str = "1980-01-01") ->
 
 
 JANE = Demographics(
-    first_name="Jane", last_name="Smith", dob="1996-02-10", gender_at_birth="F",
+    first_name="Jane",
+    last_name="Smith",
+    dob="1996-02-10",
+    gender_at_birth="F",
     address=[Address(address_line1="123 Arsenal St", city="Phoenix", state="AZ", zip="85300")],
 )
 
@@ -208,7 +211,10 @@ async def test_consolidated_query_json_round_trip(
     await api.start_document_query(patient.id)
     await flush(control)
     query = await api.start_consolidated_query(
-        patient.id, "json", resources=["Condition", "Observation"], date_from="2000-01-01",
+        patient.id,
+        "json",
+        resources=["Condition", "Observation"],
+        date_from="2000-01-01",
         metadata={"flowRunId": "run-c", "stage": "consolidated"},
     )
     assert query.status == "processing" and query.conversion_type == "json"
@@ -254,8 +260,10 @@ async def test_bulk_patient_create_upload_is_single_use(
     facility = await api.create_facility(FACILITY)
     job = await api.start_bulk_patient_create(facility.id)
     assert job.status == "waiting" and job.upload_url and job.facility_id == facility.id
-    csv = b"externalId,firstName,lastName,dob,gender,addressLine1,city,state,zip\n" \
-          b"e1,Ann,Lee,1970-01-01,F,1 Main St,Springfield,OR,97477\n"
+    csv = (
+        b"externalId,firstName,lastName,dob,gender,addressLine1,city,state,zip\n"
+        b"e1,Ann,Lee,1970-01-01,F,1 Main St,Springfield,OR,97477\n"
+    )
     await api.upload_bulk_csv(job.upload_url, csv)
     await flush(control)
     message = parse_message(webhook_receiver.wait_for(1, "medical.bulk-patient-create")[0].body)

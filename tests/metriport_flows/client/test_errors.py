@@ -62,8 +62,15 @@ def test_rate_limit_plain_text_with_retry_after() -> None:
 
 @pytest.mark.parametrize(
     ("status", "cls"),
-    [(403, Forbidden), (404, NotFound), (409, Conflict), (412, Conflict), (500, ServerError),
-     (503, ServerError), (418, MetriportError)],
+    [
+        (403, Forbidden),
+        (404, NotFound),
+        (409, Conflict),
+        (412, Conflict),
+        (500, ServerError),
+        (503, ServerError),
+        (418, MetriportError),
+    ],
 )
 def test_status_classes(status: int, cls: type[MetriportError]) -> None:
     error = error_from_response(response(status, json={"status": status, "title": "t", "detail": "d"}))

@@ -73,8 +73,11 @@ def test_demographics_dump_camel_case() -> None:
 
 def test_fhir_document_reference_file_name_and_webhook_key_secret() -> None:
     doc = FhirDocumentReference.model_validate(
-        {"resourceType": "DocumentReference", "id": "d",
-         "content": [{"attachment": {"title": "JaneSmith.xml", "contentType": "application/xml", "size": 10}}]}
+        {
+            "resourceType": "DocumentReference",
+            "id": "d",
+            "content": [{"attachment": {"title": "JaneSmith.xml", "contentType": "application/xml", "size": 10}}],
+        }
     )
     assert (doc.file_name, doc.content_type, doc.size) == ("JaneSmith.xml", "application/xml", 10)
     assert FhirDocumentReference.model_validate({"content": []}).file_name is None

@@ -73,8 +73,12 @@ async def api(script: Script) -> AsyncIterator[MedicalApi]:
 async def test_429_with_retry_after_is_retried_then_succeeds(api: MedicalApi, script: Script) -> None:
     script.on(
         "/medical/v1/document/query",
-        Response("Too many patient document query starts, please try again later.", 429,
-                 headers={"Retry-After": "1"}, media_type="text/plain"),
+        Response(
+            "Too many patient document query starts, please try again later.",
+            429,
+            headers={"Retry-After": "1"},
+            media_type="text/plain",
+        ),
         ok(PROGRESS),
     )
     started = time.monotonic()

@@ -58,8 +58,15 @@ def test_each_bad_field_is_reported_on_its_own_line_without_the_value():
     ]
     check = check_csv(csv_of(*lines))
     assert {(e.line, e.column) for e in check.errors} == {
-        (3, "firstName"), (3, "dob"), (3, "gender"), (3, "state"), (3, "zip"), (3, "phone"),
-        (3, "email"), (3, "ssn"), (3, "driversLicenceState"),
+        (3, "firstName"),
+        (3, "dob"),
+        (3, "gender"),
+        (3, "state"),
+        (3, "zip"),
+        (3, "phone"),
+        (3, "email"),
+        (3, "ssn"),
+        (3, "driversLicenceState"),
     }
     assert "02/04/1980" not in check.summary() and "not-an-email" not in check.summary()
 

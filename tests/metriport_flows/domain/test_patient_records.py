@@ -36,29 +36,57 @@ SECRET_NAME = "Zelphinia"
 
 
 def fhir_bundle(*, bad_birth_date: bool = False) -> dict:
-    patient = {"resourceType": "Patient", "id": PATIENT_ID, "name": [{"family": SECRET_NAME, "given": ["Jane"]}],
-               "birthDate": "1996-13-10" if bad_birth_date else "1996-02-10", "gender": "female"}
+    patient = {
+        "resourceType": "Patient",
+        "id": PATIENT_ID,
+        "name": [{"family": SECRET_NAME, "given": ["Jane"]}],
+        "birthDate": "1996-13-10" if bad_birth_date else "1996-02-10",
+        "gender": "female",
+    }
     subject = {"reference": f"Patient/{PATIENT_ID}"}
     resources = [
         patient,
-        {"resourceType": "Condition", "id": "c1", "subject": subject,
-         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]}},
-        {"resourceType": "Observation", "id": "o1", "status": "final", "subject": subject,
-         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-         "valueQuantity": {"value": 72, "unit": "/min"}},
-        {"resourceType": "Observation", "id": "o2", "status": "final", "subject": subject,
-         "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
-         "valueQuantity": {"value": 36.6, "unit": "Cel"}},
+        {
+            "resourceType": "Condition",
+            "id": "c1",
+            "subject": subject,
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
+        },
+        {
+            "resourceType": "Observation",
+            "id": "o1",
+            "status": "final",
+            "subject": subject,
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "valueQuantity": {"value": 72, "unit": "/min"},
+        },
+        {
+            "resourceType": "Observation",
+            "id": "o2",
+            "status": "final",
+            "subject": subject,
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+            "valueQuantity": {"value": 36.6, "unit": "Cel"},
+        },
     ]
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources),
-            "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in resources],
+    }
 
 
 def stored(tmp_path: Path, body: bytes, name: str = "bundle.json", **fields) -> ConsolidatedReady:
     path = tmp_path / name
     path.write_bytes(body)
-    return ConsolidatedReady(outcome=Outcome.ready, bundle_path=str(path), sha256=hashlib.sha256(body).hexdigest(),
-                             size_bytes=len(body), **fields)
+    return ConsolidatedReady(
+        outcome=Outcome.ready,
+        bundle_path=str(path),
+        sha256=hashlib.sha256(body).hexdigest(),
+        size_bytes=len(body),
+        **fields,
+    )
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -74,15 +102,18 @@ def test_params_defaults_take_deadlines_and_hot_window_from_settings() -> None:
 
 def test_params_overrides_win_and_a_zero_hot_window_means_suspend_at_once() -> None:
     settings = Settings(hot_window_seconds=30, soft_deadline_seconds=600, hard_deadline_seconds=3600)
-    params = PatientRecordsParams(patient_id=PATIENT_ID, hot_window_seconds=0, soft_deadline_seconds=5,
-                                  hard_deadline_seconds=9)
+    params = PatientRecordsParams(
+        patient_id=PATIENT_ID, hot_window_seconds=0, soft_deadline_seconds=5, hard_deadline_seconds=9
+    )
     deadlines = params.deadlines(settings)
     assert (deadlines.hot_window_seconds, deadlines.soft_seconds, deadlines.hard_seconds) == (0, 5, 9)
 
 
 def test_params_accept_only_metriport_resource_types() -> None:
     assert PatientRecordsParams(patient_id=PATIENT_ID, resources=["Condition", "Observation"]).resources == [
-        "Condition", "Observation"]
+        "Condition",
+        "Observation",
+    ]
     with pytest.raises(ValidationError):
         PatientRecordsParams(patient_id=PATIENT_ID, resources=["condition"])
     with pytest.raises(ValidationError):
@@ -100,9 +131,18 @@ def test_params_reject_dates_out_of_order_and_ids_that_are_not_ids() -> None:
 
 def test_params_schema_gives_the_ui_a_form_with_choices() -> None:
     schema = PatientRecordsParams.model_json_schema()
-    assert set(schema["properties"]) >= {"patient_id", "facility_id", "resources", "date_from", "date_to",
-                                         "conversion_type", "override", "soft_deadline_seconds",
-                                         "hard_deadline_seconds", "hot_window_seconds"}
+    assert set(schema["properties"]) >= {
+        "patient_id",
+        "facility_id",
+        "resources",
+        "date_from",
+        "date_to",
+        "conversion_type",
+        "override",
+        "soft_deadline_seconds",
+        "hard_deadline_seconds",
+        "hot_window_seconds",
+    }
     assert schema["properties"]["resources"]["items"]["enum"] == list(RESOURCE_TYPES)
     assert schema["properties"]["conversion_type"]["enum"] == ["json", "pdf", "html"]
     assert schema["required"] == ["patient_id"]
@@ -208,13 +248,29 @@ def test_pdf_and_html_summaries_are_checked_by_their_magic(tmp_path: Path) -> No
 def test_artifact_has_timings_counts_and_the_path_only(tmp_path: Path) -> None:
     body = json.dumps(fhir_bundle()).encode()
     summary = check_bundle(stored(tmp_path, body), "json")
-    result = PatientRecordsResult(patient_id=PATIENT_ID, flow_run_id="run-1", conversion_type="json",
-                                  documents_request_id="dq-1", consolidated_request_id="cq-1", documents=7,
-                                  converted=1, bundle=summary, stage_seconds={"documents-1": 1.5,
-                                                                               "consolidated-1": 0.25})
+    result = PatientRecordsResult(
+        patient_id=PATIENT_ID,
+        flow_run_id="run-1",
+        conversion_type="json",
+        documents_request_id="dq-1",
+        consolidated_request_id="cq-1",
+        documents=7,
+        converted=1,
+        bundle=summary,
+        stage_seconds={"documents-1": 1.5, "consolidated-1": 0.25},
+    )
     text = artifact_markdown(result)
-    for expected in ("| documents-1 | 1.50 |", "| consolidated-1 | 0.25 |", "| Observation | 2 |",
-                     "7 listed, 1 converted", "| Resources | 4 |", summary.path, summary.sha256, "`dq-1`", "`cq-1`"):
+    for expected in (
+        "| documents-1 | 1.50 |",
+        "| consolidated-1 | 0.25 |",
+        "| Observation | 2 |",
+        "7 listed, 1 converted",
+        "| Resources | 4 |",
+        summary.path,
+        summary.sha256,
+        "`dq-1`",
+        "`cq-1`",
+    ):
         assert expected in text
     assert SECRET_NAME not in text and "1996" not in text
 

@@ -18,11 +18,23 @@ from metriport_flows.domain.stages import (
 from metriport_flows.store import MessageStatus, Store, WaitStatus, utcnow
 
 
-def _register(store: Store, *, patient_id: str = "pat-1", stage: str = "documents", attempt: int = 1,
-              flow_run_id: str | None = None, request_id: str | None = None, soft: float = 600):
+def _register(
+    store: Store,
+    *,
+    patient_id: str = "pat-1",
+    stage: str = "documents",
+    attempt: int = 1,
+    flow_run_id: str | None = None,
+    request_id: str | None = None,
+    soft: float = 600,
+):
     return store.register_wait(
-        flow_run_id=flow_run_id or str(uuid.uuid4()), stage=stage, attempt=attempt, patient_id=patient_id,
-        soft_deadline=utcnow() + timedelta(seconds=soft), hard_deadline=utcnow() + timedelta(hours=6),
+        flow_run_id=flow_run_id or str(uuid.uuid4()),
+        stage=stage,
+        attempt=attempt,
+        patient_id=patient_id,
+        soft_deadline=utcnow() + timedelta(seconds=soft),
+        hard_deadline=utcnow() + timedelta(hours=6),
         request_id=request_id,
     )
 
@@ -53,10 +65,10 @@ def test_sqlite_file_is_created_in_its_folder_with_wal(tmp_path: Path) -> None:
 
 
 def test_insert_is_idempotent_on_message_id(store: Store) -> None:
-    message_id = _insert(store, body="{\"x\":\"é\"}", patient_id="pat-1", request_id="req-1")
+    message_id = _insert(store, body='{"x":"é"}', patient_id="pat-1", request_id="req-1")
     assert not store.insert_message(message_id=message_id, type="other", body="changed")
     row = store.get_message(message_id)
-    assert row.type == "medical.document-download" and row.body == "{\"x\":\"é\"}"
+    assert row.type == "medical.document-download" and row.body == '{"x":"é"}'
     assert row.status == MessageStatus.pending and row.attempts == 0
     assert store.backlog()[0][:2] == ("pending", 1)
 

@@ -22,9 +22,14 @@ DEPLOYMENT = "d-wait-for-documents/resume-test"
 def wait_for_documents(patient_id: str, out_dir: str) -> None:
     run_id = str(get_run_context().flow_run.id)
     store = Store(os.environ["DATABASE_URL"])
-    wait = store.register_wait(flow_run_id=run_id, stage=Stage.documents, attempt=1, patient_id=patient_id,
-                               soft_deadline=utcnow() + timedelta(minutes=5),
-                               hard_deadline=utcnow() + timedelta(hours=1))
+    wait = store.register_wait(
+        flow_run_id=run_id,
+        stage=Stage.documents,
+        attempt=1,
+        patient_id=patient_id,
+        soft_deadline=utcnow() + timedelta(minutes=5),
+        hard_deadline=utcnow() + timedelta(hours=1),
+    )
     store.dispose()
     result = suspend_flow_run(wait_for_input=DocumentsReady, key=wait.pause_key, timeout=None)
     Path(out_dir, f"{run_id}.json").write_text(result.model_dump_json())

@@ -69,8 +69,14 @@ async def jane_with_documents(api: MedicalApi, emulator) -> str:
 
 def open_wait(store: Store, stage: Stage, patient_id: str | None):
     now = datetime.now(UTC)
-    return store.register_wait(flow_run_id=str(uuid4()), stage=stage, attempt=1, patient_id=patient_id,
-                               soft_deadline=now + timedelta(minutes=5), hard_deadline=now + timedelta(hours=1))
+    return store.register_wait(
+        flow_run_id=str(uuid4()),
+        stage=stage,
+        attempt=1,
+        patient_id=patient_id,
+        soft_deadline=now + timedelta(minutes=5),
+        hard_deadline=now + timedelta(hours=1),
+    )
 
 
 async def bulk_urls_message(api, emulator, receiver) -> WebhookMessage:
@@ -125,7 +131,9 @@ async def bulk_import(api: MedicalApi, csv: str) -> str:
     return job.request_id
 
 
-async def test_processing_is_noted_and_completed_stores_the_result_csv(api, ctx, emulator, webhook_receiver, sqlite_store):
+async def test_processing_is_noted_and_completed_stores_the_result_csv(
+    api, ctx, emulator, webhook_receiver, sqlite_store
+):
     job_id = await bulk_import(api, CSV)
     processing, completed = messages(emulator, webhook_receiver, "medical.bulk-patient-create")
     wait = open_wait(sqlite_store, Stage.bulk_create, None)

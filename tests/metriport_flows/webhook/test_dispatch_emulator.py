@@ -29,12 +29,18 @@ from metriport_sandbox.config import SandboxConfig
 from metriport_sandbox.seed import SEED_PATIENTS
 from tests.fixtures.inbox import RecordingGateway, make_settings, serve
 
-FACILITY = {"name": "Receiver Test Clinic", "npi": "1234567893",
-            "address": {"addressLine1": "1 Main St", "city": "Phoenix", "state": "AZ", "zip": "85300",
-                        "country": "USA"}}
-NOBODY = {"firstName": "Nomen", "lastName": "Nescio", "dob": "1980-01-01", "genderAtBirth": "U",
-          "address": [{"addressLine1": "2 Side St", "city": "Phoenix", "state": "AZ", "zip": "85300",
-                       "country": "USA"}]}
+FACILITY = {
+    "name": "Receiver Test Clinic",
+    "npi": "1234567893",
+    "address": {"addressLine1": "1 Main St", "city": "Phoenix", "state": "AZ", "zip": "85300", "country": "USA"},
+}
+NOBODY = {
+    "firstName": "Nomen",
+    "lastName": "Nescio",
+    "dob": "1980-01-01",
+    "genderAtBirth": "U",
+    "address": [{"addressLine1": "2 Side St", "city": "Phoenix", "state": "AZ", "zip": "85300", "country": "USA"}],
+}
 
 
 @dataclass
@@ -48,8 +54,13 @@ class Pipeline:
     def wait(self, patient_id: str, stage: str) -> tuple[str, Wait]:
         run = str(uuid.uuid4())
         wait = self.store.register_wait(
-            flow_run_id=run, stage=stage, attempt=1, patient_id=patient_id,
-            soft_deadline=utcnow() + timedelta(minutes=10), hard_deadline=utcnow() + timedelta(hours=1))
+            flow_run_id=run,
+            stage=stage,
+            attempt=1,
+            patient_id=patient_id,
+            soft_deadline=utcnow() + timedelta(minutes=10),
+            hard_deadline=utcnow() + timedelta(hours=1),
+        )
         return run, wait
 
     async def resolved(self, wait_id: str, timeout: float = 30) -> Wait:
@@ -72,8 +83,13 @@ async def until(probe: Callable[[], object], timeout: float) -> object:
 async def pipeline(emulator_base_url: str, api_key: str, store: Store, tmp_path: Path) -> AsyncIterator[Pipeline]:
     async with MedicalApi(emulator_base_url, api_key, timeout=30) as api:
         key = (await api.update_settings("http://127.0.0.1:9/not-listening")).webhook_key.get_secret_value()
-        settings = make_settings(tmp_path, store, metriport_webhook_key=SecretStr(key),
-                                 metriport_base_url=emulator_base_url, metriport_api_key=SecretStr(api_key))
+        settings = make_settings(
+            tmp_path,
+            store,
+            metriport_webhook_key=SecretStr(key),
+            metriport_base_url=emulator_base_url,
+            metriport_api_key=SecretStr(api_key),
+        )
         with serve(create_app(settings, store, run_dispatcher=False)) as receiver_url:
             await api.update_settings(receiver_url + WEBHOOK_PATH)
             gateway, stop = RecordingGateway(), asyncio.Event()
@@ -98,15 +114,17 @@ async def documents_ready(p: Pipeline, patient_id: str) -> DocumentsReady:
 async def consolidated(p: Pipeline, patient_id: str, conversion_type: str) -> tuple[ConsolidatedReady, str]:
     run, wait = p.wait(patient_id, "consolidated")
     query = await p.api.start_consolidated_query(
-        patient_id, conversion_type, metadata={"flowRunId": run, "stage": "consolidated"})
+        patient_id, conversion_type, metadata={"flowRunId": run, "stage": "consolidated"}
+    )
     p.store.set_wait_request_id(wait.id, query.request_id)
     result = (await p.resolved(wait.id)).result_model()
     assert isinstance(result, ConsolidatedReady) and result.request_id == query.request_id
     return result, query.request_id
 
 
-async def test_documents_then_consolidated_bundles_streamed_at_once(emulator, sqlite_store: Store,
-                                                                   tmp_path: Path) -> None:
+async def test_documents_then_consolidated_bundles_streamed_at_once(
+    emulator, sqlite_store: Store, tmp_path: Path
+) -> None:
     async with pipeline(emulator.base_url, emulator.api_key, sqlite_store, tmp_path) as p:
         jane = await p.api.create_patient(p.facility_id, SEED_PATIENTS["jane"].demographics())
         nobody = await p.api.create_patient(p.facility_id, NOBODY)
@@ -133,10 +151,10 @@ async def test_documents_then_consolidated_bundles_streamed_at_once(emulator, sq
     assert (200, bundles["json"][0].sha256) in {(d["status"], d["sha256"]) for d in served}
 
 
-async def test_an_expired_bundle_url_resolves_as_expired(emulator_server, sqlite_store: Store,
-                                                         tmp_path: Path) -> None:
-    short_lived = emulator_server(SandboxConfig(delay=(0.0, 0.0), retry_pause_max=0.0,
-                                                url_lifetimes={"consolidated": 0}))
+async def test_an_expired_bundle_url_resolves_as_expired(emulator_server, sqlite_store: Store, tmp_path: Path) -> None:
+    short_lived = emulator_server(
+        SandboxConfig(delay=(0.0, 0.0), retry_pause_max=0.0, url_lifetimes={"consolidated": 0})
+    )
     async with pipeline(short_lived.base_url, short_lived.api_key, sqlite_store, tmp_path) as p:
         chris = await p.api.create_patient(p.facility_id, SEED_PATIENTS["chris"].demographics())
         await documents_ready(p, chris.id)

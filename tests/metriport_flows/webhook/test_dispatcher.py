@@ -53,18 +53,36 @@ def put(store: Store, message: dict) -> str:
     meta = message["meta"]
     patient = (message.get("patients") or [{}])[0].get("patientId")
     data = meta.get("data") or {}
-    assert store.insert_message(message_id=meta["messageId"], type=meta["type"], body=compact_json(message),
-                                request_id=meta.get("requestId"), patient_id=patient,
-                                flow_run_id=data.get("flowRunId"), stage=data.get("stage"))
+    assert store.insert_message(
+        message_id=meta["messageId"],
+        type=meta["type"],
+        body=compact_json(message),
+        request_id=meta.get("requestId"),
+        patient_id=patient,
+        flow_run_id=data.get("flowRunId"),
+        stage=data.get("stage"),
+    )
     return meta["messageId"]
 
 
-def wait_for(store: Store, patient_id: str, *, stage: str = "documents", request_id: str | None = None,
-             flow_run_id: str | None = None, attempt: int = 1):
+def wait_for(
+    store: Store,
+    patient_id: str,
+    *,
+    stage: str = "documents",
+    request_id: str | None = None,
+    flow_run_id: str | None = None,
+    attempt: int = 1,
+):
     return store.register_wait(
-        flow_run_id=flow_run_id or str(uuid.uuid4()), stage=stage, attempt=attempt, patient_id=patient_id,
-        soft_deadline=utcnow() + timedelta(minutes=10), hard_deadline=utcnow() + timedelta(hours=6),
-        request_id=request_id)
+        flow_run_id=flow_run_id or str(uuid.uuid4()),
+        stage=stage,
+        attempt=attempt,
+        patient_id=patient_id,
+        soft_deadline=utcnow() + timedelta(minutes=10),
+        hard_deadline=utcnow() + timedelta(hours=6),
+        request_id=request_id,
+    )
 
 
 async def test_correlation_by_request_id(store: Store, dispatcher: Dispatcher) -> None:
@@ -76,7 +94,11 @@ async def test_correlation_by_request_id(store: Store, dispatcher: Dispatcher) -
     assert resolved.status == WaitStatus.resolved and store.get_wait(other.id).status == WaitStatus.open
     result = resolved.result_model()
     assert (result.outcome, result.message_id, result.request_id, result.resolved_by) == (
-        Outcome.ready, message_id, "req-r", ResolvedBy.webhook)
+        Outcome.ready,
+        message_id,
+        "req-r",
+        ResolvedBy.webhook,
+    )
     row = store.get_message(message_id)
     assert row.status == MessageStatus.done and row.wait_id == wait.id
 
@@ -121,8 +143,12 @@ async def test_a_message_before_its_wait_waits_for_it(store: Store, dispatcher: 
 
 async def test_download_with_xml_records_counts_and_conversion_resolves(store: Store, dispatcher: Dispatcher) -> None:
     wait = wait_for(store, "pat-d", request_id="req-d")
-    put(store, download_message("pat-d", documents=[xml_document(), pdf_document(), pdf_document("demo3.pdf")],
-                                request_id="req-d"))
+    put(
+        store,
+        download_message(
+            "pat-d", documents=[xml_document(), pdf_document(), pdf_document("demo3.pdf")], request_id="req-d"
+        ),
+    )
     await dispatcher.dispatch_once()
     assert store.get_wait(wait.id).status == WaitStatus.open
     assert store.get_wait(wait.id).progress == {"documents": 3, "convertible": 1}
@@ -133,8 +159,9 @@ async def test_download_with_xml_records_counts_and_conversion_resolves(store: S
 
 
 @pytest.mark.parametrize("failing", ["download", "conversion"])
-async def test_failed_download_or_conversion_fails_the_stage(store: Store, dispatcher: Dispatcher,
-                                                             failing: str) -> None:
+async def test_failed_download_or_conversion_fails_the_stage(
+    store: Store, dispatcher: Dispatcher, failing: str
+) -> None:
     wait = wait_for(store, "pat-fail", request_id="req-fail")
     make = download_message if failing == "download" else conversion_message
     put(store, make("pat-fail", status="failed", request_id="req-fail"))
@@ -143,8 +170,9 @@ async def test_failed_download_or_conversion_fails_the_stage(store: Store, dispa
     assert result.outcome == Outcome.failed and failing in result.detail
 
 
-async def test_late_duplicates_are_recorded_and_never_resolve_twice(store: Store, dispatcher: Dispatcher,
-                                                                    gateway: RecordingGateway) -> None:
+async def test_late_duplicates_are_recorded_and_never_resolve_twice(
+    store: Store, dispatcher: Dispatcher, gateway: RecordingGateway
+) -> None:
     wait = wait_for(store, "pat-dup", request_id="req-dup")
     first = put(store, conversion_message("pat-dup", request_id="req-dup"))
     await dispatcher.dispatch_once()
@@ -159,11 +187,28 @@ async def test_late_duplicates_are_recorded_and_never_resolve_twice(store: Store
 
 async def test_a_failing_handler_keeps_the_message_with_backoff(store: Store, dispatcher: Dispatcher) -> None:
     wait_for(store, "pat-err", stage="consolidated", request_id="../../etc")
-    bad = {"meta": {"messageId": str(uuid.uuid4()), "requestId": "../../etc", "type": "medical.consolidated-data"},
-           "patients": [{"patientId": "pat-err", "status": "completed", "bundle": {
-               "resourceType": "Bundle", "type": "searchset", "total": 1, "entry": [{"resource": {
-                   "resourceType": "DocumentReference",
-                   "content": [{"contentType": "application/json", "url": "http://127.0.0.1:9/x"}]}}]}}]}
+    bad = {
+        "meta": {"messageId": str(uuid.uuid4()), "requestId": "../../etc", "type": "medical.consolidated-data"},
+        "patients": [
+            {
+                "patientId": "pat-err",
+                "status": "completed",
+                "bundle": {
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "total": 1,
+                    "entry": [
+                        {
+                            "resource": {
+                                "resourceType": "DocumentReference",
+                                "content": [{"contentType": "application/json", "url": "http://127.0.0.1:9/x"}],
+                            }
+                        }
+                    ],
+                },
+            }
+        ],
+    }
     message_id = put(store, bad)
     await dispatcher.dispatch_once()
     row = store.get_message(message_id)
@@ -171,8 +216,9 @@ async def test_a_failing_handler_keeps_the_message_with_backoff(store: Store, di
     assert row.next_attempt_at > utcnow() and row.body is not None
 
 
-async def test_unknown_and_unparseable_messages_are_recorded(store: Store, dispatcher: Dispatcher,
-                                                           gateway: RecordingGateway) -> None:
+async def test_unknown_and_unparseable_messages_are_recorded(
+    store: Store, dispatcher: Dispatcher, gateway: RecordingGateway
+) -> None:
     unknown = put(store, {"meta": {"messageId": str(uuid.uuid4()), "type": "network-query.hie"}})
     await dispatcher.dispatch_once()
     assert store.get_message(unknown).status == MessageStatus.done
@@ -180,8 +226,9 @@ async def test_unknown_and_unparseable_messages_are_recorded(store: Store, dispa
     assert gateway.events[-1].event == "metriport.network-query.hie"
 
 
-async def test_events_carry_ids_only_and_relate_to_the_run(store: Store, dispatcher: Dispatcher,
-                                                          gateway: RecordingGateway) -> None:
+async def test_events_carry_ids_only_and_relate_to_the_run(
+    store: Store, dispatcher: Dispatcher, gateway: RecordingGateway
+) -> None:
     wait = wait_for(store, "pat-ev", request_id="req-ev")
     message_id = put(store, conversion_message("pat-ev", request_id="req-ev"))
     await dispatcher.dispatch_once()
@@ -189,15 +236,20 @@ async def test_events_carry_ids_only_and_relate_to_the_run(store: Store, dispatc
     assert message_event.id == uuid.uuid5(uuid.NAMESPACE_URL, "metriport:" + message_id)
     assert message_event.event == "metriport.medical.document-conversion"
     assert message_event.resource == {
-        "prefect.resource.id": f"metriport.message.{message_id}", "metriport.patient-id": "pat-ev",
-        "metriport.request-id": "req-ev", "metriport.message-type": "medical.document-conversion"}
-    assert message_event.related == [{"prefect.resource.id": f"prefect.flow-run.{wait.flow_run_id}",
-                                      "prefect.resource.role": "flow-run"}]
+        "prefect.resource.id": f"metriport.message.{message_id}",
+        "metriport.patient-id": "pat-ev",
+        "metriport.request-id": "req-ev",
+        "metriport.message-type": "medical.document-conversion",
+    }
+    assert message_event.related == [
+        {"prefect.resource.id": f"prefect.flow-run.{wait.flow_run_id}", "prefect.resource.role": "flow-run"}
+    ]
     assert resolved_event.event == WAIT_RESOLVED and resolved_event.related == message_event.related
 
 
-async def test_delivery_resumes_only_a_run_paused_on_the_wait_key(store: Store, dispatcher: Dispatcher,
-                                                                 gateway: RecordingGateway) -> None:
+async def test_delivery_resumes_only_a_run_paused_on_the_wait_key(
+    store: Store, dispatcher: Dispatcher, gateway: RecordingGateway
+) -> None:
     wait = wait_for(store, "pat-del", request_id="req-del", attempt=2)
     gateway.runs[wait.flow_run_id] = RunView("PAUSED", "Suspended", "documents-1")
     put(store, conversion_message("pat-del", request_id="req-del"))
@@ -213,8 +265,9 @@ async def test_delivery_resumes_only_a_run_paused_on_the_wait_key(store: Store, 
     assert await deliver_due(store, gateway) == {}
 
 
-async def test_delivery_races_running_abort_and_consumed(store: Store, dispatcher: Dispatcher,
-                                                        gateway: RecordingGateway) -> None:
+async def test_delivery_races_running_abort_and_consumed(
+    store: Store, dispatcher: Dispatcher, gateway: RecordingGateway
+) -> None:
     wait = wait_for(store, "pat-race", request_id="req-race")
     gateway.runs[wait.flow_run_id] = RunView("RUNNING", "Running", None)
     put(store, conversion_message("pat-race", request_id="req-race"))

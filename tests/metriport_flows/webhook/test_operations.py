@@ -20,11 +20,18 @@ from metriport_flows.webhook.operations import BadDuration, parse_duration
 from metriport_flows.webhook.reconciler import HEARTBEAT
 from tests.fixtures.inbox import conversion_message
 
-FACILITY = {"name": "Ops Clinic", "npi": "1234567893",
-            "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "OR", "zip": "97477",
-                        "country": "USA"}}
-NOBODY = {"firstName": "Zed", "lastName": "Nobody", "dob": "1980-01-01", "genderAtBirth": "M",
-          "address": [FACILITY["address"]]}
+FACILITY = {
+    "name": "Ops Clinic",
+    "npi": "1234567893",
+    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "OR", "zip": "97477", "country": "USA"},
+}
+NOBODY = {
+    "firstName": "Zed",
+    "lastName": "Nobody",
+    "dob": "1980-01-01",
+    "genderAtBirth": "M",
+    "address": [FACILITY["address"]],
+}
 
 
 @pytest.fixture
@@ -42,18 +49,30 @@ def invoke(cli: typer.Typer, store: Store, *args: str, **env: str):
 def stored(store: Store, *, days_old: float = 0, status: MessageStatus | None = None) -> str:
     message = conversion_message(f"pat-{uuid.uuid4().hex[:6]}")
     message_id = message["meta"]["messageId"]
-    assert store.insert_message(message_id=message_id, type=message["meta"]["type"], body=compact_json(message),
-                                received_at=utcnow() - timedelta(days=days_old))
+    assert store.insert_message(
+        message_id=message_id,
+        type=message["meta"]["type"],
+        body=compact_json(message),
+        received_at=utcnow() - timedelta(days=days_old),
+    )
     if status is not None:
         store.finish_message(message_id, status=status)
     return message_id
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), ("90m", timedelta(minutes=90)),
-    ("45s", timedelta(seconds=45)), ("2w", timedelta(weeks=2)), ("1d12h", timedelta(days=1, hours=12)),
-    (" 7D ", timedelta(days=7)), ("0d", timedelta(0)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30d", timedelta(days=30)),
+        ("12h", timedelta(hours=12)),
+        ("90m", timedelta(minutes=90)),
+        ("45s", timedelta(seconds=45)),
+        ("2w", timedelta(weeks=2)),
+        ("1d12h", timedelta(days=1, hours=12)),
+        (" 7D ", timedelta(days=7)),
+        ("0d", timedelta(0)),
+    ],
+)
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
@@ -72,24 +91,42 @@ def test_status_json_shape(cli, store: Store, emulator) -> None:
     api.post("/medical/v1/document/query", params={"patientId": patient.json()["id"]}).raise_for_status()
     emulator.idle()
     now = utcnow()
-    late = store.register_wait(flow_run_id=str(uuid.uuid4()), stage=Stage.documents, attempt=1, patient_id="p1",
-                               soft_deadline=now - timedelta(minutes=1), hard_deadline=now + timedelta(hours=1),
-                               request_id="req-1")
-    done = store.register_wait(flow_run_id=str(uuid.uuid4()), stage=Stage.consolidated, attempt=2,
-                               patient_id="p2", soft_deadline=now, hard_deadline=now)
+    late = store.register_wait(
+        flow_run_id=str(uuid.uuid4()),
+        stage=Stage.documents,
+        attempt=1,
+        patient_id="p1",
+        soft_deadline=now - timedelta(minutes=1),
+        hard_deadline=now + timedelta(hours=1),
+        request_id="req-1",
+    )
+    done = store.register_wait(
+        flow_run_id=str(uuid.uuid4()),
+        stage=Stage.consolidated,
+        attempt=2,
+        patient_id="p2",
+        soft_deadline=now,
+        hard_deadline=now,
+    )
     assert store.resolve_wait(done.id, ConsolidatedReady(outcome=Outcome.timeout))
     stored(store, days_old=2)
     stored(store, status=MessageStatus.done)
     store.record_heartbeat(HEARTBEAT, {"resolved_ready": 3, "errors": 0})
 
-    result = invoke(cli, store, "status", "--json", METRIPORT_BASE_URL=emulator.base_url,
-                    METRIPORT_API_KEY=emulator.api_key)
+    result = invoke(
+        cli, store, "status", "--json", METRIPORT_BASE_URL=emulator.base_url, METRIPORT_API_KEY=emulator.api_key
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert set(report) == {"generated_at", "open_waits", "backlog", "webhooks", "last_reconcile"}
     [wait] = report["open_waits"]
     assert (wait["wait_id"], wait["flow_run_id"], wait["stage"], wait["attempt"], wait["request_id"]) == (
-        late.id, late.flow_run_id, "documents", 1, "req-1")
+        late.id,
+        late.flow_run_id,
+        "documents",
+        1,
+        "req-1",
+    )
     assert wait["past_soft_deadline"] is True and wait["age_seconds"] >= 0
     backlog = {row["status"]: row for row in report["backlog"]}
     assert {status: row["count"] for status, row in backlog.items()} == {"done": 1, "pending": 1}

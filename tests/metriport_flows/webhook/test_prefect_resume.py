@@ -34,7 +34,7 @@ from tests.metriport_flows.webhook.suspending_flow import DEPLOYMENT
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CLI = str(Path(sys.executable).parent / "metriport-flows")
 KEY_BLOCK = "d-test-webhook-key"
 WEBHOOK_KEY = "whk_from-a-secret-block"
@@ -79,27 +79,47 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         return service
 
     try:
-        server = start("prefect-server", [sys.executable, "-m", "prefect", "server", "start", "--host",
-                                          "127.0.0.1", "--port", str(port)],
-                       PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-                       PREFECT_UI_ENABLED="false", PREFECT_SERVER_LOGGING_LEVEL="WARNING")
+        server = start(
+            "prefect-server",
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            PREFECT_UI_ENABLED="false",
+            PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+        )
         poll_until(lambda: _ok(f"{api_url}/health"), timeout=90, what="starting Prefect", service=server)
         with temporary_settings({PREFECT_API_URL: api_url}):
             Secret(value=WEBHOOK_KEY).save(KEY_BLOCK, overwrite=True)
-        served = start("serve", [sys.executable, "-m", "tests.metriport_flows.webhook.suspending_flow"],
-                       PREFECT_API_URL=api_url, PREFECT_RUNNER_POLL_FREQUENCY="1", DATABASE_URL=database_url)
-        common = dict(PREFECT_API_URL=api_url, DATABASE_URL=database_url, WEBHOOK_KEY_BLOCK=KEY_BLOCK,
-                      DISPATCHER_POLL_SECONDS="0.2", BUNDLE_DIR=str(root / "bundles"))
+        served = start(
+            "serve",
+            [sys.executable, "-m", "tests.metriport_flows.webhook.suspending_flow"],
+            PREFECT_API_URL=api_url,
+            PREFECT_RUNNER_POLL_FREQUENCY="1",
+            DATABASE_URL=database_url,
+        )
+        common = dict(
+            PREFECT_API_URL=api_url,
+            DATABASE_URL=database_url,
+            WEBHOOK_KEY_BLOCK=KEY_BLOCK,
+            DISPATCHER_POLL_SECONDS="0.2",
+            BUNDLE_DIR=str(root / "bundles"),
+        )
         receiver = start("receiver", [CLI, "receiver", "--no-dispatcher", "--port", str(receiver_port)], **common)
         dispatcher = start("dispatcher", [CLI, "dispatcher"], **common)
-        poll_until(lambda: _ok(f"{api_url}/deployments/name/{DEPLOYMENT}"), timeout=90,
-                   what="serving the test deployment", service=served)
+        poll_until(
+            lambda: _ok(f"{api_url}/deployments/name/{DEPLOYMENT}"),
+            timeout=90,
+            what="serving the test deployment",
+            service=served,
+        )
         receiver_url = f"http://127.0.0.1:{receiver_port}"
-        poll_until(lambda: _ok(f"{receiver_url}/healthz"), timeout=60, what="starting the receiver",
-                   service=receiver)
+        poll_until(lambda: _ok(f"{receiver_url}/healthz"), timeout=60, what="starting the receiver", service=receiver)
         store = Store(database_url)
-        poll_until(lambda: store.get_heartbeat("dispatcher") is not None, timeout=60,
-                   what="starting the dispatcher", service=dispatcher)
+        poll_until(
+            lambda: store.get_heartbeat("dispatcher") is not None,
+            timeout=60,
+            what="starting the dispatcher",
+            service=dispatcher,
+        )
         yield Stack(api_url, receiver_url, store, out_dir)
         store.dispose()
     finally:
@@ -109,8 +129,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def start_run(stack: Stack, patient_id: str) -> str:
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
-        run = run_deployment(DEPLOYMENT, parameters={"patient_id": patient_id, "out_dir": str(stack.out_dir)},
-                             timeout=0, as_subflow=False)
+        run = run_deployment(
+            DEPLOYMENT,
+            parameters={"patient_id": patient_id, "out_dir": str(stack.out_dir)},
+            timeout=0,
+            as_subflow=False,
+        )
     return str(run.id)
 
 
@@ -135,8 +159,13 @@ def state_name(stack: Stack, run_id: str) -> str | None:
 
 
 def related_events(stack: Stack, run_id: str) -> set[str]:
-    body = {"filter": {"related": {"resources_in_roles": [[f"prefect.flow-run.{run_id}", "flow-run"]]},
-                       "event": {"prefix": ["metriport."]}}, "limit": 50}
+    body = {
+        "filter": {
+            "related": {"resources_in_roles": [[f"prefect.flow-run.{run_id}", "flow-run"]]},
+            "event": {"prefix": ["metriport."]},
+        },
+        "limit": 50,
+    }
     response = httpx.post(f"{stack.api_url}/events/filter", json=body, timeout=10)
     response.raise_for_status()
     return {event["event"] for event in response.json()["events"]}
@@ -159,8 +188,14 @@ def test_the_dispatcher_resumes_real_suspended_runs_in_either_order(stack: Stack
         assert wait.status == WaitStatus.delivered and wait.delivered_at is not None
         assert received == wait.result and received["outcome"] == "ready"
         assert received["resolved_by"] == "webhook" and received["message_id"]
-        until(lambda: {WAIT_RESOLVED, WAIT_DELIVERED, "metriport.medical.document-conversion"}
-              <= related_events(stack, run_id), timeout=30, what="events related to the run")
+        until(
+            lambda: (
+                {WAIT_RESOLVED, WAIT_DELIVERED, "metriport.medical.document-conversion"}
+                <= related_events(stack, run_id)
+            ),
+            timeout=30,
+            what="events related to the run",
+        )
 
 
 def test_a_message_for_a_finished_wait_changes_nothing(stack: Stack) -> None:
@@ -173,8 +208,11 @@ def test_a_message_for_a_finished_wait_changes_nothing(stack: Stack) -> None:
     until(lambda: state_name(stack, run_id) == "Completed", timeout=150, what="run completed")
     late = conversion_message(patient, status="failed", data={"flowRunId": run_id})
     post(stack, late)
-    until(lambda: (row := stack.store.get_message(late["meta"]["messageId"])) and row.status == "done",
-          timeout=30, what="late message recorded")
+    until(
+        lambda: (row := stack.store.get_message(late["meta"]["messageId"])) and row.status == "done",
+        timeout=30,
+        what="late message recorded",
+    )
     [wait] = stack.store.waits_for_run(run_id)
     assert wait.result["outcome"] == "ready" and wait.result["message_id"] == first["meta"]["messageId"]
     assert stack.store.get_message(late["meta"]["messageId"]).detail.startswith("late")

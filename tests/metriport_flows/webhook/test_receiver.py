@@ -29,8 +29,9 @@ def _count(store: Store) -> int:
 
 
 async def test_a_signed_message_is_stored_with_its_correlation_ids(receiver: Receiver) -> None:
-    message = download_message("pat-1", documents=[xml_document()], request_id="req-1",
-                               data={"flowRunId": "run-1", "stage": "documents"})
+    message = download_message(
+        "pat-1", documents=[xml_document()], request_id="req-1", data={"flowRunId": "run-1", "stage": "documents"}
+    )
     body, headers = signed(message)
     async with httpx.AsyncClient(base_url=receiver.base_url) as client:
         response = await client.post(WEBHOOK_PATH, content=body, headers=headers)
@@ -38,7 +39,12 @@ async def test_a_signed_message_is_stored_with_its_correlation_ids(receiver: Rec
     assert response.json() == {"received": message["meta"]["messageId"], "duplicate": False}
     row = receiver.store.get_message(message["meta"]["messageId"])
     assert (row.type, row.patient_id, row.request_id, row.flow_run_id, row.stage) == (
-        "medical.document-download", "pat-1", "req-1", "run-1", "documents")
+        "medical.document-download",
+        "pat-1",
+        "req-1",
+        "run-1",
+        "documents",
+    )
     assert row.body.encode() == body and row.status == MessageStatus.pending
 
 
@@ -46,8 +52,7 @@ async def test_fifty_parallel_deliveries_of_one_message_store_one_row(receiver: 
     body, headers = signed(download_message("pat-50", request_id="req-50"))
     limits = httpx.Limits(max_connections=50)
     async with httpx.AsyncClient(base_url=receiver.base_url, limits=limits, timeout=30) as client:
-        responses = await asyncio.gather(
-            *(client.post(WEBHOOK_PATH, content=body, headers=headers) for _ in range(50)))
+        responses = await asyncio.gather(*(client.post(WEBHOOK_PATH, content=body, headers=headers) for _ in range(50)))
     assert [r.status_code for r in responses] == [200] * 50
     assert sum(1 for r in responses if not r.json()["duplicate"]) == 1
     assert _count(receiver.store) == 1
@@ -99,7 +104,7 @@ async def test_oversized_bodies_get_413_declared_or_streamed(receiver: Receiver)
 
     async def chunks():
         for start in range(0, len(body), 8192):
-            yield body[start:start + 8192]
+            yield body[start : start + 8192]
 
     async with httpx.AsyncClient(base_url=receiver.base_url) as client:
         declared = await client.post(WEBHOOK_PATH, content=body, headers=headers)
@@ -111,8 +116,12 @@ async def test_oversized_bodies_get_413_declared_or_streamed(receiver: Receiver)
 async def test_not_json_or_no_message_id_gets_400(receiver: Receiver) -> None:
     async with httpx.AsyncClient(base_url=receiver.base_url) as client:
         answers = []
-        for raw in (b"not json {", b"[1,2]", compact_json({"meta": {"type": "medical.document-download"}}),
-                    compact_json({"patients": []})):
+        for raw in (
+            b"not json {",
+            b"[1,2]",
+            compact_json({"meta": {"type": "medical.document-download"}}),
+            compact_json({"patients": []}),
+        ):
             body, headers = signed(raw)
             answers.append(await client.post(WEBHOOK_PATH, content=body, headers=headers))
     assert [a.status_code for a in answers] == [400] * 4
