@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from metriport_sandbox import dtos
 from metriport_sandbox.errors import ApiError, bad_request, not_found
 from metriport_sandbox.ids import uuid7
-from metriport_sandbox.state import BulkImport, Patient, Tenant, now_iso
+from metriport_sandbox.state import BulkImport, Patient, Tenant, WebhookRequest, now_iso
 
 if TYPE_CHECKING:
     from metriport_sandbox.backend import Backend
@@ -99,21 +99,24 @@ class BulkOps:
             raise ApiError(403, "upload URL already used", "text/plain")
         job.upload_used = True
         job.status = "processing"
-        self._bulk_message(tenant, job)
-        self.spawn(self._run_bulk_import(tenant, job, content, self.delay(tenant)))
+        processing = self._bulk_message(tenant, job)
+        self.spawn(self._run_bulk_import(tenant, job, content, self.delay(tenant), processing))
 
-    def _bulk_message(self: "Backend", tenant: Tenant, job: BulkImport) -> None:
+    def _bulk_message(self: "Backend", tenant: Tenant, job: BulkImport) -> WebhookRequest:
         body: dict[str, Any] = {"requestId": job.request_id, "status": job.status}
         if job.status == "completed":
             body["result"] = self.sign_url(
                 f"/_sandbox/files/bulk-create/{tenant.id}/{job.request_id}/result.csv", "bulk-result"
             )
-        self.sender.store(
+        return self.sender.store(
             tenant, BULK_CREATE, {"bulkPatientCreate": body}, request_id=job.request_id, fault_scope=job.request_id
         )
 
-    async def _run_bulk_import(self: "Backend", tenant: Tenant, job: BulkImport, content: bytes, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def _run_bulk_import(
+        self: "Backend", tenant: Tenant, job: BulkImport, content: bytes, delay: float, processing: WebhookRequest
+    ) -> None:
+        # Metriport reports `processing` long before the import ends: never let `completed` overtake it.
+        await asyncio.gather(asyncio.sleep(delay), self.sender.wait_sent(processing))
         text = content.decode("utf-8-sig", errors="replace")
         reader = csv.reader(io.StringIO(text))
         header = next(reader, [])
