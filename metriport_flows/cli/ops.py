@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from metriport_flows.settings import Settings
-from metriport_flows.store import Store
+from metriport_flows.store import open_store
 from metriport_flows.webhook.operations import (
     BadDuration,
     StatusReport,
@@ -23,12 +23,6 @@ from metriport_flows.webhook.operations import (
     purge,
     replay,
 )
-
-
-def _store(settings: Settings) -> Store:
-    store = Store(settings.database_url)
-    store.migrate()
-    return store
 
 
 def _age(seconds: float | None) -> str:
@@ -105,7 +99,7 @@ def register(app: typer.Typer) -> None:
         settings = Settings()
 
         async def gather() -> StatusReport:
-            store = _store(settings)
+            store = open_store(settings.database_url)
             if not ask_metriport:
                 return await collect_status(store, None)
             # A status screen answers fast: one quick retry, not the flows' patient backoff.
@@ -122,7 +116,7 @@ def register(app: typer.Typer) -> None:
     @app.command("replay")
     def replay_command(message_id: str = typer.Argument(..., help="meta.messageId of a stored message")) -> None:
         """Dispatch a stored message again (the dispatcher picks it up at once)."""
-        if not replay(_store(Settings()), message_id):
+        if not replay(open_store(Settings().database_url), message_id):
             typer.echo(f"No stored message {message_id}", err=True)
             raise typer.Exit(1)
         typer.echo(f"Message {message_id} queued for dispatch")
@@ -133,7 +127,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Delete the bodies (PHI) of finished messages older than this; the rows stay for de-duplication."""
         age = _older_than(older_than)
-        count = purge(_store(Settings()), age)
+        count = purge(open_store(Settings().database_url), age)
         typer.echo(f"Purged the bodies of {count} message(s) received more than {older_than} ago")
 
     @app.command("reconcile")
@@ -142,7 +136,7 @@ def register(app: typer.Typer) -> None:
         from metriport_flows.webhook.reconciler import reconcile_with
 
         settings = Settings()
-        report = asyncio.run(reconcile_with(settings, _store(settings)))
+        report = asyncio.run(reconcile_with(settings, open_store(settings.database_url)))
         if as_json:
             typer.echo(report.model_dump_json(indent=2))
             return

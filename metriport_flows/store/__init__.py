@@ -8,6 +8,16 @@ from metriport_flows.store.models import (
     WaitStatus,
     utcnow,
 )
-from metriport_flows.store.store import Store, get_store
+from metriport_flows.store.store import Store, get_store, open_store
 
-__all__ = ["Heartbeat", "InboxMessage", "MessageStatus", "Store", "Wait", "WaitStatus", "get_store", "utcnow"]
+__all__ = [
+    "Heartbeat",
+    "InboxMessage",
+    "MessageStatus",
+    "Store",
+    "Wait",
+    "WaitStatus",
+    "get_store",
+    "open_store",
+    "utcnow",
+]

@@ -11,24 +11,16 @@ import asyncio
 import logging
 from datetime import timedelta
 from enum import StrEnum
-from typing import Protocol
 
-from metriport_flows.domain.stages import StageResult
 from metriport_flows.store import Store, Wait, WaitStatus
-from metriport_flows.webhook.events import WAIT_DELIVERED, PlannedEvent, wait_event
-from metriport_flows.webhook.prefect_gateway import ResumeAnswer, RunView
+from metriport_flows.webhook.events import WAIT_DELIVERED, wait_event
+from metriport_flows.webhook.protocols import Gateway, RunView
 
 logger = logging.getLogger(__name__)
 
 FIRST_RECHECK = 0.25
 MAX_RECHECK = 30.0
 FINISHED_RUN_RECHECK = 300.0
-
-
-class Gateway(Protocol):
-    async def read_flow_run(self, flow_run_id: str) -> RunView | None: ...
-    async def resume(self, flow_run_id: str, run_input: StageResult) -> ResumeAnswer: ...
-    def emit(self, planned: PlannedEvent) -> None: ...
 
 
 class Delivery(StrEnum):

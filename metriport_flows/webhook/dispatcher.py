@@ -13,7 +13,6 @@ import logging
 import time
 from contextlib import AsyncExitStack
 from datetime import timedelta
-from typing import Any
 
 from tenacity import (
     AsyncRetrying,
@@ -31,11 +30,11 @@ from metriport_flows.client.messages import (
 from metriport_flows.domain.stages import ResolvedBy, Stage, StageResult
 from metriport_flows.settings import Settings
 from metriport_flows.store import InboxMessage, MessageStatus, Store, Wait, WaitStatus
-from metriport_flows.webhook import handlers  # noqa: F401  (registers the handlers on the router)
 from metriport_flows.webhook.delivery import deliver_due, deliver_wait
 from metriport_flows.webhook.events import WAIT_RESOLVED, message_event, wait_event
+from metriport_flows.webhook.handlers import metriport_router
+from metriport_flows.webhook.protocols import Gateway, Metriport
 from metriport_flows.webhook.router import HandlerContext, Router
-from metriport_flows.webhook.router import router as default_router
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +76,10 @@ class Dispatcher:
         self,
         store: Store,
         settings: Settings,
-        gateway: Any,
-        api: Any,
+        gateway: Gateway,
+        api: Metriport,
+        router: Router,
         *,
-        router: Router = default_router,
         batch_size: int = 50,
         concurrency: int = 8,
     ) -> None:
@@ -244,4 +243,4 @@ async def _run_dispatcher(settings: Settings, store: Store, stop: asyncio.Event)
     async with AsyncExitStack() as stack:
         gateway = await stack.enter_async_context(PrefectGateway(settings.prefect_max_concurrent_calls))
         api = await stack.enter_async_context(MedicalApi.from_settings(settings))
-        await Dispatcher(store, settings, gateway, api).run(stop)
+        await Dispatcher(store, settings, gateway, api, metriport_router()).run(stop)

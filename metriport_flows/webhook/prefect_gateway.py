@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from uuid import UUID
@@ -26,39 +25,10 @@ from tenacity import (
 
 from metriport_flows.client.errors import is_transient
 from metriport_flows.domain.stages import StageResult
-from metriport_flows.store import InboxMessage, Wait
-from metriport_flows.webhook.events import PlannedEvent, message_event
+from metriport_flows.webhook.events import PlannedEvent
+from metriport_flows.webhook.protocols import ResumeAnswer, RunView
 
 logger = logging.getLogger(__name__)
-
-TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-
-
-@dataclass(frozen=True)
-class RunView:
-    """What delivery needs to know about a flow run."""
-
-    state_type: str | None
-    state_name: str | None
-    pause_key: str | None
-
-    @property
-    def is_paused(self) -> bool:
-        return self.state_type == "PAUSED"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.state_type in TERMINAL_STATES
-
-
-@dataclass(frozen=True)
-class ResumeAnswer:
-    status: str  # ACCEPT, REJECT or ABORT (Prefect's SetStateStatus)
-    reason: str | None = None
-
-    @property
-    def accepted(self) -> bool:
-        return self.status == "ACCEPT"
 
 
 class PrefectGateway:
@@ -127,8 +97,3 @@ class PrefectGateway:
             payload=planned.payload,
             id=planned.id,
         )
-
-    def emit_message_event(
-        self, row: InboxMessage, wait: Wait | None = None, *, status: str | None = None, outcome: str | None = None
-    ) -> None:
-        self.emit(message_event(row, wait, status=status, outcome=outcome))

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from metriport_flows.client.messages import InvalidMessage, PingMessage, parse_message
 from metriport_flows.client.signing import SIGNATURE_HEADER
 from metriport_flows.settings import Settings, get_settings
-from metriport_flows.store import Store
+from metriport_flows.store import Store, open_store
 from metriport_flows.webhook.webhook_key import load_webhook_signer
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None, run
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.store = store or await asyncio.to_thread(_open_store, settings)
+        app.state.store = store or await asyncio.to_thread(open_store, settings.database_url)
         app.state.signer = await load_webhook_signer(settings)
         dispatcher_task = None
         if run_dispatcher:
@@ -111,9 +111,3 @@ def create_app(settings: Settings | None = None, store: Store | None = None, run
         return JSONResponse({"status": "ok", "database": "ok"})
 
     return app
-
-
-def _open_store(settings: Settings) -> Store:
-    store = Store(settings.database_url)
-    store.migrate()
-    return store

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, or_, select
 
 from metriport_flows.client.errors import MetriportError, NotFound, UrlExpired
 from metriport_flows.domain.stages import (
@@ -36,13 +34,12 @@ from metriport_flows.domain.stages import (
     StageResult,
 )
 from metriport_flows.settings import Settings
-from metriport_flows.store import InboxMessage, MessageStatus, Store, Wait
-from metriport_flows.webhook.delivery import Delivery, Gateway, deliver_due
+from metriport_flows.store import Store, Wait
+from metriport_flows.webhook.delivery import Delivery, deliver_due
 from metriport_flows.webhook.dispatcher import Dispatcher
+from metriport_flows.webhook.handlers import metriport_router
 from metriport_flows.webhook.handlers.consolidated import bundle_path
-
-if TYPE_CHECKING:
-    from metriport_flows.client.api import MedicalApi
+from metriport_flows.webhook.protocols import Gateway, Metriport
 
 logger = logging.getLogger(__name__)
 
@@ -79,28 +76,7 @@ class ReconcileReport(BaseModel):
         return self.resolved_ready + self.resolved_failed + self.resolved_expired + self.timed_out
 
 
-def stuck_messages(
-    store: Store, now: datetime, stuck_after: timedelta = STUCK_AFTER, limit: int = 500
-) -> list[InboxMessage]:
-    """Rows due for dispatch for longer than `stuck_after`, or claimed for longer than that."""
-    cutoff = now - stuck_after
-    retryable = [MessageStatus.pending.value, MessageStatus.error.value, MessageStatus.unmatched.value]
-    statement = (
-        select(InboxMessage)
-        .where(
-            or_(
-                and_(InboxMessage.status.in_(retryable), InboxMessage.next_attempt_at <= cutoff),
-                and_(InboxMessage.status == MessageStatus.claimed.value, InboxMessage.claimed_at <= cutoff),
-            )
-        )
-        .order_by(InboxMessage.received_at)
-        .limit(limit)
-    )
-    with store.session() as session:
-        return list(session.exec(statement).scalars())
-
-
-async def documents_status(api: MedicalApi, wait: Wait) -> DocumentsReady | None:
+async def documents_status(api: Metriport, wait: Wait) -> DocumentsReady | None:
     """The documents stage's result from `GET /document/query`, or None while it is still processing."""
     progress = await api.get_document_query(wait.patient_id or "")
     download, convert = progress.download, progress.convert
@@ -121,7 +97,7 @@ async def documents_status(api: MedicalApi, wait: Wait) -> DocumentsReady | None
     return DocumentsReady(outcome=Outcome.ready, detail="GET /document/query reports the query finished", **common)
 
 
-async def consolidated_status(api: MedicalApi, settings: Settings, wait: Wait) -> ConsolidatedReady | None:
+async def consolidated_status(api: Metriport, settings: Settings, wait: Wait) -> ConsolidatedReady | None:
     """The consolidated stage's result from the query's status and its stored webhook (the bundle is
     downloaded now, while the URL may still be valid), or None while it is still processing."""
     patient_id, request_id = wait.patient_id or "", wait.request_id
@@ -191,7 +167,7 @@ def _count(report: ReconcileReport, result: StageResult, won: bool) -> None:
 
 
 async def check_soft_deadlines(
-    store: Store, api: MedicalApi, settings: Settings, now: datetime, report: ReconcileReport
+    store: Store, api: Metriport, settings: Settings, now: datetime, report: ReconcileReport
 ) -> None:
     for wait in store.waits_past_soft_deadline(now):
         if wait.stage not in (Stage.documents.value, Stage.consolidated.value) or not wait.patient_id:
@@ -218,7 +194,7 @@ def check_hard_deadlines(store: Store, now: datetime, report: ReconcileReport) -
         _count(report, result, store.resolve_wait(wait.id, result))
 
 
-async def retry_failed_webhooks(api: MedicalApi, report: ReconcileReport) -> None:
+async def retry_failed_webhooks(api: Metriport, report: ReconcileReport) -> None:
     try:
         status = await api.get_webhook_status()
         report.webhooks_failed = status.webhook_requests_failed or 0
@@ -231,16 +207,16 @@ async def retry_failed_webhooks(api: MedicalApi, report: ReconcileReport) -> Non
 
 
 async def redispatch_stuck(
-    store: Store, api: MedicalApi, gateway: Gateway, settings: Settings, now: datetime, report: ReconcileReport
+    store: Store, api: Metriport, gateway: Gateway, settings: Settings, now: datetime, report: ReconcileReport
 ) -> None:
     """Requeue rows nobody dispatched in time, then dispatch them here (claims stay exclusive, so a
     dispatcher that comes back meanwhile never handles a row twice)."""
-    for row in stuck_messages(store, now):
+    for row in store.stuck_messages(now, STUCK_AFTER):
         if store.requeue_message(row.message_id):
             report.messages_requeued += 1
     if not report.messages_requeued:
         return
-    dispatcher = Dispatcher(store, settings, gateway, api)
+    dispatcher = Dispatcher(store, settings, gateway, api, metriport_router())
     for _ in range(MAX_DISPATCH_BATCHES):
         claimed = await dispatcher.dispatch_once()
         report.messages_dispatched += claimed
@@ -255,7 +231,7 @@ async def deliver_resolved(store: Store, gateway: Gateway, report: ReconcileRepo
 
 
 async def reconcile_once(
-    store: Store, api: MedicalApi, gateway: Gateway, settings: Settings, now: datetime | None = None
+    store: Store, api: Metriport, gateway: Gateway, settings: Settings, now: datetime | None = None
 ) -> ReconcileReport:
     """One pass (see the module docstring); records the `reconcile` heartbeat with the report."""
     now = now or datetime.now(UTC)

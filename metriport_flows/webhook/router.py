@@ -1,28 +1,27 @@
-"""Message type → handler registry. A handler registered with a `stage` gets the correlated, still
-open wait in its context and returns that stage's result (or None: nothing to resolve yet); one
-without a stage (notifications) gets no wait and its return value is ignored."""
+"""Message type → handler. Each handler module owns a `Router` for its message family; the dispatcher
+gets one router composed from them explicitly (`Router.compose`, as python/bedevere composes its
+routers), so nothing is registered by importing a module. A handler registered with a `stage` gets the
+correlated, still open wait in its context and returns that stage's result (or None: nothing to resolve
+yet); one without a stage (notifications) gets no wait and its return value is ignored."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from metriport_flows.domain.stages import Stage, StageResult
 from metriport_flows.settings import Settings
 from metriport_flows.store import InboxMessage, Store, Wait
-
-if TYPE_CHECKING:
-    from metriport_flows.client.api import MedicalApi
-    from metriport_flows.webhook.prefect_gateway import PrefectGateway
+from metriport_flows.webhook.protocols import Gateway, Metriport
 
 
 @dataclass
 class HandlerContext:
     store: Store
     settings: Settings
-    api: "MedicalApi"
-    gateway: "PrefectGateway"
+    api: Metriport
+    gateway: Gateway
     row: InboxMessage
     wait: Wait | None = None
 
@@ -57,13 +56,17 @@ class Router:
     def get(self, message_type: str) -> Registration | None:
         return self._registrations.get(message_type)
 
-    def stage_for(self, message_type: str) -> Stage | None:
-        registration = self.get(message_type)
-        return registration.stage if registration else None
+    @classmethod
+    def compose(cls, *routers: Router) -> Router:
+        """One router holding every registration of `routers`; a message type registered twice is an error."""
+        composed = cls()
+        for router in routers:
+            for message_type, registration in router._registrations.items():
+                if message_type in composed._registrations:
+                    raise ValueError(f"{message_type} has two handlers")
+                composed._registrations[message_type] = registration
+        return composed
 
     @property
     def message_types(self) -> list[str]:
         return sorted(self._registrations)
-
-
-router = Router()

@@ -26,7 +26,8 @@ from metriport_flows.domain.stages import Outcome, ResolvedBy, Stage, pause_key
 from metriport_flows.settings import Settings
 from metriport_flows.store import MessageStatus, Store, Wait, WaitStatus, utcnow
 from metriport_flows.webhook.dispatcher import Dispatcher
-from metriport_flows.webhook.prefect_gateway import RunView
+from metriport_flows.webhook.handlers import metriport_router
+from metriport_flows.webhook.protocols import RunView
 from metriport_flows.webhook.receiver import create_app as create_receiver
 from metriport_flows.webhook.reconciler import (
     HEARTBEAT,
@@ -248,7 +249,7 @@ async def test_failed_deliveries_are_retried_and_the_resent_messages_correlate(
     assert set(rows) == {"medical.document-download", "medical.document-conversion"}
     assert all(parse_message(row.body).meta.data is None for row in rows.values()), "retries carry no meta.data"
     assert rows["medical.document-conversion"].request_id is None
-    await Dispatcher(store, settings, gateway, emulator.api).dispatch_once()
+    await Dispatcher(store, settings, gateway, emulator.api, metriport_router()).dispatch_once()
     resolved = store.get_wait(wait.id).result_model()
     assert (resolved.outcome, resolved.resolved_by) == (Outcome.ready, ResolvedBy.webhook)
     assert {store.get_message(row.message_id).wait_id for row in rows.values()} == {wait.id}

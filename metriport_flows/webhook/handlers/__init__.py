@@ -1,10 +1,10 @@
-"""Message handlers, one module per message family; importing this package registers them all."""
+"""Message handlers, one module per message family, each owning its router; `metriport_router()` is the
+one place that composes them."""
 
-from metriport_flows.webhook.handlers import (  # noqa: F401  (registers F1's handlers)
-    bulk,
-    consolidated,
-    documents,
-    notifications,
-)
+from metriport_flows.webhook.handlers import bulk, consolidated, documents, notifications
+from metriport_flows.webhook.router import Router
 
-__all__ = ["consolidated", "documents"]
+
+def metriport_router() -> Router:
+    """Every message type the dispatcher handles, and its handler."""
+    return Router.compose(consolidated.router, documents.router, bulk.router, notifications.router)

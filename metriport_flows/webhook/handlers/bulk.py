@@ -38,7 +38,9 @@ from metriport_flows.domain.stages import (
     ResolvedBy,
     Stage,
 )
-from metriport_flows.webhook.router import HandlerContext, router
+from metriport_flows.webhook.router import HandlerContext, Router
+
+router = Router()
 
 DOWNLOAD_CONCURRENCY = 4
 

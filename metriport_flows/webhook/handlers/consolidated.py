@@ -18,7 +18,9 @@ from metriport_flows.client.messages import (
     ConsolidatedDataMessage,
 )
 from metriport_flows.domain.stages import ConsolidatedReady, Outcome, Stage
-from metriport_flows.webhook.router import HandlerContext, router
+from metriport_flows.webhook.router import HandlerContext, Router
+
+router = Router()
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 

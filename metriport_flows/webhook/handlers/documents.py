@@ -22,7 +22,9 @@ from metriport_flows.client.messages import (
     DocumentRef,
 )
 from metriport_flows.domain.stages import DocumentsReady, Outcome, Stage
-from metriport_flows.webhook.router import HandlerContext, router
+from metriport_flows.webhook.router import HandlerContext, Router
+
+router = Router()
 
 CONVERTIBLE_MIME_TYPES = {"application/xml", "text/xml"}
 

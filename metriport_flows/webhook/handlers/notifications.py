@@ -22,7 +22,9 @@ from metriport_flows.client.messages import (
     PatientAdmitMessage,
 )
 from metriport_flows.domain.bulk_documents import safe_id
-from metriport_flows.webhook.router import HandlerContext, router
+from metriport_flows.webhook.router import HandlerContext, Router
+
+router = Router()
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from metriport_flows.domain.stages import ConsolidatedReady, DocumentsReady, Out
 from metriport_flows.settings import Settings
 from metriport_flows.store import Store, Wait, WaitStatus, utcnow
 from metriport_flows.webhook.dispatcher import Dispatcher
+from metriport_flows.webhook.handlers import metriport_router
 from metriport_flows.webhook.receiver import WEBHOOK_PATH, create_app
 from metriport_sandbox.config import SandboxConfig
 from metriport_sandbox.seed import SEED_PATIENTS
@@ -93,7 +94,7 @@ async def pipeline(emulator_base_url: str, api_key: str, store: Store, tmp_path:
         with serve(create_app(settings, store, run_dispatcher=False)) as receiver_url:
             await api.update_settings(receiver_url + WEBHOOK_PATH)
             gateway, stop = RecordingGateway(), asyncio.Event()
-            task = asyncio.create_task(Dispatcher(store, settings, gateway, api).run(stop))
+            task = asyncio.create_task(Dispatcher(store, settings, gateway, api, metriport_router()).run(stop))
             facility = await api.create_facility(FACILITY)
             try:
                 yield Pipeline(api, store, settings, gateway, facility.id)

@@ -24,7 +24,8 @@ from metriport_flows.webhook.events import (
     WAIT_RESOLVED,
     message_event_id,
 )
-from metriport_flows.webhook.prefect_gateway import RunView
+from metriport_flows.webhook.handlers import metriport_router
+from metriport_flows.webhook.protocols import RunView
 from tests.fixtures.emulator import api_key_for
 from tests.fixtures.inbox import (
     RecordingGateway,
@@ -46,7 +47,7 @@ async def dispatcher(store: Store, tmp_path: Path, gateway: RecordingGateway, em
     """Metriport is the in-process emulator: its GET /document/query answers `{}` for these patients."""
     transport = httpx.ASGITransport(app=emulator_app)
     async with MedicalApi("http://emulator", api_key_for("dispatcher-tests"), transport=transport) as api:
-        yield Dispatcher(store, make_settings(tmp_path, store), gateway, api=api)
+        yield Dispatcher(store, make_settings(tmp_path, store), gateway, api, metriport_router())
 
 
 def put(store: Store, message: dict) -> str:

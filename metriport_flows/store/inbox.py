@@ -1,0 +1,219 @@
+"""The inbox of webhook messages: insert once, claim exclusively, finish, retry, purge."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+
+from metriport_flows.store.base import StoreBase
+from metriport_flows.store.models import (
+    RETRYABLE_MESSAGE_STATUSES,
+    InboxMessage,
+    MessageStatus,
+    utcnow,
+)
+
+CLAIM_LEASE = timedelta(minutes=5)
+
+
+class InboxQueries(StoreBase):
+    def insert_message(
+        self,
+        *,
+        message_id: str,
+        type: str,
+        body: bytes | str | None,
+        request_id: str | None = None,
+        patient_id: str | None = None,
+        flow_run_id: str | None = None,
+        stage: str | None = None,
+        received_at: datetime | None = None,
+    ) -> bool:
+        """True when stored, False when this messageId was already there (a duplicate delivery)."""
+        now = received_at or utcnow()
+        statement = (
+            self._insert(InboxMessage)
+            .values(
+                message_id=message_id,
+                type=type,
+                request_id=request_id or None,
+                patient_id=patient_id,
+                flow_run_id=flow_run_id,
+                stage=stage,
+                body=body.decode("utf-8") if isinstance(body, bytes) else body,
+                received_at=now,
+                status=MessageStatus.pending.value,
+                attempts=0,
+                next_attempt_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["message_id"])
+            .returning(InboxMessage.message_id)
+        )
+        with self.session() as session:
+            inserted = session.execute(statement).first() is not None
+            session.commit()
+        return inserted
+
+    def get_message(self, message_id: str) -> InboxMessage | None:
+        with self.session() as session:
+            return session.get(InboxMessage, message_id)
+
+    def list_messages(self, status: MessageStatus | str | None = None, limit: int = 100) -> list[InboxMessage]:
+        statement = select(InboxMessage).order_by(InboxMessage.received_at.desc()).limit(limit)
+        if status is not None:
+            statement = statement.where(InboxMessage.status == MessageStatus(status).value)
+        with self.session() as session:
+            return list(session.exec(statement).scalars())
+
+    def claim_pending(self, limit: int = 50, *, lease: timedelta = CLAIM_LEASE) -> list[InboxMessage]:
+        """Due rows, oldest first, each to exactly one caller; a claim older than `lease` (a crashed
+        dispatcher) is claimable again."""
+        now = utcnow()
+        due = or_(
+            and_(
+                InboxMessage.status.in_([s.value for s in RETRYABLE_MESSAGE_STATUSES]),
+                InboxMessage.next_attempt_at <= now,
+            ),
+            and_(InboxMessage.status == MessageStatus.claimed.value, InboxMessage.claimed_at <= now - lease),
+        )
+        candidates = select(InboxMessage.message_id).where(due).order_by(InboxMessage.received_at).limit(limit)
+        if self.is_postgres:
+            # ARRAY(...) runs the locking subquery once; under `IN (...)` PostgreSQL may re-run it while
+            # rechecking rows and so claim more than `limit` rows.
+            chosen = InboxMessage.message_id == func.any(
+                func.array(candidates.with_for_update(skip_locked=True).scalar_subquery())
+            )
+        else:
+            chosen = InboxMessage.message_id.in_(candidates.scalar_subquery())
+        statement = (
+            update(InboxMessage)
+            .where(chosen, due)
+            .values(status=MessageStatus.claimed.value, claimed_at=now)
+            .returning(InboxMessage)
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as session:
+            claimed = list(session.execute(statement).scalars())
+            session.commit()
+        return sorted(claimed, key=lambda message: message.received_at)
+
+    def finish_message(
+        self,
+        message_id: str,
+        *,
+        status: MessageStatus | str = MessageStatus.done,
+        wait_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Leave a claimed message in a final state: done (handled, duplicate, late) or orphan."""
+        statement = (
+            update(InboxMessage)
+            .where(InboxMessage.message_id == message_id)
+            .values(
+                status=MessageStatus(status).value,
+                finished_at=utcnow(),
+                wait_id=wait_id,
+                detail=(detail or "")[:500] or None,
+                claimed_at=None,
+            )
+        )
+        with self.session() as session:
+            session.execute(statement)
+            session.commit()
+
+    def retry_message(
+        self, message_id: str, *, status: MessageStatus | str, delay: timedelta, error: str | None = None
+    ) -> None:
+        """Put a claimed message back (unmatched or error) with attempts + 1; it is never dropped."""
+        statement = (
+            update(InboxMessage)
+            .where(InboxMessage.message_id == message_id)
+            .values(
+                status=MessageStatus(status).value,
+                attempts=InboxMessage.attempts + 1,
+                next_attempt_at=utcnow() + delay,
+                claimed_at=None,
+                last_error=(error[:2000] if error else InboxMessage.last_error),
+            )
+        )
+        with self.session() as session:
+            session.execute(statement)
+            session.commit()
+
+    def requeue_message(self, message_id: str) -> bool:
+        """Dispatch this message again now, whatever its state (the ops `replay` command)."""
+        statement = (
+            update(InboxMessage)
+            .where(InboxMessage.message_id == message_id)
+            .values(
+                status=MessageStatus.pending.value,
+                next_attempt_at=utcnow(),
+                claimed_at=None,
+                finished_at=None,
+            )
+        )
+        with self.session() as session:
+            found = session.execute(statement).rowcount == 1
+            session.commit()
+        return found
+
+    def orphan_unmatched(self, older_than: timedelta) -> int:
+        """Unmatched messages that no wait claimed within `older_than` stop being retried (kept)."""
+        statement = (
+            update(InboxMessage)
+            .where(
+                InboxMessage.status == MessageStatus.unmatched.value,
+                InboxMessage.received_at <= utcnow() - older_than,
+            )
+            .values(status=MessageStatus.orphan.value, finished_at=utcnow())
+        )
+        with self.session() as session:
+            count = session.execute(statement).rowcount
+            session.commit()
+        return count
+
+    def backlog(self) -> list[tuple[str, int, datetime | None]]:
+        statement = (
+            select(InboxMessage.status, func.count(), func.min(InboxMessage.received_at))
+            .group_by(InboxMessage.status)
+            .order_by(InboxMessage.status)
+        )
+        with self.session() as session:
+            return [(status, count, oldest) for status, count, oldest in session.execute(statement)]
+
+    def purge_bodies(self, older_than: timedelta) -> int:
+        """Drop the bodies (the PHI) of finished messages; the rows stay as the dedup record."""
+        statement = (
+            update(InboxMessage)
+            .where(
+                InboxMessage.status.in_([MessageStatus.done.value, MessageStatus.orphan.value]),
+                InboxMessage.received_at <= utcnow() - older_than,
+                InboxMessage.body.is_not(None),
+            )
+            .values(body=None)
+        )
+        with self.session() as session:
+            count = session.execute(statement).rowcount
+            session.commit()
+        return count
+
+    # -- heartbeats ---------------------------------------------------------------------------
+
+    def stuck_messages(self, now: datetime, stuck_after: timedelta, limit: int = 500) -> list[InboxMessage]:
+        """Rows due for dispatch for longer than `stuck_after`, or claimed for longer than that."""
+        cutoff = now - stuck_after
+        retryable = [MessageStatus.pending.value, MessageStatus.error.value, MessageStatus.unmatched.value]
+        statement = (
+            select(InboxMessage)
+            .where(
+                or_(
+                    and_(InboxMessage.status.in_(retryable), InboxMessage.next_attempt_at <= cutoff),
+                    and_(InboxMessage.status == MessageStatus.claimed.value, InboxMessage.claimed_at <= cutoff),
+                )
+            )
+            .order_by(InboxMessage.received_at)
+            .limit(limit)
+        )
+        with self.session() as session:
+            return list(session.exec(statement).scalars())
