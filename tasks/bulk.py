@@ -13,17 +13,15 @@ Requires: METRIPORT_BASE_URL, METRIPORT_API_KEY, BUNDLE_DIR; a Prefect API for r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
 from metriport_flows.client.api import MedicalApi
-from metriport_flows.client.errors import is_transient
+from metriport_flows.client.errors import UrlExpired
 from metriport_flows.client.metadata import validate_metadata
-from metriport_flows.domain.bulk_csv import CsvCheck, InvalidCsv, check_csv
+from metriport_flows.domain.bulk_csv import InvalidCsv, problems_markdown, require_valid_csv
 from metriport_flows.domain.bulk_documents import (
     DocumentSource,
     Manifest,
@@ -35,9 +33,9 @@ from metriport_flows.domain.bulk_documents import (
 from metriport_flows.domain.patient_records import Deadlines
 from metriport_flows.domain.stages import Stage
 from metriport_flows.settings import Settings, get_settings
+from tasks.once import failed_transiently, once_per_stage_attempt
 
 # Bump to make every run call Metriport again instead of reading an old cached answer.
-BULK_CACHE_VERSION = "1"
 
 
 class BulkStartFailed(RuntimeError):
@@ -49,50 +47,21 @@ class BulkJob(BaseModel):
     upload_url: str
 
 
-def bulk_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """One call per (task, flow run, stage, attempt), for ever."""
-    return (
-        f"metriport-bulk-v{BULK_CACHE_VERSION}-{context.task.name}-{parameters['flow_run_id']}"
-        f"-{Stage(parameters['stage']).value}-{parameters['attempt']}"
-    )
-
-
-class DocumentUrlExpired(RuntimeError):
-    """The fresh download URL was refused before the download finished; another try gets a new one."""
-
-
-def failed_transiently(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry rate limits, server and connection errors, expired URLs; a 4xx will not get better."""
-    return is_transient(state.data) or isinstance(state.data, DocumentUrlExpired)
-
-
-_once = task(persist_result=True, cache_key_fn=bulk_cache_key)
-
-
-def problems_markdown(check: CsvCheck) -> str:
-    """The CSV's problems as a table: line, column, what is wrong; never a value."""
-    lines = [
-        f"# Bulk patient CSV refused: {len(check.errors)} problem(s) in {check.rows} row(s)",
-        "",
-        "| line | column | problem |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {e.line or 'header'} | {e.column} | {e.problem} |" for e in check.errors[:500]]
-    return "\n".join(lines + [f"- {warning}" for warning in check.warnings]) + "\n"
+_once = task(persist_result=True, cache_key_fn=once_per_stage_attempt)
 
 
 @_once(name="check-bulk-csv")
 async def check_bulk_csv(flow_run_id: str, csv_path: str, stage: Stage, attempt: int) -> int:
     """Metriport's rules, before anything is uploaded; the row count, or InvalidCsv (and an artifact)."""
-    check = check_csv(Path(csv_path).read_bytes())
-    if not check.ok:
+    try:
+        return require_valid_csv(Path(csv_path).read_bytes()).rows
+    except InvalidCsv as refused:
         await acreate_markdown_artifact(
             key="bulk-csv-problems",
-            markdown=problems_markdown(check),
+            markdown=problems_markdown(refused.check),
             description="CSV problems: lines and columns only",
         )
-        raise InvalidCsv(check)
-    return check.rows
+        raise
 
 
 @_once(name="start-bulk-patient-create")
@@ -119,7 +88,7 @@ async def upload_bulk_csv(flow_run_id: str, job: BulkJob, csv_path: str, stage: 
 @task(
     name="start-bulk-download",
     persist_result=True,
-    cache_key_fn=bulk_cache_key,
+    cache_key_fn=once_per_stage_attempt,
     retries=3,
     retry_delay_seconds=[2, 10, 30],
     retry_condition_fn=failed_transiently,
@@ -157,7 +126,7 @@ async def download_document(flow_run_id: str, patient_id: str, document_id: str,
         manifest = Manifest(patient_id=patient_id)
         manifest.documents = await download_documents(api, [source], folder, concurrency=1)
     if manifest.documents[0].status == "expired":
-        raise DocumentUrlExpired(f"download URL of document {document_id} expired")
+        raise UrlExpired(403, f"download URL of document {document_id} expired")
     return str(write_manifest(manifest, folder))
 
 

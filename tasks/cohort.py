@@ -21,11 +21,12 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.deployments import arun_deployment
+from prefect.states import State
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -66,7 +67,7 @@ def _retrying() -> AsyncRetrying:
     )
 
 
-def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+def _worth_retrying(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
     """Metriport or the network may recover; a bad CSV or a missing file will not."""
     return not isinstance(state.data, (CohortInputError, OSError))
 

@@ -13,28 +13,15 @@ Requires: METRIPORT_BASE_URL, METRIPORT_API_KEY; a Prefect API for the rate limi
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
 
 from prefect import task
-from prefect.context import TaskRunContext
 
 from metriport_flows.client.api import MedicalApi
-from metriport_flows.client.errors import is_transient
 from metriport_flows.client.metadata import validate_metadata
 from metriport_flows.domain.stages import Stage
 from metriport_flows.settings import get_settings
 from tasks.limits import Operation, wait_for_slot
-
-# Bump to make every run start its queries again instead of reading an old cached request id.
-START_CACHE_VERSION = "1"
-
-
-def start_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """One start call per (flow run, stage, attempt), for ever."""
-    return (
-        f"metriport-start-v{START_CACHE_VERSION}-{parameters['flow_run_id']}"
-        f"-{Stage(parameters['stage']).value}-{parameters['attempt']}"
-    )
+from tasks.once import failed_transiently, once_per_stage_attempt
 
 
 def correlation_metadata(flow_run_id: str, stage: Stage) -> dict[str, str]:
@@ -42,14 +29,9 @@ def correlation_metadata(flow_run_id: str, stage: Stage) -> dict[str, str]:
     return validate_metadata({"flowRunId": flow_run_id, "stage": Stage(stage).value})
 
 
-def failed_transiently(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry rate limits, server errors and connection errors; a 4xx will not get better."""
-    return is_transient(state.data)
-
-
 _start_task = task(
     persist_result=True,
-    cache_key_fn=start_cache_key,
+    cache_key_fn=once_per_stage_attempt,
     retries=3,
     retry_delay_seconds=[2, 10, 30],
     retry_condition_fn=failed_transiently,

@@ -205,6 +205,18 @@ def check_csv(data: bytes | str) -> CsvCheck:
     return check
 
 
+def problems_markdown(check: CsvCheck) -> str:
+    """The CSV's problems as a table: line, column, what is wrong; never a value."""
+    lines = [
+        f"# Bulk patient CSV refused: {len(check.errors)} problem(s) in {check.rows} row(s)",
+        "",
+        "| line | column | problem |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {e.line or 'header'} | {e.column} | {e.problem} |" for e in check.errors[:500]]
+    return "\n".join(lines + [f"- {warning}" for warning in check.warnings]) + "\n"
+
+
 def require_valid_csv(data: bytes | str) -> CsvCheck:
     check = check_csv(data)
     if not check.ok:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any, cast
+
 import httpx
 import pytest
 from prefect.states import Failed
@@ -11,23 +14,24 @@ from metriport_flows.client.errors import (
     InvalidMetadata,
     RateLimited,
     ServerError,
+    UrlExpired,
 )
 from metriport_flows.domain.stages import Stage
 from tasks.metriport import (
-    START_CACHE_VERSION,
     correlation_metadata,
-    failed_transiently,
-    start_cache_key,
     start_consolidated_query,
     start_document_query,
 )
+from tasks.once import CACHE_VERSION, failed_transiently, once_per_stage_attempt
 
 RUN_ID = "5f0c3f0e-2d1b-4c55-9f55-0d1f7c7d7a11"
+# What the cache key reads of Prefect's TaskRunContext: the task.
+TASK_CONTEXT = cast(Any, SimpleNamespace(task=start_consolidated_query))
 
 
 def test_cache_key_is_one_per_run_stage_and_attempt() -> None:
-    key = start_cache_key(
-        None,
+    key = once_per_stage_attempt(
+        TASK_CONTEXT,
         {
             "flow_run_id": RUN_ID,
             "stage": Stage.consolidated,
@@ -36,15 +40,15 @@ def test_cache_key_is_one_per_run_stage_and_attempt() -> None:
             "conversion_type": "json",
         },
     )
-    assert key == f"metriport-start-v{START_CACHE_VERSION}-{RUN_ID}-consolidated-2"
-    other_attempt = start_cache_key(None, {"flow_run_id": RUN_ID, "stage": "consolidated", "attempt": 1})
-    other_run = start_cache_key(None, {"flow_run_id": "another", "stage": "consolidated", "attempt": 2})
+    assert key == f"metriport-v{CACHE_VERSION}-{start_consolidated_query.name}-{RUN_ID}-consolidated-2"
+    other_attempt = once_per_stage_attempt(TASK_CONTEXT, {"flow_run_id": RUN_ID, "stage": "consolidated", "attempt": 1})
+    other_run = once_per_stage_attempt(TASK_CONTEXT, {"flow_run_id": "another", "stage": "consolidated", "attempt": 2})
     assert len({key, other_attempt, other_run}) == 3
 
 
 def test_start_tasks_persist_their_result_under_that_key() -> None:
     for started in (start_document_query, start_consolidated_query):
-        assert started.persist_result is True and started.cache_key_fn is start_cache_key
+        assert started.persist_result is True and started.cache_key_fn is once_per_stage_attempt
         assert started.retries == 3
 
 
@@ -60,8 +64,9 @@ def test_correlation_metadata_is_valid_metriport_metadata() -> None:
         (RateLimited(429, "Too many", None, None, None), True),
         (ServerError(503, "Unavailable", None, None, None), True),
         (httpx.ConnectError("refused"), True),
+        (UrlExpired(403, "Request has expired"), True),
         (BadRequest(400, "Missing or invalid parameters", None, None, None), False),
     ],
 )
 def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> None:
-    assert failed_transiently(None, None, Failed(data=error)) is retried
+    assert failed_transiently(cast(Any, None), cast(Any, None), Failed(data=error)) is retried

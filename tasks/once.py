@@ -1,0 +1,31 @@
+"""What makes a Metriport call safe across resumes and retries: one cache key per (task, flow run, stage,
+attempt), so a resumed run never repeats a start call, and retries only for failures that can pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import Task
+from prefect.client.schemas.objects import TaskRun
+from prefect.context import TaskRunContext
+from prefect.states import State
+
+from metriport_flows.client.errors import UrlExpired, is_transient
+from metriport_flows.domain.stages import Stage
+
+# Bump to make every run call Metriport again instead of reading an old cached result.
+CACHE_VERSION = "1"
+
+
+def once_per_stage_attempt(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """The task's cache key: its name, the flow run, the stage and the attempt, for ever."""
+    return (
+        f"metriport-v{CACHE_VERSION}-{context.task.name}-{parameters['flow_run_id']}"
+        f"-{Stage(parameters['stage']).value}-{parameters['attempt']}"
+    )
+
+
+def failed_transiently(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry rate limits, server and connection errors, and an expired URL (a new call gets a new one);
+    any other 4xx will not get better."""
+    return is_transient(state.data) or isinstance(state.data, UrlExpired)
