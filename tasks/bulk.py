@@ -126,7 +126,7 @@ async def download_document(flow_run_id: str, patient_id: str, document_id: str,
         manifest = Manifest(patient_id=patient_id)
         manifest.documents = await download_documents(api, [source], folder, concurrency=1)
     if manifest.documents[0].status == "expired":
-        raise UrlExpired(403, f"download URL of document {document_id} expired")
+        raise UrlExpired("AccessDenied", f"download URL of document {document_id} expired")
     return str(write_manifest(manifest, folder))
 
 

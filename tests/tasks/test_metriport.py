@@ -64,7 +64,7 @@ def test_correlation_metadata_is_valid_metriport_metadata() -> None:
         (RateLimited(429, "Too many", None, None, None), True),
         (ServerError(503, "Unavailable", None, None, None), True),
         (httpx.ConnectError("refused"), True),
-        (UrlExpired(403, "Request has expired"), True),
+        (UrlExpired("AccessDenied", "Request has expired"), True),
         (BadRequest(400, "Missing or invalid parameters", None, None, None), False),
     ],
 )
