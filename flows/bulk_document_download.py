@@ -27,14 +27,15 @@ from metriport_flows.domain.bulk_documents import (
     manifest_markdown,
     read_manifest,
 )
+from metriport_flows.domain.ids import ID_PATTERN
 from metriport_flows.domain.stages import BulkDownloadReady, Outcome, Stage
+from metriport_flows.domain.waits import WaitTuning
 from metriport_flows.settings import get_settings
 from metriport_flows.store.store import get_store
-from tasks.bulk import WaitTuning, download_document, start_bulk_download
+from tasks.bulk import download_document, start_bulk_download
 from tasks.waits import StageWait
 
 MAX_ATTEMPTS = 2
-ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 
 
 class BulkDocumentDownloadParams(WaitTuning):

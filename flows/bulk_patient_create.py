@@ -31,10 +31,10 @@ from metriport_flows.domain.bulk_csv import (
     parse_result_csv,
 )
 from metriport_flows.domain.stages import BulkCreateDone, Outcome, Stage
+from metriport_flows.domain.waits import WaitTuning
 from metriport_flows.settings import get_settings
 from metriport_flows.store.store import get_store
 from tasks.bulk import (
-    WaitTuning,
     check_bulk_csv,
     start_bulk_patient_create,
     upload_bulk_csv,

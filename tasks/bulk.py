@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import acreate_markdown_artifact
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.errors import UrlExpired
@@ -30,9 +30,8 @@ from metriport_flows.domain.bulk_documents import (
     extension_for,
     write_manifest,
 )
-from metriport_flows.domain.patient_records import Deadlines
 from metriport_flows.domain.stages import Stage
-from metriport_flows.settings import Settings, get_settings
+from metriport_flows.settings import get_settings
 from tasks.once import failed_transiently, once_per_stage_attempt
 
 # Bump to make every run call Metriport again instead of reading an old cached answer.
@@ -128,17 +127,3 @@ async def download_document(flow_run_id: str, patient_id: str, document_id: str,
     if manifest.documents[0].status == "expired":
         raise UrlExpired("AccessDenied", f"download URL of document {document_id} expired")
     return str(write_manifest(manifest, folder))
-
-
-class WaitTuning(BaseModel):
-    """How a bulk flow's wait behaves; each default comes from settings (HOT_WINDOW_SECONDS, ...)."""
-
-    hot_window_seconds: float | None = Field(None, ge=0, description="Watch in-process this long, then suspend")
-    soft_deadline_seconds: float | None = Field(None, gt=0, description="After this the reconciler asks Metriport")
-    hard_deadline_seconds: float | None = Field(None, gt=0, description="After this the wait ends as timeout")
-
-    def deadlines(self, settings: Settings) -> Deadlines:
-        soft = self.soft_deadline_seconds or settings.soft_deadline_seconds
-        hard = max(self.hard_deadline_seconds or settings.hard_deadline_seconds, soft)
-        hot = settings.hot_window_seconds if self.hot_window_seconds is None else self.hot_window_seconds
-        return Deadlines(soft_seconds=soft, hard_seconds=hard, hot_window_seconds=hot)

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from metriport_flows.domain.patient_records import Deadlines
 from metriport_flows.domain.stages import (
     RESULT_MODELS,
     ResolvedBy,
@@ -30,6 +29,7 @@ from metriport_flows.domain.stages import (
     StageResult,
     pause_key,
 )
+from metriport_flows.domain.waits import Deadlines
 from metriport_flows.store.models import Wait
 from metriport_flows.store.store import Store
 

@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, Field, model_validator
 
+from metriport_flows.domain.ids import is_id
 from metriport_flows.domain.patient_records import (
-    ID_PATTERN,
     PATIENT_RECORDS_PARAMETER,
     ConversionType,
     PatientRecordsParams,
 )
 from metriport_flows.store.models import Wait
 
-PATIENT_ID = re.compile(ID_PATTERN)
 ID_COLUMNS = ("patientid", "metriportid", "id")
 
 
@@ -72,7 +70,7 @@ def unique(ids: Iterable[str]) -> list[str]:
 
 
 def check_patient_ids(ids: Sequence[str]) -> list[str]:
-    bad = [n for n, i in enumerate(ids, 1) if not PATIENT_ID.match(i)]
+    bad = [n for n, i in enumerate(ids, 1) if not is_id(i)]
     if bad:
         raise CohortInputError(f"{len(bad)} patient id(s) are not Metriport ids (positions {bad[:10]})")
     return list(ids)
@@ -93,7 +91,7 @@ def read_patient_ids_csv(text: str) -> list[str]:
     for line, row in enumerate(rows[1:], 2):
         if len(row) <= column or not row[column].strip():
             continue
-        if not PATIENT_ID.match(row[column].strip()):
+        if not is_id(row[column].strip()):
             raise CohortInputError(f"line {line}: not a Metriport patient id")
         ids.append(row[column].strip())
     return unique(ids)

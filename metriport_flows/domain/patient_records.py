@@ -20,7 +20,9 @@ import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import BaseModel, Field, model_validator
 
+from metriport_flows.domain.ids import ID_PATTERN
 from metriport_flows.domain.stages import ConsolidatedReady, DocumentsReady, Outcome
+from metriport_flows.domain.waits import Deadlines
 from metriport_flows.settings import Settings
 
 # Metriport's `resourceTypeForConsolidation` (@metriport/shared medical/fhir/resources): the types its
@@ -97,9 +99,6 @@ ResourceType = Literal[RESOURCE_TYPES]  # type: ignore[valid-type]
 ConversionType = Literal["json", "pdf", "html"]
 CONTENT_TYPES: dict[str, str] = {"json": "application/json", "pdf": "application/pdf", "html": "text/html"}
 
-# Metriport ids are uuids; the pattern also keeps names and other free text out of the parameters.
-ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
-
 # The patient-records deployment as prefect.yaml names it, and its one parameter (the UI's form).
 PATIENT_RECORDS_DEPLOYMENT = "patient-records/on-demand"
 PATIENT_RECORDS_PARAMETER = "request"
@@ -141,17 +140,13 @@ class PatientRecordsParams(BaseModel):
             raise ValueError("date_from must not be after date_to")
         return self
 
-    def deadlines(self, settings: Settings) -> "Deadlines":
-        soft = self.soft_deadline_seconds or settings.soft_deadline_seconds
-        hard = self.hard_deadline_seconds or settings.hard_deadline_seconds
-        hot = settings.hot_window_seconds if self.hot_window_seconds is None else self.hot_window_seconds
-        return Deadlines(soft_seconds=soft, hard_seconds=max(hard, soft), hot_window_seconds=hot)
-
-
-class Deadlines(BaseModel):
-    soft_seconds: float
-    hard_seconds: float
-    hot_window_seconds: float
+    def deadlines(self, settings: Settings) -> Deadlines:
+        return Deadlines.resolve(
+            settings,
+            soft=self.soft_deadline_seconds,
+            hard=self.hard_deadline_seconds,
+            hot_window=self.hot_window_seconds,
+        )
 
 
 class BundleSummary(BaseModel):

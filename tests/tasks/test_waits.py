@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from metriport_flows.domain.patient_records import Deadlines
 from metriport_flows.domain.stages import (
     ConsolidatedReady,
     DocumentsReady,
@@ -22,6 +21,7 @@ from metriport_flows.domain.stages import (
     Stage,
     StageResult,
 )
+from metriport_flows.domain.waits import Deadlines
 from metriport_flows.store import Store, WaitStatus
 from tasks.waits import StageWait, adopt_run_input, stage_seconds, watch
 

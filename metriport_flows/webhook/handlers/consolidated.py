@@ -8,7 +8,6 @@ re-requests the query under a new attempt.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from metriport_flows.client.errors import UrlExpired
@@ -17,16 +16,15 @@ from metriport_flows.client.messages import (
     FAILED,
     ConsolidatedDataMessage,
 )
+from metriport_flows.domain.ids import is_id
 from metriport_flows.domain.stages import ConsolidatedReady, Outcome, Stage
 from metriport_flows.webhook.router import HandlerContext, Router
 
 router = Router()
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-
 
 def _safe(value: str | None, what: str) -> str:
-    if not value or not SAFE_ID.match(value) or ".." in value:
+    if not value or not is_id(value, max_length=200) or ".." in value:
         raise ValueError(f"{what} is not usable in a file name")
     return value
 
