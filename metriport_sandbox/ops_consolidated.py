@@ -61,7 +61,7 @@ class ConsolidatedOps:
         from_dashboard: bool,
         body: Any,
     ) -> dict:
-        from metriport_sandbox.fhir_data import RESOURCE_TYPES
+        from metriport_flows.client.models import RESOURCE_TYPES
 
         tenant = self.tenant(tenant_id)
         patient = self.get_patient(tenant_id, patient_id)
@@ -118,7 +118,8 @@ class ConsolidatedOps:
         date_to: str | None,
     ) -> dict:
         """GET .../consolidated/count: resources per type in the patient's record, after the filters."""
-        from metriport_sandbox.fhir_data import RESOURCE_TYPES, filter_resources
+        from metriport_flows.client.models import RESOURCE_TYPES
+        from metriport_sandbox.fhir_data import filter_resources
 
         patient = self.get_patient(tenant_id, patient_id)
         names = validation.resource_list(resources, frozenset(RESOURCE_TYPES))

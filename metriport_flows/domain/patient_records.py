@@ -20,80 +20,11 @@ import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import BaseModel, Field, model_validator
 
+from metriport_flows.client.models import RESOURCE_TYPES
 from metriport_flows.domain.ids import ID_PATTERN
 from metriport_flows.domain.stages import ConsolidatedReady, DocumentsReady, Outcome
 from metriport_flows.domain.waits import Deadlines
 from metriport_flows.settings import Settings
-
-# Metriport's `resourceTypeForConsolidation` (@metriport/shared medical/fhir/resources): the types its
-# consolidated query accepts in `resources`; anything else is a 400.
-RESOURCE_TYPES: tuple[str, ...] = (
-    "Account",
-    "AllergyIntolerance",
-    "Appointment",
-    "AppointmentResponse",
-    "AuditEvent",
-    "Basic",
-    "BodyStructure",
-    "CarePlan",
-    "CareTeam",
-    "ChargeItem",
-    "Claim",
-    "ClaimResponse",
-    "ClinicalImpression",
-    "Communication",
-    "CommunicationRequest",
-    "Composition",
-    "Condition",
-    "Consent",
-    "Contract",
-    "Coverage",
-    "CoverageEligibilityRequest",
-    "CoverageEligibilityResponse",
-    "DetectedIssue",
-    "Device",
-    "DeviceRequest",
-    "DeviceUseStatement",
-    "DiagnosticReport",
-    "DocumentManifest",
-    "DocumentReference",
-    "Encounter",
-    "EnrollmentRequest",
-    "EpisodeOfCare",
-    "ExplanationOfBenefit",
-    "FamilyMemberHistory",
-    "Flag",
-    "Goal",
-    "GuidanceResponse",
-    "ImagingStudy",
-    "Immunization",
-    "ImmunizationEvaluation",
-    "ImmunizationRecommendation",
-    "Invoice",
-    "List",
-    "MeasureReport",
-    "Media",
-    "MedicationAdministration",
-    "MedicationDispense",
-    "MedicationRequest",
-    "MedicationStatement",
-    "MolecularSequence",
-    "NutritionOrder",
-    "Observation",
-    "Person",
-    "Procedure",
-    "Provenance",
-    "QuestionnaireResponse",
-    "RelatedPerson",
-    "RequestGroup",
-    "ResearchSubject",
-    "RiskAssessment",
-    "ServiceRequest",
-    "Specimen",
-    "AdverseEvent",
-    "Task",
-    "Practitioner",
-)
 
 ResourceType = Literal[RESOURCE_TYPES]  # type: ignore[valid-type]
 ConversionType = Literal["json", "pdf", "html"]
