@@ -72,12 +72,7 @@ class PatientRecordsParams(BaseModel):
         return self
 
     def deadlines(self, settings: Settings) -> Deadlines:
-        return Deadlines.resolve(
-            settings,
-            soft=self.soft_deadline_seconds,
-            hard=self.hard_deadline_seconds,
-            hot_window=self.hot_window_seconds,
-        )
+        return Deadlines.of(self, settings)
 
 
 class BundleSummary(BaseModel):

@@ -3,9 +3,22 @@ reconciler asks Metriport, a hard deadline after which the wait ends as `timeout
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from pydantic import BaseModel, Field
 
 from metriport_flows.settings import Settings
+
+
+class Tuning(Protocol):
+    """A run's own wait values (None: the settings' default)."""
+
+    @property
+    def hot_window_seconds(self) -> float | None: ...
+    @property
+    def soft_deadline_seconds(self) -> float | None: ...
+    @property
+    def hard_deadline_seconds(self) -> float | None: ...
 
 
 class Deadlines(BaseModel):
@@ -14,16 +27,15 @@ class Deadlines(BaseModel):
     hot_window_seconds: float
 
     @classmethod
-    def resolve(
-        cls, settings: Settings, *, soft: float | None, hard: float | None, hot_window: float | None
-    ) -> Deadlines:
+    def of(cls, tuning: Tuning, settings: Settings) -> Deadlines:
         """A run's own values where it gave them, else the settings'; the hard deadline never comes
         before the soft one."""
-        soft_seconds = soft or settings.soft_deadline_seconds
+        soft = tuning.soft_deadline_seconds or settings.soft_deadline_seconds
+        hot = tuning.hot_window_seconds
         return cls(
-            soft_seconds=soft_seconds,
-            hard_seconds=max(hard or settings.hard_deadline_seconds, soft_seconds),
-            hot_window_seconds=settings.hot_window_seconds if hot_window is None else hot_window,
+            soft_seconds=soft,
+            hard_seconds=max(tuning.hard_deadline_seconds or settings.hard_deadline_seconds, soft),
+            hot_window_seconds=settings.hot_window_seconds if hot is None else hot,
         )
 
 
@@ -35,9 +47,4 @@ class WaitTuning(BaseModel):
     hard_deadline_seconds: float | None = Field(None, gt=0, description="After this the wait ends as timeout")
 
     def deadlines(self, settings: Settings) -> Deadlines:
-        return Deadlines.resolve(
-            settings,
-            soft=self.soft_deadline_seconds,
-            hard=self.hard_deadline_seconds,
-            hot_window=self.hot_window_seconds,
-        )
+        return Deadlines.of(self, settings)
