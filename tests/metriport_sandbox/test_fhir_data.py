@@ -11,9 +11,9 @@ from fhir.resources.R4B.bundle import Bundle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from metriport_flows.client.models import RESOURCE_TYPES
 from metriport_sandbox import fhir_codes
 from metriport_sandbox.fhir_data import (
-    RESOURCE_TYPES,
     SUPPORTING_TYPES,
     bundle_json,
     filter_resources,
@@ -270,25 +270,6 @@ def test_bundle_json_shape():
     assert first["fullUrl"] == f"urn:uuid:{resources[0]['id']}"
     assert first["resource"] == resources[0]
     assert json.loads(bundle_json([])) == {"resourceType": "Bundle", "type": "searchset", "total": 0, "entry": []}
-
-
-def test_resource_types_is_metriports_list():
-    assert len(RESOURCE_TYPES) == len(set(RESOURCE_TYPES)) == 65
-    assert RESOURCE_TYPES[-3:] == ("AdverseEvent", "Task", "Practitioner")
-    assert {
-        "AllergyIntolerance",
-        "Condition",
-        "DiagnosticReport",
-        "DocumentReference",
-        "Encounter",
-        "Immunization",
-        "MedicationRequest",
-        "MedicationStatement",
-        "Observation",
-        "Procedure",
-        "MedicationStatement",
-    } <= set(RESOURCE_TYPES)
-    assert not {"Patient", "Medication", "Organization"} & set(RESOURCE_TYPES)
 
 
 JANE = record("jane")

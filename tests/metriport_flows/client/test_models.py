@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from metriport_flows.client.models import (
+    RESOURCE_TYPES,
     ConsolidatedQueries,
     Demographics,
     DocumentQueryProgress,
@@ -83,3 +84,22 @@ def test_fhir_document_reference_file_name_and_webhook_key_secret() -> None:
     assert FhirDocumentReference.model_validate({"content": []}).file_name is None
     settings = WebhookSettings.model_validate({"id": "s", "webhookUrl": "http://h/w", "webhookKey": "k" * 21})
     assert "kkkk" not in repr(settings) and settings.webhook_key.get_secret_value() == "k" * 21
+
+
+def test_resource_types_is_metriports_list():
+    assert len(RESOURCE_TYPES) == len(set(RESOURCE_TYPES)) == 65
+    assert RESOURCE_TYPES[-3:] == ("AdverseEvent", "Task", "Practitioner")
+    assert {
+        "AllergyIntolerance",
+        "Condition",
+        "DiagnosticReport",
+        "DocumentReference",
+        "Encounter",
+        "Immunization",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Observation",
+        "Procedure",
+        "MedicationStatement",
+    } <= set(RESOURCE_TYPES)
+    assert not {"Patient", "Medication", "Organization"} & set(RESOURCE_TYPES)
