@@ -14,6 +14,7 @@ BENCHES = (
     ("receiver: answer latency, SQLite vs PostgreSQL", ["bench_receiver.py", "1000", "20"]),
     ("patient-records: hot window vs suspend at once", ["bench_hot_window.py", "3", "2"]),
     ("emulator: big-bundle stream", ["bench_bigbundle.py", "200"]),
+    ("a 1 GB bundle through the dispatcher vs a raw download", ["bench_bundle_path.py", "1000", "20"]),
 )
 
 
