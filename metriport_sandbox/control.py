@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from metriport_sandbox import files
 from metriport_sandbox.config import check_delay, parse_delay
+from metriport_sandbox.deps import BackendDep, json_body
 from metriport_sandbox.errors import bad_request
 from metriport_sandbox.faults import FaultScenario
-from metriport_sandbox.routes import BackendDep, json_body
 from metriport_sandbox.signed_urls import UrlDenied, s3_error_xml
 
 router = APIRouter(prefix="/_sandbox")

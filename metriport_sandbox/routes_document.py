@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from metriport_sandbox.routes import BackendDep, TenantDep, flag, json_body, reply
+from metriport_sandbox.deps import BackendDep, TenantDep, flag, json_body, reply
 
 router = APIRouter()
 

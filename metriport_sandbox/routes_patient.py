@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
 from metriport_sandbox import dtos
-from metriport_sandbox.routes import BackendDep, TenantDep, flag, json_body, reply
+from metriport_sandbox.deps import BackendDep, TenantDep, flag, json_body, reply
 
 router = APIRouter()
 
