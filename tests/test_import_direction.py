@@ -1,10 +1,12 @@
 """Dependencies point one way: the product (library, flows, tasks, deployments) never imports the emulator
 or the dev tooling, and the emulator takes from the library only what Metriport itself defines (webhook
-signing, the API's models). Read from the source with `ast`, so a lazy import inside a function counts."""
+signing, the API's models), with no import circle inside it. Read from the source with `ast`, so a lazy
+import inside a function counts."""
 
 from __future__ import annotations
 
 import ast
+import graphlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,3 +42,15 @@ def test_the_emulator_imports_only_signing_and_models_from_the_library() -> None
     library = {(f, m) for f, m in imports("metriport_sandbox") if top(m) in PRODUCT}
     assert library, "the emulator signs its webhooks with the library's signer"
     assert {(f, m) for f, m in library if m not in EMULATOR_MAY_IMPORT} == set()
+
+
+def test_the_emulator_has_no_import_circle() -> None:
+    """Each operation family is given the core, the backend composes them, routers share `deps`."""
+    graph: dict[str, set[str]] = {}
+    for file, module in imports("metriport_sandbox"):
+        importer = file.removesuffix(".py").replace("/", ".")
+        graph.setdefault(importer, set())
+        if module.startswith("metriport_sandbox.") and module != importer:
+            graph[importer].add(module)
+    assert len(graph) > 20
+    list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError naming the circle
