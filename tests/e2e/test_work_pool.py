@@ -138,7 +138,7 @@ def test_deploy_all_from_a_fresh_clone_then_a_worker_elsewhere_runs_a_patient(
         patient_id = patient.raise_for_status().json()["id"]
 
     run_id = run_patient_records(pool_stack, {"patient_id": patient_id})
-    run = wait_for_final_state(pool_stack, run_id, timeout=240)
+    run = wait_for_final_state(pool_stack, run_id, timeout=180)  # within pytest-timeout's 300 s
     assert run.state is not None and run.state.type == StateType.COMPLETED, (run.state.name, run.state.message)
     assert read_flow_run(pool_stack, run_id).work_pool_name == pool
 
