@@ -26,7 +26,7 @@ from metriport_devtools.processes import venv_bin
 from metriport_devtools.stack import LocalStack, poll_until
 from metriport_flows.domain.stages import ConsolidatedReady, Outcome
 from metriport_flows.store import Store
-from tests.fixtures.stack import prefect_client, read_flow_run, run_patient_records, wait_for_final_state
+from tests.fixtures.stack import prefect_client, run_patient_records, wait_for_final_state
 
 pytestmark = pytest.mark.e2e
 
@@ -139,8 +139,9 @@ def test_deploy_all_from_a_fresh_clone_then_a_worker_elsewhere_runs_a_patient(
 
     run_id = run_patient_records(pool_stack, {"patient_id": patient_id})
     run = wait_for_final_state(pool_stack, run_id, timeout=180)  # within pytest-timeout's 300 s
-    assert run.state is not None and run.state.type == StateType.COMPLETED, (run.state.name, run.state.message)
-    assert read_flow_run(pool_stack, run_id).work_pool_name == pool
+    assert run.state is not None, run
+    assert run.state.type == StateType.COMPLETED, (run.state.name, run.state.message)
+    assert run.work_pool_name == pool
 
     waits = Store(pool_stack.database_url).waits_for_run(run_id)
     assert [w.stage for w in waits] == ["documents", "consolidated"]
@@ -152,7 +153,7 @@ def test_deploy_all_from_a_fresh_clone_then_a_worker_elsewhere_runs_a_patient(
         bundle.sha256
     }
     with prefect_client(pool_stack) as client:
-        states = [state.name for state in client.read_flow_run_states(run_id)]
+        states = [state.name for state in client.read_flow_run_states(run.id)]
     assert states.count("Suspended") == 2, f"both stages suspend and resume through the worker: {states}"
 
 
