@@ -151,15 +151,18 @@ class LocalStack:
             _env_file=None,
         )
 
-    def _child_env(self, **extra: str) -> dict[str, str]:
+    def child_env(self, **extra: str) -> dict[str, str]:
+        """What a process of the stack runs with: this environment minus whoever started the stack's own
+        Prefect and Metriport settings, plus `env` and `extra` (a worker or a CLI run against the stack)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(_ISOLATED_PREFIXES)}
         env.update(self.env)
         env.update(extra)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _service(self, name: str, argv: list[str], cwd: Path | None = None, **extra_env: str) -> Service:
-        service = Service(name, argv, self._child_env(**extra_env), self.logs_dir / f"{name}.log", cwd or self.root)
+    def start_service(self, name: str, argv: list[str], cwd: Path | None = None, **extra_env: str) -> Service:
+        """Start one more process of the stack (e.g. a work-pool worker); `stop()` stops it with the rest."""
+        service = Service(name, argv, self.child_env(**extra_env), self.logs_dir / f"{name}.log", cwd or self.root)
         self.services[name] = service
         service.start()
         self._save_state()
@@ -185,7 +188,7 @@ class LocalStack:
         def ready(name: str) -> None:
             self.ready_after[name] = round(time.monotonic() - began, 2)
 
-        prefect = self._service(
+        prefect = self.start_service(
             "prefect-server",
             [venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)],
             PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{self.prefect_db_path}",
@@ -196,7 +199,7 @@ class LocalStack:
         emulator_argv += ["--mode", self.mode, "--delay", f"{self.delay[0]:g},{self.delay[1]:g}"]
         if self.faults:
             emulator_argv += ["--faults", self.faults]
-        emulator = self._service("emulator", emulator_argv)
+        emulator = self.start_service("emulator", emulator_argv)
         poll_until(
             lambda: http_ok(f"{self.emulator_url}/_sandbox/deliveries", any_status=True),
             timeout=timeout,
@@ -206,7 +209,7 @@ class LocalStack:
         ready("emulator")
 
         self.webhook_key = self._set_webhook_url()
-        receiver = self._service(
+        receiver = self.start_service(
             "receiver",
             [venv_bin("metriport-flows"), "receiver", "--host", "127.0.0.1", "--port", str(self.receiver_port)],
         )
@@ -232,7 +235,7 @@ class LocalStack:
         )
         ready("prefect-server")
         if self.serve:
-            served = self._service(
+            served = self.start_service(
                 "serve",
                 [sys.executable, "-m", "deployments.serve"],
                 cwd=project.ROOT,

@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from metriport_sandbox import files
 from metriport_sandbox.config import check_delay, parse_delay
+from metriport_sandbox.deps import BackendDep, json_body
 from metriport_sandbox.errors import bad_request
 from metriport_sandbox.faults import FaultScenario
-from metriport_sandbox.routes import BackendDep, json_body
 from metriport_sandbox.signed_urls import UrlDenied, s3_error_xml
 
 router = APIRouter(prefix="/_sandbox")
@@ -112,7 +112,7 @@ async def bundle_size(patient_id: str, request: Request, backend: BackendDep) ->
 @router.post("/notifications")
 async def notification(request: Request, backend: BackendDep) -> dict:
     body = await json_body(request) or {}
-    return backend.send_notification(
+    return backend.bulk.send_notification(
         str(body.get("patientId", "")),
         str(body.get("type", "")),
         body.get("admitTimestamp"),
@@ -122,8 +122,8 @@ async def notification(request: Request, backend: BackendDep) -> dict:
 
 @router.post("/bulk-patient-create/{request_id}/complete")
 async def complete_bulk(request_id: str, backend: BackendDep) -> dict:
-    tenant, job = backend.find_bulk_import(request_id)
-    return backend.complete_bulk_import(tenant, job)
+    tenant, job = backend.bulk.find_bulk_import(request_id)
+    return backend.bulk.complete_bulk_import(tenant, job)
 
 
 @router.api_route("/flush", methods=["POST"])

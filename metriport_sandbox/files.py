@@ -189,4 +189,4 @@ def bulk_upload(backend: "Backend", path: str, content: bytes) -> None:
     job = tenant.bulk_imports.get(parts[2])
     if job is None:
         raise FileMissing(path)
-    backend.receive_bulk_csv(tenant, job, content)
+    backend.bulk.receive_bulk_csv(tenant, job, content)

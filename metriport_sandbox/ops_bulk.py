@@ -1,6 +1,7 @@
-"""Bulk patient create (§2.2, §3.5): job waiting -> processing (CSV uploaded at the signed PUT URL,
-single use) -> completed once every imported patient's document query has finished (or when the control
-plane says so). Also the HL7 notification messages (patient.admit / patient.discharge). A mixin of `Backend`."""
+"""Bulk patient create (§2.2, §3.5): job waiting -> processing (CSV uploaded at the signed PUT URL, single use)
+-> completed once every imported patient's document query has finished (or when the control plane says so).
+Also the HL7 notification messages (patient.admit / patient.discharge). One operation family: it reaches
+shared state through the `Core` it is given."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ import asyncio
 import csv
 import io
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from metriport_sandbox import dtos
+from metriport_sandbox.core import Core
 from metriport_sandbox.errors import ApiError, bad_request, not_found
 from metriport_sandbox.ids import uuid7
 from metriport_sandbox.state import BulkImport, Patient, Tenant, WebhookRequest, now_iso
-
-if TYPE_CHECKING:
-    from metriport_sandbox.backend import Backend
 
 BULK_CREATE = "medical.bulk-patient-create"
 NOTIFICATION_TYPES = ("patient.admit", "patient.discharge")
@@ -64,11 +63,25 @@ def row_to_demographics(row: dict[str, str]) -> dict[str, Any]:
     return body
 
 
+class StartDocumentQuery(Protocol):
+    """The documents family's start call: each imported patient's records are queried at once."""
+
+    def __call__(
+        self, tenant_id: str, patient_id: str | None, facility_id: str | None, override: bool, body: Any
+    ) -> dict: ...
+
+
 class BulkOps:
-    def start_bulk_create(self: "Backend", tenant_id: str, facility_id: str | None, dry_run: bool) -> dict:
-        tenant = self.tenant(tenant_id)
+    """Bulk patient create (the CSV upload and its result) and HL7 notifications."""
+
+    def __init__(self, core: Core, start_document_query: StartDocumentQuery) -> None:
+        self.core = core
+        self.start_document_query = start_document_query
+
+    def start_bulk_create(self, tenant_id: str, facility_id: str | None, dry_run: bool) -> dict:
+        tenant = self.core.tenant(tenant_id)
         if facility_id:
-            self.get_facility(tenant_id, facility_id)
+            self.core.get_facility(tenant_id, facility_id)
         elif len(tenant.facilities) == 1:
             facility_id = next(iter(tenant.facilities))
         elif not tenant.facilities:
@@ -77,7 +90,9 @@ class BulkOps:
             raise bad_request("facilityId is required when the customer has more than one facility")
         job = BulkImport(uuid7(tenant.rng), facility_id, dry_run, now_iso())
         tenant.bulk_imports[job.request_id] = job
-        upload = self.sign_url(f"/_sandbox/files/bulk-create/{tenant.id}/{job.request_id}/upload.csv", "bulk-upload")
+        upload = self.core.sign_url(
+            f"/_sandbox/files/bulk-create/{tenant.id}/{job.request_id}/upload.csv", "bulk-upload"
+        )
         return {
             "requestId": job.request_id,
             "facilityId": facility_id,
@@ -87,36 +102,36 @@ class BulkOps:
             "createdAt": job.created_at,
         }
 
-    def find_bulk_import(self: "Backend", request_id: str) -> tuple[Tenant, BulkImport]:
-        for tenant in self.tenants.values():
+    def find_bulk_import(self, request_id: str) -> tuple[Tenant, BulkImport]:
+        for tenant in self.core.tenants.values():
             if request_id in tenant.bulk_imports:
                 return tenant, tenant.bulk_imports[request_id]
         raise not_found("Bulk patient import not found")
 
-    def receive_bulk_csv(self: "Backend", tenant: Tenant, job: BulkImport, content: bytes) -> None:
+    def receive_bulk_csv(self, tenant: Tenant, job: BulkImport, content: bytes) -> None:
         """The PUT of the CSV: the job enters `processing` (one webhook) and its rows are imported."""
         if job.upload_used:
             raise ApiError(403, "upload URL already used", "text/plain")
         job.upload_used = True
         job.status = "processing"
         processing = self._bulk_message(tenant, job)
-        self.spawn(self._run_bulk_import(tenant, job, content, self.delay(tenant), processing))
+        self.core.spawn(self._run_bulk_import(tenant, job, content, self.core.delay(tenant), processing))
 
-    def _bulk_message(self: "Backend", tenant: Tenant, job: BulkImport) -> WebhookRequest:
+    def _bulk_message(self, tenant: Tenant, job: BulkImport) -> WebhookRequest:
         body: dict[str, Any] = {"requestId": job.request_id, "status": job.status}
         if job.status == "completed":
-            body["result"] = self.sign_url(
+            body["result"] = self.core.sign_url(
                 f"/_sandbox/files/bulk-create/{tenant.id}/{job.request_id}/result.csv", "bulk-result"
             )
-        return self.sender.store(
+        return self.core.sender.store(
             tenant, BULK_CREATE, {"bulkPatientCreate": body}, request_id=job.request_id, fault_scope=job.request_id
         )
 
     async def _run_bulk_import(
-        self: "Backend", tenant: Tenant, job: BulkImport, content: bytes, delay: float, processing: WebhookRequest
+        self, tenant: Tenant, job: BulkImport, content: bytes, delay: float, processing: WebhookRequest
     ) -> None:
         # Metriport reports `processing` long before the import ends: never let `completed` overtake it.
-        await asyncio.gather(asyncio.sleep(delay), self.sender.wait_sent(processing))
+        await asyncio.gather(asyncio.sleep(delay), self.core.sender.wait_sent(processing))
         text = content.decode("utf-8-sig", errors="replace")
         reader = csv.reader(io.StringIO(text))
         header = next(reader, [])
@@ -137,7 +152,7 @@ class BulkOps:
 
                     demographics(body)
                 else:
-                    patient = self.create_patient(tenant.id, job.facility_id, body)
+                    patient = self.core.create_patient(tenant.id, job.facility_id, body)
                     patient_id = patient.id
                     created.append(patient)
             except ApiError as exc:
@@ -153,14 +168,14 @@ class BulkOps:
         if not job.pending_patients:
             self.complete_bulk_import(tenant, job)
 
-    def document_query_finished(self: "Backend", tenant: Tenant, patient: Patient) -> None:
+    def document_query_finished(self, tenant: Tenant, patient: Patient) -> None:
         for job in tenant.bulk_imports.values():
             if patient.id in job.pending_patients:
                 job.pending_patients.discard(patient.id)
                 if not job.pending_patients and job.result_csv is not None:
                     self.complete_bulk_import(tenant, job)
 
-    def complete_bulk_import(self: "Backend", tenant: Tenant, job: BulkImport) -> dict:
+    def complete_bulk_import(self, tenant: Tenant, job: BulkImport) -> dict:
         if job.status != "completed":
             job.pending_patients.clear()
             if job.result_csv is None:
@@ -171,11 +186,11 @@ class BulkOps:
 
     # -- HL7 notifications -----------------------------------------------------------------------
     def send_notification(
-        self: "Backend", patient_id: str, type_: str, admit: str | None = None, discharge: str | None = None
+        self, patient_id: str, type_: str, admit: str | None = None, discharge: str | None = None
     ) -> dict:
         if type_ not in NOTIFICATION_TYPES:
             raise bad_request(f"type must be one of {', '.join(NOTIFICATION_TYPES)}")
-        found = self.find_patient(patient_id)
+        found = self.core.find_patient(patient_id)
         if found is None:
             raise not_found("Could not find patient")
         tenant, patient = found
@@ -194,7 +209,9 @@ class BulkOps:
             encounter["status"] = "finished"
             encounter["period"]["end"] = discharge
         tenant.notification_bundles[request_id] = [dtos.patient_fhir(patient), encounter]
-        url = self.sign_url(f"/_sandbox/files/notifications/{tenant.id}/{patient.id}/{request_id}.json", "notification")
+        url = self.core.sign_url(
+            f"/_sandbox/files/notifications/{tenant.id}/{patient.id}/{request_id}.json", "notification"
+        )
         payload: dict[str, Any] = {
             **dtos.patient_item(patient),
             "url": url,
@@ -203,7 +220,7 @@ class BulkOps:
         }
         if type_ == "patient.discharge":
             payload["dischargeTimestamp"] = discharge
-        message = self.sender.store(
+        message = self.core.sender.store(
             tenant,
             type_,
             {"payload": payload},

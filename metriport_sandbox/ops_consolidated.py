@@ -1,14 +1,16 @@
-"""Consolidated data queries (§2.2, §3.5, §5.3): start (dedupe while processing, finished ones dropped
-from `queries`), status, get, webhook GET; the job builds the searchset webhook bundle whose single
-DocumentReference points at signed json+gzip (or pdf / html) files. A mixin of `Backend`."""
+"""Consolidated data queries (§2.2, §3.5, §5.3): start (dedupe while processing, finished ones dropped from
+`queries`), status, get, webhook GET; the job builds the searchset webhook bundle whose single
+DocumentReference points at signed json+gzip (or pdf / html) files. One operation family: it reaches shared
+state through the `Core` it is given."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from metriport_sandbox import dtos, validation
+from metriport_sandbox.core import Core
 from metriport_sandbox.errors import bad_request, not_found
 from metriport_sandbox.ids import uuid7
 from metriport_sandbox.state import (
@@ -18,9 +20,6 @@ from metriport_sandbox.state import (
     Tenant,
     now_iso,
 )
-
-if TYPE_CHECKING:
-    from metriport_sandbox.backend import Backend
 
 CONSOLIDATED = "medical.consolidated-data"
 CONTENT_TYPES = {"json": "application/json", "gzip": "application/gzip", "pdf": "application/pdf", "html": "text/html"}
@@ -50,8 +49,13 @@ def filters_for(query: ConsolidatedQuery, json_with_data: bool) -> dict:
 
 
 class ConsolidatedOps:
+    """Consolidated data: queries, counts, the webhook with the bundle URL, medical-record summaries."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
     def start_consolidated(
-        self: "Backend",
+        self,
         tenant_id: str,
         patient_id: str,
         conversion_type: str | None,
@@ -63,8 +67,8 @@ class ConsolidatedOps:
     ) -> dict:
         from metriport_flows.client.models import RESOURCE_TYPES
 
-        tenant = self.tenant(tenant_id)
-        patient = self.get_patient(tenant_id, patient_id)
+        tenant = self.core.tenant(tenant_id)
+        patient = self.core.get_patient(tenant_id, patient_id)
         conversion = validation.conversion_type(conversion_type)
         names = validation.resource_list(resources, frozenset(RESOURCE_TYPES))
         low = validation.parse_date(date_from, "dateFrom") if date_from else None
@@ -77,26 +81,26 @@ class ConsolidatedOps:
         query = ConsolidatedQuery(uuid7(tenant.rng), now_iso(), names, low, high, conversion, from_dashboard)
         patient.consolidated.append(query)
         patient.metadata["consolidated"] = metadata
-        self.spawn(self._run_consolidated(tenant, patient, query, self.delay(tenant)))
+        self.core.spawn(self._run_consolidated(tenant, patient, query, self.core.delay(tenant)))
         return query.dto()
 
-    def list_consolidated(self: "Backend", tenant_id: str, patient_id: str) -> dict:
-        patient = self.get_patient(tenant_id, patient_id)
+    def list_consolidated(self, tenant_id: str, patient_id: str) -> dict:
+        patient = self.core.get_patient(tenant_id, patient_id)
         queries = [q.dto() for q in patient.consolidated] or None
         return {"status": patient.consolidated[-1].status if patient.consolidated else None, "queries": queries}
 
-    def get_consolidated(self: "Backend", tenant_id: str, patient_id: str, request_id: str) -> dict:
-        patient = self.get_patient(tenant_id, patient_id)
+    def get_consolidated(self, tenant_id: str, patient_id: str, request_id: str) -> dict:
+        patient = self.core.get_patient(tenant_id, patient_id)
         for query in patient.consolidated:
             if query.request_id == request_id:
                 return query.dto()
         raise not_found("Consolidated query not found")
 
-    def consolidated_webhook(self: "Backend", tenant_id: str, patient_id: str, request_id: str | None) -> dict:
+    def consolidated_webhook(self, tenant_id: str, patient_id: str, request_id: str | None) -> dict:
         if not request_id:
             raise bad_request("Missing requestId query param")
-        self.get_patient(tenant_id, patient_id)
-        result = self.tenant(tenant_id).consolidated_results.get(request_id)
+        self.core.get_patient(tenant_id, patient_id)
+        result = self.core.tenant(tenant_id).consolidated_results.get(request_id)
         if result is None or result.patient_id != patient_id:
             raise not_found("Consolidated webhook not found")
         body: dict[str, Any] = {"requestId": request_id, "status": result.status}
@@ -110,7 +114,7 @@ class ConsolidatedOps:
         return body
 
     def consolidated_count(
-        self: "Backend",
+        self,
         tenant_id: str,
         patient_id: str,
         resources: str | None,
@@ -121,7 +125,7 @@ class ConsolidatedOps:
         from metriport_flows.client.models import RESOURCE_TYPES
         from metriport_sandbox.fhir_data import filter_resources
 
-        patient = self.get_patient(tenant_id, patient_id)
+        patient = self.core.get_patient(tenant_id, patient_id)
         names = validation.resource_list(resources, frozenset(RESOURCE_TYPES))
         low = validation.parse_date(date_from, "dateFrom") if date_from else None
         high = validation.parse_date(date_to, "dateTo") if date_to else None
@@ -141,23 +145,23 @@ class ConsolidatedOps:
             "filter": {"resources": ", ".join(names), "dateFrom": low, "dateTo": high},
         }
 
-    def medical_record_status(self: "Backend", tenant_id: str, patient_id: str) -> dict:
-        patient = self.get_patient(tenant_id, patient_id)
+    def medical_record_status(self, tenant_id: str, patient_id: str) -> dict:
+        patient = self.core.get_patient(tenant_id, patient_id)
         exists = bool(patient.resources)
         state = {"exists": exists, **({"createdAt": patient.record_at} if exists and patient.record_at else {})}
         return {"html": dict(state), "pdf": dict(state)}
 
-    def medical_record_url(self: "Backend", tenant_id: str, patient_id: str, conversion_type: str | None) -> str:
+    def medical_record_url(self, tenant_id: str, patient_id: str, conversion_type: str | None) -> str:
         """The pre-rendered summary (html or pdf) of the patient's whole record, 180 s; 404 without data."""
-        patient = self.get_patient(tenant_id, patient_id)
+        patient = self.core.get_patient(tenant_id, patient_id)
         kind = validation.conversion_type(conversion_type, ("pdf", "html"))
         if not patient.resources:
             raise not_found("Medical record summary not found")
-        return self.sign_url(
+        return self.core.sign_url(
             f"/_sandbox/files/medical-record/{tenant_id}/{patient.id}/summary.{kind}", "medical-record"
         )
 
-    def consolidated_resources(self: "Backend", patient: Patient, query: ConsolidatedQuery) -> list[dict] | None:
+    def consolidated_resources(self, patient: Patient, query: ConsolidatedQuery) -> list[dict] | None:
         """The filtered record, or None when the patient has no data (no completed seed document query)."""
         from metriport_sandbox.fhir_data import filter_resources
 
@@ -169,14 +173,12 @@ class ConsolidatedOps:
         kept = filter_resources(patient.resources, types, low, high)
         return kept if any(r.get("resourceType") != "Patient" for r in kept) else None
 
-    async def _run_consolidated(
-        self: "Backend", tenant: Tenant, patient: Patient, query: ConsolidatedQuery, delay: float
-    ) -> None:
+    async def _run_consolidated(self, tenant: Tenant, patient: Patient, query: ConsolidatedQuery, delay: float) -> None:
         await asyncio.sleep(delay)
         if tenant.patients.get(patient.id) is not patient:
             return
-        failed = self.faults.chance(
-            self.faults.consolidated_failed, "consolidated_failed", tenant.id, patient.ordinal, query.request_id
+        failed = self.core.faults.chance(
+            self.core.faults.consolidated_failed, "consolidated_failed", tenant.id, patient.ordinal, query.request_id
         )
         resources = None if failed else self.consolidated_resources(patient, query)
         status = "failed" if failed else "completed"
@@ -185,11 +187,11 @@ class ConsolidatedOps:
         if resources is not None:
             base = f"/_sandbox/files/consolidated/{tenant.id}/{patient.id}/{query.request_id}"
             if query.conversion_type == "json":
-                result.file_url = self.sign_url(f"{base}.json", "consolidated")
-                result.gzip_url = self.sign_url(f"{base}.json.gz", "consolidated")
+                result.file_url = self.core.sign_url(f"{base}.json", "consolidated")
+                result.gzip_url = self.core.sign_url(f"{base}.json.gz", "consolidated")
                 attachments = [("json", result.file_url), ("gzip", result.gzip_url)]
             else:
-                result.file_url = self.sign_url(f"{base}.{query.conversion_type}", "consolidated")
+                result.file_url = self.core.sign_url(f"{base}.{query.conversion_type}", "consolidated")
                 attachments = [(query.conversion_type, result.file_url)]
             bundle = {
                 "resourceType": "Bundle",
@@ -215,11 +217,11 @@ class ConsolidatedOps:
         item["filters"] = filters_for(query, resources is not None and query.conversion_type == "json")
         query.status = status
         if query.from_dashboard:
-            self.sender.suppress(
+            self.core.sender.suppress(
                 tenant, CONSOLIDATED, {"patients": [item]}, request_id=query.request_id, patient_id=patient.id
             )
             return
-        self.sender.store(
+        self.core.sender.store(
             tenant,
             CONSOLIDATED,
             {"patients": [item]},

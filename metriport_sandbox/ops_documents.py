@@ -1,13 +1,15 @@
-"""Document operations: document query (sandbox §5.1 and production §5.2 behaviour), document list,
-download URL and bulk download URLs. A mixin of `Backend`."""
+"""Document operations: document query (sandbox §5.1 and production §5.2 behaviour), document list, download
+URL and bulk download URLs. One operation family: it reaches shared state through the `Core` it is given."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from metriport_sandbox import dtos, seed, validation
+from metriport_sandbox.core import Core
 from metriport_sandbox.errors import bad_request, forbidden, not_found
 from metriport_sandbox.ids import uuid7
 from metriport_sandbox.state import (
@@ -19,9 +21,6 @@ from metriport_sandbox.state import (
     now_iso,
 )
 
-if TYPE_CHECKING:
-    from metriport_sandbox.backend import Backend
-
 DOWNLOAD = "medical.document-download"
 CONVERSION = "medical.document-conversion"
 BULK_URLS = "medical.document-bulk-download-urls"
@@ -29,14 +28,21 @@ XML_TYPES = ("application/xml", "text/xml")
 
 
 class DocumentOps:
+    """Document queries (sandbox and production behaviour), document lists, downloads, bulk downloads.
+    `on_query_finished` is told when a patient's query ends (the backend hands it to bulk imports)."""
+
+    def __init__(self, core: Core, on_query_finished: Callable[[Tenant, Patient], None]) -> None:
+        self.core = core
+        self.on_query_finished = on_query_finished
+
     # -- document query --------------------------------------------------------------------------
     def start_document_query(
-        self: "Backend", tenant_id: str, patient_id: str | None, facility_id: str | None, override: bool, body: Any
+        self, tenant_id: str, patient_id: str | None, facility_id: str | None, override: bool, body: Any
     ) -> dict:
         if not patient_id:
             raise bad_request("Missing patientId query param")
-        tenant = self.tenant(tenant_id)
-        patient = self.get_patient(tenant_id, patient_id)
+        tenant = self.core.tenant(tenant_id)
+        patient = self.core.get_patient(tenant_id, patient_id)
         metadata = validation.metadata(body)
         if facility_id and facility_id not in patient.facility_ids:
             raise bad_request("Patient not associated with given facility")
@@ -49,21 +55,21 @@ class DocumentOps:
         query.progress.update({"requestId": request_id, "startedAt": query.started_at, "triggerConsolidated": False})
         patient.document_query = query
         patient.metadata["document"] = metadata
-        if self.faults.dq_stuck(patient.id, tenant.id, patient.ordinal, patient.dq_count):
+        if self.core.faults.dq_stuck(patient.id, tenant.id, patient.ordinal, patient.dq_count):
             query.state = "stuck"
         else:
-            rng = random.Random(f"{self.config.seed}:{tenant.id}:{patient.ordinal}:dq:{patient.dq_count}")
-            self.spawn(self._run_document_query(tenant, patient, query, self.delay(tenant), override, rng))
+            rng = random.Random(f"{self.core.config.seed}:{tenant.id}:{patient.ordinal}:dq:{patient.dq_count}")
+            self.core.spawn(self._run_document_query(tenant, patient, query, self.core.delay(tenant), override, rng))
         return dict(query.progress)
 
-    def get_document_query(self: "Backend", tenant_id: str, patient_id: str | None) -> dict:
+    def get_document_query(self, tenant_id: str, patient_id: str | None) -> dict:
         if not patient_id:
             raise bad_request("Missing patientId query param")
-        patient = self.get_patient(tenant_id, patient_id)
+        patient = self.core.get_patient(tenant_id, patient_id)
         return dict(patient.document_query.progress) if patient.document_query else {}
 
     def _seed_documents(
-        self: "Backend", tenant: Tenant, patient: Patient, key: str, request_id: str, rng: random.Random
+        self, tenant: Tenant, patient: Patient, key: str, request_id: str, rng: random.Random
     ) -> list[Document]:
         from metriport_sandbox.documents import document_bytes
 
@@ -72,7 +78,7 @@ class DocumentOps:
             doc_id = uuid7(rng)
             indexed, status = seed.indexed_and_status(seed_doc, rng)
             file_name = seed_file
-            if self.config.mode == "production":
+            if self.core.config.mode == "production":
                 ext = seed_file.rsplit(".", 1)[-1]
                 file_name = f"{tenant.id}/{patient.id}/{tenant.id}_{patient.id}_{doc_id}.{ext}"
             docs.append(
@@ -94,16 +100,16 @@ class DocumentOps:
             )
         return docs
 
-    def _load_record(self: "Backend", patient: Patient, key: str) -> None:
+    def _load_record(self, patient: Patient, key: str) -> None:
         from metriport_sandbox.fhir_data import patient_resources
 
         if patient.resources is None:
-            rng = random.Random(f"{self.config.seed}:fhir:{key}:{patient.ordinal}")
+            rng = random.Random(f"{self.core.config.seed}:fhir:{key}:{patient.ordinal}")
             patient.resources = patient_resources(patient.id, key, rng, patient.demographics)
             patient.record_at = now_iso()
 
     async def _run_document_query(
-        self: "Backend",
+        self,
         tenant: Tenant,
         patient: Patient,
         query: DocumentQuery,
@@ -114,14 +120,14 @@ class DocumentOps:
         await asyncio.sleep(delay / 2)
         if tenant.patients.get(patient.id) is not patient or patient.document_query is not query:
             return
-        if self.config.mode == "sandbox":
+        if self.core.config.mode == "sandbox":
             await self._sandbox_document_query(tenant, patient, query, rng, delay / 2)
         else:
             await self._production_document_query(tenant, patient, query, override, rng, delay / 2)
-        self.document_query_finished(tenant, patient)
+        self.on_query_finished(tenant, patient)
 
     def _doc_message(
-        self: "Backend",
+        self,
         tenant: Tenant,
         patient: Patient,
         type_: str,
@@ -133,7 +139,7 @@ class DocumentOps:
         if documents is not None:
             item["documents"] = [dtos.document_dto(d) for d in documents]
         item["status"] = status
-        return self.sender.store(
+        return self.core.sender.store(
             tenant,
             type_,
             {"patients": [item]},
@@ -144,7 +150,7 @@ class DocumentOps:
         )
 
     async def _sandbox_document_query(
-        self: "Backend", tenant: Tenant, patient: Patient, query: DocumentQuery, rng: random.Random, pause: float
+        self, tenant: Tenant, patient: Patient, query: DocumentQuery, rng: random.Random, pause: float
     ) -> None:
         key = seed.seed_key(patient.first_name)
         if key is None:
@@ -166,7 +172,7 @@ class DocumentOps:
         self._doc_message(tenant, patient, CONVERSION, "completed", None, None)
 
     async def _production_document_query(
-        self: "Backend",
+        self,
         tenant: Tenant,
         patient: Patient,
         query: DocumentQuery,
@@ -174,12 +180,14 @@ class DocumentOps:
         rng: random.Random,
         pause: float,
     ) -> None:
-        if self.faults.chance(self.faults.dq_failed, "dq_failed", tenant.id, patient.ordinal, patient.dq_count):
+        if self.core.faults.chance(
+            self.core.faults.dq_failed, "dq_failed", tenant.id, patient.ordinal, patient.dq_count
+        ):
             query.progress["download"] = {"status": "failed"}
             query.progress["convert"] = {"status": "failed"}
             query.state = "failed"
             sent = self._doc_message(tenant, patient, DOWNLOAD, "failed", None, query.request_id)
-            await self.sender.wait_sent(sent)
+            await self.core.sender.wait_sent(sent)
             self._doc_message(tenant, patient, CONVERSION, "failed", None, query.request_id)
             return
         key = seed.seed_key(patient.first_name)
@@ -195,7 +203,7 @@ class DocumentOps:
         query.progress["convert"] = {"status": "processing", "total": convertible}
         sent = self._doc_message(tenant, patient, DOWNLOAD, "completed", found, query.request_id)
         query.progress["download"]["webhookSent"] = True
-        await self.sender.wait_sent(sent)
+        await self.core.sender.wait_sent(sent)
         query.state = "converting"
         await asyncio.sleep(pause)
         query.progress["convert"] = {"status": "completed", "total": convertible, "successful": convertible}
@@ -205,7 +213,7 @@ class DocumentOps:
 
     # -- documents -------------------------------------------------------------------------------
     def list_documents(
-        self: "Backend",
+        self,
         tenant_id: str,
         patient_id: str | None,
         date_from: str | None,
@@ -214,7 +222,7 @@ class DocumentOps:
     ) -> list[dict]:
         if not patient_id:
             raise bad_request("Missing patientId query param")
-        patient = self.get_patient(tenant_id, patient_id)
+        patient = self.core.get_patient(tenant_id, patient_id)
         low = validation.parse_date(date_from, "dateFrom") if date_from else None
         high = validation.parse_date(date_to, "dateTo") if date_to else None
         output = validation.conversion_type(output or "fhir", ("fhir", "dto")) if output else "fhir"
@@ -225,20 +233,20 @@ class DocumentOps:
         ]
         if output == "dto":
             return [dtos.document_dto(d) for d in docs]
-        return [dtos.document_fhir(d, self.config.public_url) for d in docs]
+        return [dtos.document_fhir(d, self.core.config.public_url) for d in docs]
 
-    def find_document(self: "Backend", tenant_id: str, file_name: str) -> Document | None:
+    def find_document(self, tenant_id: str, file_name: str) -> Document | None:
         found = None
-        for patient in self.tenant(tenant_id).patients.values():
+        for patient in self.core.tenant(tenant_id).patients.values():
             for doc in patient.documents:
                 if doc.file_name == file_name:
                     found = doc
         return found
 
-    def download_url(self: "Backend", tenant_id: str, file_name: str | None, conversion_type: str | None) -> str:
+    def download_url(self, tenant_id: str, file_name: str | None, conversion_type: str | None) -> str:
         if not file_name:
             raise bad_request("Missing fileName query param")
-        if self.config.mode == "production" and tenant_id not in file_name:
+        if self.core.config.mode == "production" and tenant_id not in file_name:
             raise forbidden("File name is invalid or does not exist")
         doc = self.find_document(tenant_id, file_name)
         if doc is None:
@@ -249,36 +257,34 @@ class DocumentOps:
             if doc.mime_type not in XML_TYPES:
                 raise bad_request("Conversion type is only supported for XML documents")
             name = f"{name.rsplit('.', 1)[0]}.{conversion_type}"
-        return self.sign_url(f"/_sandbox/files/documents/{tenant_id}/{doc.id}/{name}", "document")
+        return self.core.sign_url(f"/_sandbox/files/documents/{tenant_id}/{doc.id}/{name}", "document")
 
     # -- bulk download URLs ----------------------------------------------------------------------
-    def start_bulk_download(self: "Backend", tenant_id: str, patient_id: str | None, body: Any) -> dict:
+    def start_bulk_download(self, tenant_id: str, patient_id: str | None, body: Any) -> dict:
         if not patient_id:
             raise bad_request("Missing patientId query param")
-        tenant = self.tenant(tenant_id)
-        patient = self.get_patient(tenant_id, patient_id)
+        tenant = self.core.tenant(tenant_id)
+        patient = self.core.get_patient(tenant_id, patient_id)
         metadata = validation.metadata(body)
         if patient.bulk_download is not None and patient.bulk_download.status == "processing":
             return {"status": "processing", "requestId": patient.bulk_download.request_id}
         job = patient.bulk_download = BulkDownload(uuid7(tenant.rng))
         patient.metadata["download"] = metadata
-        self.spawn(self._run_bulk_download(tenant, patient, job, self.delay(tenant)))
+        self.core.spawn(self._run_bulk_download(tenant, patient, job, self.core.delay(tenant)))
         return {"status": job.status, "requestId": job.request_id}
 
-    async def _run_bulk_download(
-        self: "Backend", tenant: Tenant, patient: Patient, job: BulkDownload, delay: float
-    ) -> None:
+    async def _run_bulk_download(self, tenant: Tenant, patient: Patient, job: BulkDownload, delay: float) -> None:
         await asyncio.sleep(delay)
         if tenant.patients.get(patient.id) is not patient:
             return
         documents = []
         for doc in patient.documents:
             name = doc.file_name.rsplit("/", 1)[-1]
-            url = self.sign_url(f"/_sandbox/files/documents/{tenant.id}/{doc.id}/{name}", "bulk-download")
+            url = self.core.sign_url(f"/_sandbox/files/documents/{tenant.id}/{doc.id}/{name}", "bulk-download")
             documents.append({**dtos.document_dto(doc), "url": url})
         item = {**dtos.patient_item(patient), "documents": documents, "status": "completed"}
         job.status = "completed"
-        self.sender.store(
+        self.core.sender.store(
             tenant,
             BULK_URLS,
             {"patients": [item]},

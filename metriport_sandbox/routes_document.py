@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from metriport_sandbox.routes import BackendDep, TenantDep, flag, json_body, reply
+from metriport_sandbox.deps import BackendDep, TenantDep, flag, json_body, reply
 
 router = APIRouter()
 
@@ -20,14 +20,16 @@ async def start_document_query(
     override: str | None = None,
 ) -> JSONResponse:
     headers = backend.check_api(tenant, "documentQuery")
-    progress = backend.start_document_query(tenant, patientId, facilityId, flag(override), await json_body(request))
+    progress = backend.documents.start_document_query(
+        tenant, patientId, facilityId, flag(override), await json_body(request)
+    )
     return reply(progress, 200, headers)
 
 
 @router.get("/document/query")
 async def get_document_query(backend: BackendDep, tenant: TenantDep, patientId: str | None = None) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "documentQueryStatus")
-    return reply(backend.get_document_query(tenant, patientId))
+    return reply(backend.documents.get_document_query(tenant, patientId))
 
 
 @router.get("/document")
@@ -40,7 +42,7 @@ async def list_documents(
     output: str | None = None,
 ) -> JSONResponse:
     backend.check_api(tenant, "documentList")
-    return reply({"documents": backend.list_documents(tenant, patientId, dateFrom, dateTo, output)})
+    return reply({"documents": backend.documents.list_documents(tenant, patientId, dateFrom, dateTo, output)})
 
 
 @router.get("/document/download-url")
@@ -51,7 +53,7 @@ async def download_url(
     conversionType: str | None = None,
 ) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "documentDownloadUrl")
-    return reply({"url": backend.download_url(tenant, fileName, conversionType)})
+    return reply({"url": backend.documents.download_url(tenant, fileName, conversionType)})
 
 
 @router.post("/document/download-url/bulk")
@@ -59,7 +61,7 @@ async def bulk_download_url(
     request: Request, backend: BackendDep, tenant: TenantDep, patientId: str | None = None
 ) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "bulkDownloadUrl")
-    return reply(backend.start_bulk_download(tenant, patientId, await json_body(request)))
+    return reply(backend.documents.start_bulk_download(tenant, patientId, await json_body(request)))
 
 
 @router.post("/patient/bulk")
@@ -70,4 +72,4 @@ async def bulk_patient_create(
     dryRun: str | None = None,
 ) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "bulkPatientCreate")
-    return reply(backend.start_bulk_create(tenant, facilityId, flag(dryRun)))
+    return reply(backend.bulk.start_bulk_create(tenant, facilityId, flag(dryRun)))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
 from metriport_sandbox import dtos
-from metriport_sandbox.routes import BackendDep, TenantDep, flag, json_body, reply
+from metriport_sandbox.deps import BackendDep, TenantDep, flag, json_body, reply
 
 router = APIRouter()
 
@@ -134,7 +134,7 @@ async def start_consolidated(
     fromDashboard: str | None = None,
 ) -> JSONResponse:  # noqa: N803
     headers = backend.check_api(tenant, "consolidatedDataQuery")
-    query = backend.start_consolidated(
+    query = backend.consolidated.start_consolidated(
         tenant, patient_id, conversionType, resources, dateFrom, dateTo, flag(fromDashboard), await json_body(request)
     )
     return reply(query, 200, headers)
@@ -143,13 +143,13 @@ async def start_consolidated(
 @router.get("/patient/{patient_id}/consolidated/query")
 async def consolidated_status(patient_id: str, backend: BackendDep, tenant: TenantDep) -> JSONResponse:
     backend.check_api(tenant, "consolidatedStatus")
-    return reply(backend.list_consolidated(tenant, patient_id))
+    return reply(backend.consolidated.list_consolidated(tenant, patient_id))
 
 
 @router.get("/patient/{patient_id}/consolidated/query/{request_id}")
 async def consolidated_query(patient_id: str, request_id: str, backend: BackendDep, tenant: TenantDep) -> JSONResponse:
     backend.check_api(tenant, "consolidatedStatus")
-    return reply(backend.get_consolidated(tenant, patient_id, request_id))
+    return reply(backend.consolidated.get_consolidated(tenant, patient_id, request_id))
 
 
 @router.get("/patient/{patient_id}/consolidated/webhook")
@@ -157,7 +157,7 @@ async def consolidated_webhook(
     patient_id: str, backend: BackendDep, tenant: TenantDep, requestId: str | None = None
 ) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "consolidatedWebhook")
-    return reply(backend.consolidated_webhook(tenant, patient_id, requestId))
+    return reply(backend.consolidated.consolidated_webhook(tenant, patient_id, requestId))
 
 
 @router.get("/patient/{patient_id}/consolidated/count")
@@ -170,7 +170,7 @@ async def consolidated_count(
     dateTo: str | None = None,
 ) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "consolidatedCount")
-    return reply(backend.consolidated_count(tenant, patient_id, resources, dateFrom, dateTo))
+    return reply(backend.consolidated.consolidated_count(tenant, patient_id, resources, dateFrom, dateTo))
 
 
 @router.get("/patient/{patient_id}/medical-record")
@@ -178,10 +178,10 @@ async def medical_record(
     patient_id: str, backend: BackendDep, tenant: TenantDep, conversionType: str | None = None
 ) -> JSONResponse:  # noqa: N803
     backend.check_api(tenant, "medicalRecord")
-    return reply({"url": backend.medical_record_url(tenant, patient_id, conversionType)})
+    return reply({"url": backend.consolidated.medical_record_url(tenant, patient_id, conversionType)})
 
 
 @router.get("/patient/{patient_id}/medical-record-status")
 async def medical_record_status(patient_id: str, backend: BackendDep, tenant: TenantDep) -> JSONResponse:
     backend.check_api(tenant, "medicalRecord")
-    return reply(backend.medical_record_status(tenant, patient_id))
+    return reply(backend.consolidated.medical_record_status(tenant, patient_id))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse, Response
 
+from metriport_sandbox.deps import BackendDep, TenantDep, json_body, reply
 from metriport_sandbox.errors import invalid_params, not_found
-from metriport_sandbox.routes import BackendDep, TenantDep, json_body, reply
 
 router = APIRouter()
 

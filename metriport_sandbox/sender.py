@@ -11,18 +11,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 import httpx
 
 from metriport_flows.client.signing import SIGNATURE_HEADER, WebhookSigner, compact_json
+from metriport_sandbox.config import SandboxConfig
+from metriport_sandbox.faults import FaultScenario
 from metriport_sandbox.ids import nanoid, uuid4
 from metriport_sandbox.state import Tenant, WebhookRequest, now_iso
 
-if TYPE_CHECKING:
-    from metriport_sandbox.backend import Backend
-
 USER_AGENT = "Metriport API"
+
+
+class SenderCore(Protocol):
+    """What the sender needs of the emulator's core (`core.Core` is one)."""
+
+    config: SandboxConfig
+    faults: FaultScenario
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
+
+    def patient_metadata(self, tenant: Tenant, patient_id: str, flow: str) -> dict | None: ...
 
 
 def _disabled(data: dict | None) -> bool:
@@ -30,8 +41,8 @@ def _disabled(data: dict | None) -> bool:
 
 
 class WebhookSender:
-    def __init__(self, backend: "Backend") -> None:
-        self.backend = backend
+    def __init__(self, core: SenderCore) -> None:
+        self.core = core
         self.deliveries: list[dict[str, Any]] = []
         self.first_sends: dict[str, asyncio.Task] = {}
 
@@ -66,7 +77,7 @@ class WebhookSender:
             seq=len(tenant.webhooks),
         )
         tenant.webhooks.append(request)
-        self.first_sends[request.message_id] = self.backend.spawn(self._first_send(tenant, request))
+        self.first_sends[request.message_id] = self.core.spawn(self._first_send(tenant, request))
         return request
 
     async def wait_sent(self, request: WebhookRequest) -> None:
@@ -104,7 +115,7 @@ class WebhookSender:
         meta["type"] = request.type
         data = None
         if with_data and request.metadata_flow and request.patient_id:
-            data = self.backend.patient_metadata(tenant, request.patient_id, request.metadata_flow)
+            data = self.core.patient_metadata(tenant, request.patient_id, request.metadata_flow)
             if data is not None:
                 meta["data"] = data
         return compact_json({"meta": meta, **request.payload}), data
@@ -117,7 +128,7 @@ class WebhookSender:
             self.first_sends.pop(request.message_id, None)
 
     async def _first_send_once(self, tenant: Tenant, request: WebhookRequest) -> None:
-        faults = self.backend.faults
+        faults = self.core.faults
         if faults.chance(faults.reorder, "reorder", request.fault_key):
             await asyncio.sleep(faults.fraction("reorder", request.fault_key) * faults.reorder_delay)
         body, data = self.body(tenant, request, with_data=True)
@@ -147,7 +158,7 @@ class WebhookSender:
             self._record(request, kind, body, "failure", None, 0, detail, sent=False)
             return False
         status, http_status, millis, detail = await self._http(
-            settings.webhook_url, settings.webhook_key, body, self.backend.config.webhook_timeout
+            settings.webhook_url, settings.webhook_key, body, self.core.config.webhook_timeout
         )
         if update:
             self._finish(tenant, request, status, http_status, millis, detail)
@@ -236,7 +247,7 @@ class WebhookSender:
         body = compact_json({"ping": ping, "meta": {"messageId": message_id, "when": now_iso(), "type": "ping"}})
         box: list = []
         status, http_status, millis, detail = await self._http(
-            settings.webhook_url, settings.webhook_key, body, self.backend.config.ping_timeout, box
+            settings.webhook_url, settings.webhook_key, body, self.core.config.ping_timeout, box
         )
         if status == "success":
             try:
@@ -274,7 +285,7 @@ class WebhookSender:
         body = compact_json(payload)
         box: list = []
         status, http_status, millis, detail = await self._http(
-            settings.webhook_url, settings.webhook_key, body, self.backend.config.webhook_timeout, box
+            settings.webhook_url, settings.webhook_key, body, self.core.config.webhook_timeout, box
         )
         meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
         self.deliveries.append(
@@ -309,10 +320,10 @@ class WebhookSender:
         for request in failed:
             request.status = "processing"
         if failed:
-            self.backend.spawn(self._retry_all(tenant, failed))
+            self.core.spawn(self._retry_all(tenant, failed))
         return len(failed)
 
     async def _retry_all(self, tenant: Tenant, failed: list[WebhookRequest]) -> None:
         for request in failed:
             if await self.resend(tenant, request):
-                await asyncio.sleep(tenant.rng.uniform(0, self.backend.config.retry_pause_max))
+                await asyncio.sleep(tenant.rng.uniform(0, self.core.config.retry_pause_max))

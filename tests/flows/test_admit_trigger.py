@@ -18,8 +18,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from metriport_devtools.stack import LocalStack
+from tests.fixtures.patients import create_facility, new_patient, runs_of
 from tests.fixtures.stack import wait_for_final_state
-from tests.flows.stack_patients import create_facility, new_patient, runs_of
 
 pytestmark = pytest.mark.e2e
 

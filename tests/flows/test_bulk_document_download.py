@@ -20,8 +20,7 @@ from metriport_flows.domain.bulk_documents import read_manifest
 from metriport_flows.domain.stages import Outcome, Stage
 from metriport_flows.settings import Settings
 from metriport_flows.store import Store
-from tests.fixtures.stack import run_deployment_on, wait_for_final_state
-from tests.flows.stack_patients import (
+from tests.fixtures.patients import (
     artifacts_of,
     create_facility,
     emulator_settings,
@@ -29,6 +28,7 @@ from tests.flows.stack_patients import (
     quiet_document_query,
     state_names,
 )
+from tests.fixtures.stack import run_deployment_on, wait_for_final_state
 
 DEPLOYMENT = "bulk-document-download/on-demand"
 

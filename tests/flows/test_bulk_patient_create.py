@@ -19,12 +19,12 @@ from metriport_flows.domain.bulk_csv import ResultRow
 from metriport_flows.domain.rate_limits import Operation, limit_name
 from metriport_flows.domain.stages import Outcome, Stage
 from metriport_flows.store import Store
+from tests.fixtures.patients import artifacts_of, create_facility, letters, runs_of
 from tests.fixtures.stack import (
     run_deployment_on,
     wait_for_final_state,
     wait_for_state_name,
 )
-from tests.flows.stack_patients import artifacts_of, create_facility, letters, runs_of
 
 DEPLOYMENT = "bulk-patient-create/on-demand"
 HEADER = "externalId,firstName,lastName,dob,gender,addressLine1,city,state,zip"

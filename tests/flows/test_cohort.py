@@ -33,8 +33,7 @@ from metriport_flows.domain.stages import Outcome
 from metriport_flows.store.models import Wait
 from tasks.cohort import run_status
 from tasks.limits import ensure_rate_limits
-from tests.fixtures.stack import run_deployment_on, wait_for_final_state
-from tests.flows.stack_patients import (
+from tests.fixtures.patients import (
     artifacts_of,
     create_facility,
     emulator_settings,
@@ -42,6 +41,7 @@ from tests.flows.stack_patients import (
     new_patient,
     runs_of,
 )
+from tests.fixtures.stack import run_deployment_on, wait_for_final_state
 
 
 def test_ids_come_from_the_named_column_in_any_case_without_duplicates():

@@ -114,7 +114,7 @@ def test_stop_saved_only_stops_groups_that_are_still_ours(tmp_path: Path) -> Non
     stack = LocalStack(tmp_path)
     stack.prefect_home.mkdir(parents=True)
     ours = Service(
-        "ours", [sys.executable, "-c", "import time; time.sleep(600)"], stack._child_env(), tmp_path / "o.log", tmp_path
+        "ours", [sys.executable, "-c", "import time; time.sleep(600)"], stack.child_env(), tmp_path / "o.log", tmp_path
     )
     foreign = Service(
         "foreign",

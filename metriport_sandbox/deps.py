@@ -1,5 +1,6 @@
-"""HTTP layer shared by the route modules: API-key auth (tenant from the key), JSON bodies, per-operation
-fault and rate-limit checks, and the `ApiError` response. Routes parse, call the backend, serialize."""
+"""What every router of the emulator shares: the backend and the tenant (API-key auth) as route
+dependencies, JSON bodies and replies. Routers import this module; `app.py` includes the routers; nothing
+here imports a router or the app. Routes parse, call the backend, serialize."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import binascii
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 
 from metriport_sandbox.backend import Backend
-from metriport_sandbox.errors import ApiError, forbidden, invalid_params
+from metriport_sandbox.errors import forbidden, invalid_params
 
 API_KEY_HEADER = "x-api-key"
 
@@ -59,21 +60,3 @@ def reply(content: Any, status: int = 200, headers: dict[str, str] | None = None
 
 def flag(value: str | None) -> bool:
     return str(value).lower() == "true"
-
-
-def api_error_response(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return Response(exc.content(), status_code=exc.status, media_type=exc.media_type, headers=exc.headers)
-
-
-def include_api(app: FastAPI) -> None:
-    from metriport_sandbox.routes_document import router as document_router
-    from metriport_sandbox.routes_patient import router as patient_router
-    from metriport_sandbox.routes_settings import router as settings_router
-
-    medical = APIRouter(prefix="/medical/v1")
-    medical.include_router(patient_router)
-    medical.include_router(document_router)
-    app.include_router(medical)
-    app.include_router(settings_router)
-    app.add_exception_handler(ApiError, api_error_response)
