@@ -90,6 +90,14 @@ class UrlExpired(Forbidden):
         super().__init__(403, code or "AccessDenied", message, "URL_EXPIRED", body)
 
 
+class NotAFile(MetriportError):
+    """A download answered something other than 200: a redirect (never followed, so no request goes
+    where an answer points), a partial or empty answer. The URL is not repeated (it is signed)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(status, reason or None, "a download must answer 200; redirects are not followed", "NOT_A_FILE")
+
+
 class InvalidMetadata(MetriportError, ValueError):
     """Request metadata Metriport would refuse; raised before anything is sent."""
 
