@@ -44,6 +44,7 @@ from metriport_flows.client.errors import (
     url_expired,
 )
 from metriport_flows.client.metadata import metadata_body
+from metriport_flows.domain.file_names import private_folder
 from metriport_flows.settings import (
     EMULATOR_API_KEY,
     EMULATOR_URL,
@@ -373,7 +374,7 @@ class MedicalApi:
         not the file, and a redirect is not followed). The bytes kept are the bytes served.
         """
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(dest.parent)
         part = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         digest = hashlib.sha256()
         size = 0

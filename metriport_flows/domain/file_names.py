@@ -71,9 +71,18 @@ def inside(root: Path, *names: str) -> Path:
 
 
 def private_folder(path: Path) -> Path:
-    """Create `path` and its missing parents 0700 (chmod, so the umask does not matter)."""
+    """Create `path` and its missing parents 0700 (chmod, so the umask does not matter); folders that
+    were already there keep their mode (a parent may be the working directory)."""
+    path = Path(path)
     missing = [p for p in (path, *path.parents) if not p.exists()]
     path.mkdir(parents=True, exist_ok=True)
-    for folder in (*missing, path):
+    for folder in missing:
         os.chmod(folder, 0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create `path` empty if it is missing, and make it 0600 whatever the umask."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
     return path
