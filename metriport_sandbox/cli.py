@@ -22,6 +22,7 @@ def sandbox(
     """Start a faithful local Metriport Medical API (webhooks, signed URLs, faults)."""
     import uvicorn
 
+    from metriport_flows.log_hygiene import quiet_http_logs
     from metriport_sandbox.app import create_app
     from metriport_sandbox.config import SandboxConfig, parse_delay
     from metriport_sandbox.faults import FaultScenario
@@ -40,6 +41,7 @@ def sandbox(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"Metriport emulator ({mode}) on http://{host}:{port}  control plane: /_sandbox")
+    quiet_http_logs()
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
 
 

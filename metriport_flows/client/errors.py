@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from metriport_flows.log_hygiene import redact_urls
+
 SANDBOX_LIMIT_MARKER = "patients in Sandbox mode"
 
 
@@ -30,7 +32,7 @@ class MetriportError(Exception):
     ) -> None:
         self.status = status
         self.title = title
-        self.detail = detail
+        self.detail = redact_urls(detail) if detail else detail
         self.name = name
         self.body = body
         super().__init__(self._text())

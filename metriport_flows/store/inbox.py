@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 
+from metriport_flows.log_hygiene import redact_urls
 from metriport_flows.store.base import StoreBase
 from metriport_flows.store.models import (
     RETRYABLE_MESSAGE_STATUSES,
@@ -173,7 +174,7 @@ class InboxQueries(StoreBase):
                 status=MessageStatus(status).value,
                 finished_at=utcnow(),
                 wait_id=wait_id,
-                detail=(detail or "")[:500] or None,
+                detail=redact_urls(detail or "")[:500] or None,
                 claimed_at=None,
             )
         )
@@ -193,7 +194,7 @@ class InboxQueries(StoreBase):
                 attempts=InboxMessage.attempts + 1,
                 next_attempt_at=utcnow() + delay,
                 claimed_at=None,
-                last_error=(error[:2000] if error else InboxMessage.last_error),
+                last_error=(redact_urls(error)[:2000] if error else InboxMessage.last_error),
             )
         )
         with self.session() as session:
