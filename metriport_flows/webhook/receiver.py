@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None, run
             body = await read_body(request, settings.receiver_max_body_bytes)
         except BodyTooLarge:
             return _error(413, "body too large")
-        if not request.app.state.signer.verify(body, request.headers.get(SIGNATURE_HEADER)):
+        if not await request.app.state.signer.verify(body, request.headers.get(SIGNATURE_HEADER)):
             logger.warning("webhook refused: bad or missing signature (%d bytes)", len(body))
             return _error(401, "invalid signature")
         try:
