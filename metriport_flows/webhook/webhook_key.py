@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -46,7 +47,7 @@ class WebhookKeyring:
         self._refresh_seconds = refresh_seconds
         self._grace_seconds = grace_seconds
         self._clock = clock
-        self._loaded_at = clock()
+        self._loaded_at = -math.inf  # the first unknown signature reads the block at once
         self._lock = asyncio.Lock()
 
     def _matches(self, body: bytes, signature: str | None) -> bool:
