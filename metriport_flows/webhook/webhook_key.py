@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from metriport_flows.client.signing import WebhookSigner
 from metriport_flows.settings import Settings
@@ -99,7 +100,7 @@ def secret_block_loader(block: str) -> KeyLoader:
         from prefect.blocks.system import Secret
 
         try:
-            secret = await Secret.aload(block)
+            secret = cast("Secret[Any]", await Secret.aload(block))
         except Exception as exc:  # not found, or Prefect unreachable: say which setting is missing
             raise WebhookKeyMissing(
                 f"no webhook key: set METRIPORT_WEBHOOK_KEY or create the Prefect Secret block "
@@ -111,14 +112,12 @@ def secret_block_loader(block: str) -> KeyLoader:
 
 
 async def load_webhook_signer(settings: Settings) -> WebhookKeyring:
-    tuning = {
-        "refresh_seconds": settings.webhook_key_refresh_seconds,
-        "grace_seconds": settings.webhook_key_grace_seconds,
-    }
+    refresh, grace = settings.webhook_key_refresh_seconds, settings.webhook_key_grace_seconds
     if settings.metriport_webhook_key is not None and settings.metriport_webhook_key.get_secret_value():
         logger.info("webhook key: from METRIPORT_WEBHOOK_KEY (rotates with a restart)")
-        return WebhookKeyring([settings.metriport_webhook_key.get_secret_value()], **tuning)
+        key = settings.metriport_webhook_key.get_secret_value()
+        return WebhookKeyring([key], refresh_seconds=refresh, grace_seconds=grace)
     load = secret_block_loader(settings.webhook_key_block)
     keys = await load()
     logger.info("webhook key: from Prefect Secret block %r", settings.webhook_key_block)
-    return WebhookKeyring(keys, load, **tuning)
+    return WebhookKeyring(keys, load, refresh_seconds=refresh, grace_seconds=grace)
