@@ -105,12 +105,21 @@ PROPERTY = settings(
 
 
 @PROPERTY
-@given(body=st.binary(max_size=300), signature=header_values, sign=st.booleans())
-def test_arbitrary_bytes_never_get_a_5xx_or_an_unsigned_row(
-    receiver: Receiver, client: httpx.Client, body: bytes, signature: bytes, sign: bool
+@given(
+    body=st.binary(max_size=300),
+    signature=header_values,
+    sign=st.booleans(),
+    extra=st.dictionaries(
+        st.from_regex(rb"\Ax-[a-z0-9-]{1,12}\Z") | st.just(b"content-type"), header_values, max_size=3
+    ),
+)
+def test_arbitrary_bytes_and_headers_never_get_a_5xx_or_an_unsigned_row(
+    receiver: Receiver, client: httpx.Client, body: bytes, signature: bytes, sign: bool, extra: dict[bytes, bytes]
 ) -> None:
     before = _rows(receiver.store)
-    headers = signed(body)[1] if sign else {SIGNATURE_HEADER.encode(): signature}
+    headers = {**extra, **({k.encode(): v.encode() for k, v in signed(body)[1].items()} if sign else {})}
+    if not sign:
+        headers[SIGNATURE_HEADER.encode()] = signature
     answer = client.post(WEBHOOK_PATH, content=body, headers=headers)
     assert answer.status_code < 500, answer.text
     if not sign:
