@@ -37,6 +37,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_RUNNER_PROCESS_LIMIT
 
+from metriport_flows.client.log_hygiene import quiet_http_logs
 from tasks.limits import ensure_rate_limits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +108,7 @@ def deployment_names() -> list[str]:
 def main() -> None:
     # The runner starts flow runs with its working directory; entrypoints are relative to the root.
     os.chdir(PROJECT_ROOT)
+    quiet_http_logs()
     asyncio.run(ensure_rate_limits())
     # A resumed run starts on the runner's next poll: 1 s unless PREFECT_RUNNER_POLL_FREQUENCY says otherwise.
     query_seconds = None if "PREFECT_RUNNER_POLL_FREQUENCY" in os.environ else 1.0

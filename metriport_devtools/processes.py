@@ -26,6 +26,8 @@ from tenacity import (
     wait_fixed,
 )
 
+from metriport_flows.domain.file_names import private_file, private_folder
+
 
 class StackError(RuntimeError):
     """A process of the stack did not start or died; the message ends with its log's tail."""
@@ -70,8 +72,8 @@ class Service:
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        private_folder(self.log_path.parent)
+        with open(private_file(self.log_path), "ab") as log:
             self.process = subprocess.Popen(
                 self.argv,
                 env=self.env,

@@ -31,6 +31,7 @@ from metriport_devtools.processes import (
     stop_group,
     venv_bin,
 )
+from metriport_flows.domain.file_names import private_file, private_folder
 from metriport_flows.settings import EMULATOR_API_KEY, Settings
 
 __all__ = ["LocalStack", "Service", "StackError", "free_port", "poll_until", "stop_saved"]
@@ -170,9 +171,8 @@ class LocalStack:
 
     # Lifecycle
     def start(self) -> "LocalStack":
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.bundle_dir.mkdir(parents=True, exist_ok=True)
-        self.prefect_home.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.bundle_dir, self.prefect_home):
+            private_folder(folder)
         self.prefect_port, self.emulator_port, self.receiver_port = free_port(), free_port(), free_port()
         try:
             self._start_all()
@@ -290,7 +290,7 @@ class LocalStack:
             "receiver": self.receiver_url,
             "emulator": self.emulator_url,
         }
-        (self.root / STATE_FILE).write_text(json.dumps(state, indent=2))
+        private_file(self.root / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     def __enter__(self) -> "LocalStack":
         return self.start()

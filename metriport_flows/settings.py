@@ -27,6 +27,8 @@ class Settings(BaseSettings):
         None, description="Webhook signing key; else read from the Prefect Secret block named below"
     )
     webhook_key_block: str = Field("metriport-webhook-key", description="Prefect Secret block name")
+    webhook_key_refresh_seconds: float = Field(2.0, description="Re-read the block at most this often")
+    webhook_key_grace_seconds: float = Field(3600.0, description="A replaced key still verifies this long")
     metriport_timeout_seconds: float = 20.0
 
     database_url: str = Field("sqlite:///./data/inbox.db", description="Inbox and waits database")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -40,6 +41,8 @@ def sandbox(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"Metriport emulator ({mode}) on http://{host}:{port}  control plane: /_sandbox")
+    # httpx logs every webhook it posts, with its URL; the emulator keeps quiet like the product does.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
 
 

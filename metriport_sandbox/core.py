@@ -266,10 +266,14 @@ class Core:
         }
 
     def update_settings(self, tenant_id: str, body: Any) -> dict:
-        """Set the webhook URL (the key is created once and kept across URL changes); a ping follows."""
+        """Set the webhook URL (the key is created once and kept across URL changes); a ping follows.
+        Clearing the URL (`""`) drops the key too, so setting a URL again issues a new one: Metriport's
+        way to rotate the webhook key."""
         tenant = self.tenant(tenant_id)
         data = validation.settings_body(body)
         settings = tenant.settings
+        if data.get("webhookUrl") == "":
+            settings.webhook_url, settings.webhook_key = None, None
         if data.get("webhookUrl"):
             self._pings_due += 1
             settings.webhook_url = data["webhookUrl"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 import typer
+
+from metriport_flows.client.log_hygiene import configure_process_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
         from metriport_flows.webhook.receiver import create_app
 
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_process_logging(log_level)
         uvicorn.run(create_app(run_dispatcher=dispatcher), host=host, port=port, log_level=log_level)
 
     @app.command("dispatcher")
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
         from metriport_flows.store import get_store
         from metriport_flows.webhook.dispatcher import run_dispatcher
 
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_process_logging(log_level)
 
         async def main() -> None:
             stop = asyncio.Event()

@@ -38,11 +38,13 @@ from pydantic import BaseModel, SecretStr
 from metriport_flows.client import models as m
 from metriport_flows.client.errors import (
     TRANSIENT_STATUSES,
+    NotAFile,
     NotFound,
     error_from_response,
     url_expired,
 )
 from metriport_flows.client.metadata import metadata_body
+from metriport_flows.domain.file_names import private_folder
 from metriport_flows.settings import (
     EMULATOR_API_KEY,
     EMULATOR_URL,
@@ -368,21 +370,24 @@ class MedicalApi:
     async def download(self, url: str, dest: Path, chunk_size: int = 1 << 20) -> m.Downloaded:
         """Stream a presigned URL to `dest` (mode 0600, written atomically), hashing as it goes.
 
-        Raises UrlExpired on 403: ask for a fresh URL. The bytes kept are the bytes served.
+        Raises UrlExpired on 403: ask for a fresh URL; NotAFile on any other answer but 200 (a 3xx body is
+        not the file, and a redirect is not followed). The bytes kept are the bytes served.
         """
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(dest.parent)
         part = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         digest = hashlib.sha256()
         size = 0
         headers = {"accept-encoding": "identity"}
-        async with self._client.stream("GET", url, headers=headers) as response:
+        async with self._client.stream("GET", url, headers=headers, follow_redirects=False) as response:
             if response.status_code == 403:
                 await response.aread()
                 raise url_expired(response)
             if response.is_error:
                 await response.aread()
                 raise error_from_response(response)
+            if response.status_code != 200:
+                raise NotAFile(response.status_code, response.reason_phrase)
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 with os.fdopen(fd, "wb") as file:

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from metriport_flows.client.log_hygiene import redact_urls
+
 SANDBOX_LIMIT_MARKER = "patients in Sandbox mode"
 
 
@@ -30,7 +32,7 @@ class MetriportError(Exception):
     ) -> None:
         self.status = status
         self.title = title
-        self.detail = detail
+        self.detail = redact_urls(detail) if detail else detail
         self.name = name
         self.body = body
         super().__init__(self._text())
@@ -88,6 +90,14 @@ class UrlExpired(Forbidden):
     def __init__(self, code: str | None, message: str | None, body: Any = None) -> None:
         self.code = code
         super().__init__(403, code or "AccessDenied", message, "URL_EXPIRED", body)
+
+
+class NotAFile(MetriportError):
+    """A download answered something other than 200: a redirect (never followed, so no request goes
+    where an answer points), a partial or empty answer. The URL is not repeated (it is signed)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(status, reason or None, "a download must answer 200; redirects are not followed", "NOT_A_FILE")
 
 
 class InvalidMetadata(MetriportError, ValueError):

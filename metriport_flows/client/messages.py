@@ -360,12 +360,20 @@ MESSAGE_CLASSES: dict[str, type[WebhookMessage]] = {
 
 
 def load_body(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
-    """The JSON object of a webhook body; raises InvalidMessage when it is not one."""
+    """The JSON object of a webhook body; raises InvalidMessage when it is not one.
+
+    Bytes must be UTF-8 (JSON.stringify's output): `json.loads` would also take UTF-16 or UTF-32, which
+    the inbox cannot store as text.
+    """
     if isinstance(body, dict):
         return body
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
+    except UnicodeDecodeError:
+        raise InvalidMessage("body is not UTF-8") from None
+    except RecursionError:
+        raise InvalidMessage("body is nested too deeply") from None
+    except ValueError as exc:
         raise InvalidMessage(f"body is not JSON: {exc.__class__.__name__}") from None
     if not isinstance(data, dict):
         raise InvalidMessage("body is not a JSON object")
@@ -374,7 +382,13 @@ def load_body(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
 
 def parse_message(body: bytes | str | dict[str, Any]) -> WebhookMessage:
     """Parse a webhook body into its typed message; unknown or ill-fitting types become GenericMessage."""
-    data = load_body(body)
+    try:
+        return _parse(load_body(body))
+    except RecursionError:
+        raise InvalidMessage("body is nested too deeply") from None
+
+
+def _parse(data: dict[str, Any]) -> WebhookMessage:
     meta_raw = data.get("meta")
     if not isinstance(meta_raw, dict) or not meta_raw.get("messageId"):
         raise InvalidMessage("missing meta.messageId")

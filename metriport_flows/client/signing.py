@@ -28,7 +28,7 @@ class WebhookSigner:
         return hmac.new(self._key, body, hashlib.sha256).hexdigest()
 
     def verify(self, body: bytes, signature: str | None) -> bool:
-        if not signature:
+        if not signature or not signature.isascii():  # compare_digest raises TypeError on non-ASCII text
             return False
         return hmac.compare_digest(self.sign(body), signature.strip())
 

@@ -24,9 +24,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 from metriport_flows.client.errors import MetriportError, UrlExpired
+from metriport_flows.domain.file_names import file_name, inside, private_folder
 
 DEFAULT_CONCURRENCY = 4
-SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class Downloader(Protocol):
@@ -85,16 +85,9 @@ def extension_for(file_name: str | None, mime_type: str | None) -> str:
     return (mimetypes.guess_extension(mime_type or "") or "") if mime_type else ""
 
 
-def safe_id(value: str) -> str:
-    return SAFE.sub("_", value)[:100] or "document"
-
-
 def documents_dir(bundle_dir: Path, patient_id: str, request_id: str) -> Path:
-    """`{bundle_dir}/{patient_id}/documents/{request_id}`, created 0700."""
-    folder = Path(bundle_dir) / safe_id(patient_id) / "documents" / safe_id(request_id)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(folder, 0o700)
-    return folder
+    """`{bundle_dir}/{patient_id}/documents/{request_id}` (ids mapped by `file_name`), created 0700."""
+    return private_folder(inside(bundle_dir, file_name(patient_id), "documents", file_name(request_id)))
 
 
 async def _fetch(api: Downloader, source: DocumentSource, folder: Path, gate: asyncio.Semaphore) -> ManifestEntry:
@@ -102,7 +95,11 @@ async def _fetch(api: Downloader, source: DocumentSource, folder: Path, gate: as
     if not source.url:
         entry.status = "missing-url"
         return entry
-    dest = folder / f"{safe_id(source.id)}{source.extension}"
+    try:
+        dest = inside(folder, file_name(source.id, source.extension))
+    except ValueError as exc:
+        entry.status = f"error: {type(exc).__name__}"
+        return entry
     async with gate:
         try:
             downloaded = await api.download(source.url, dest)

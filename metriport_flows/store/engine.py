@@ -9,6 +9,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from metriport_flows.domain.file_names import private_file, private_folder
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -16,7 +18,10 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # bodies hold PHI: folder 0700, file 0600; SQLite gives -wal and -shm the file's mode
+            database = Path(parsed.database).expanduser()
+            private_folder(database.parent)
+            private_file(database)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

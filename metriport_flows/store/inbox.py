@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 
+from metriport_flows.client.log_hygiene import redact_urls
 from metriport_flows.store.base import StoreBase
 from metriport_flows.store.models import (
     RETRYABLE_MESSAGE_STATUSES,
@@ -15,6 +18,35 @@ from metriport_flows.store.models import (
 )
 
 CLAIM_LEASE = timedelta(minutes=5)
+
+
+def unstorable_field(values: Mapping[str, str | None]) -> str | None:
+    """The first inbox column that cannot hold its value, with why (no value: it may be PHI), else None.
+
+    Both databases need UTF-8 text without NUL; PostgreSQL also enforces each column's length.
+    """
+    for name, value in values.items():
+        if value is None:
+            continue
+        length = InboxMessage.__table__.c[name].type.length  # type: ignore[attr-defined]
+        if length is not None and len(value) > length:
+            return f"{name} is longer than {length} characters"
+        if "\x00" in value or not _encodes(value):
+            return f"{name} is not UTF-8 text"
+    return None
+
+
+def _encodes(value: str) -> bool:
+    try:
+        value.encode("utf-8")  # a lone surrogate (JSON's "\\ud800") does not
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def rejected_message_id(body: bytes) -> str:
+    """The key of a rejected body: its hash, so a re-delivery of the same bytes is a duplicate."""
+    return f"rejected-{hashlib.sha256(body).hexdigest()}"
 
 
 class InboxQueries(StoreBase):
@@ -46,6 +78,34 @@ class InboxQueries(StoreBase):
                 status=MessageStatus.pending.value,
                 attempts=0,
                 next_attempt_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["message_id"])
+            .returning(InboxMessage.message_id)
+        )
+        with self.session() as session:
+            inserted = session.execute(statement).first() is not None
+            session.commit()
+        return inserted
+
+    def insert_rejected(self, *, body: bytes, reason: str) -> bool:
+        """Keep a signed body the inbox cannot hold as a message; True when new, False for a re-delivery.
+
+        The text kept is the body with undecodable bytes and NUL escaped, enough to investigate it.
+        """
+        now = utcnow()
+        text = body.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+        statement = (
+            self._insert(InboxMessage)
+            .values(
+                message_id=rejected_message_id(body),
+                type=MessageStatus.rejected.value,
+                body=text,
+                received_at=now,
+                status=MessageStatus.rejected.value,
+                attempts=0,
+                next_attempt_at=now,
+                finished_at=now,
+                detail=reason[:500],
             )
             .on_conflict_do_nothing(index_elements=["message_id"])
             .returning(InboxMessage.message_id)
@@ -114,7 +174,7 @@ class InboxQueries(StoreBase):
                 status=MessageStatus(status).value,
                 finished_at=utcnow(),
                 wait_id=wait_id,
-                detail=(detail or "")[:500] or None,
+                detail=redact_urls(detail or "")[:500] or None,
                 claimed_at=None,
             )
         )
@@ -134,7 +194,7 @@ class InboxQueries(StoreBase):
                 attempts=InboxMessage.attempts + 1,
                 next_attempt_at=utcnow() + delay,
                 claimed_at=None,
-                last_error=(error[:2000] if error else InboxMessage.last_error),
+                last_error=(redact_urls(error)[:2000] if error else InboxMessage.last_error),
             )
         )
         with self.session() as session:

@@ -47,6 +47,7 @@ class MessageStatus(StrEnum):
     unmatched = "unmatched"  # no wait yet: re-checked with backoff, woken by register_wait
     error = "error"  # a handler failed: retried with backoff
     orphan = "orphan"  # unmatched for longer than the hard deadline: kept, replayable, not retried
+    rejected = "rejected"  # signed, but not a message the inbox can hold (kept for ops, never dispatched)
     done = "done"
 
 

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import or_, select, update
 
+from metriport_flows.client.log_hygiene import redact_urls
 from metriport_flows.domain.stages import RESULT_MODELS, Stage, StageResult, pause_key
 from metriport_flows.store.base import StoreBase
 from metriport_flows.store.models import (
@@ -206,7 +207,7 @@ class WaitQueries(StoreBase):
             .values(
                 delivery_attempts=Wait.delivery_attempts + 1,
                 next_delivery_at=utcnow() + delay,
-                last_delivery_error=(error or "")[:500] or None,
+                last_delivery_error=redact_urls(error or "")[:500] or None,
             )
         )
         with self.session() as session:

@@ -21,6 +21,7 @@ from metriport_flows.client.messages import InvalidMessage, PingMessage, parse_m
 from metriport_flows.client.signing import SIGNATURE_HEADER
 from metriport_flows.settings import Settings, get_settings
 from metriport_flows.store import Store, open_store
+from metriport_flows.store.inbox import rejected_message_id, unstorable_field
 from metriport_flows.webhook.webhook_key import load_webhook_signer
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,8 @@ class BodyTooLarge(Exception):
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing it as soon as it passes `limit` bytes (never buffering more)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     body = bytearray()
     async for chunk in request.stream():
@@ -47,6 +48,18 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
+
+
+async def _reject(store: Store, body: bytes, reason: str) -> JSONResponse:
+    """A signed body that can never be stored as a message: kept as a rejected row and refused with 400
+    once. Metriport counts the 400 as a failed delivery, so the reconciler asks for it again; that
+    re-delivery finds the row and gets 200, so the body is not asked for again and again."""
+    inserted = await run_in_threadpool(store.insert_rejected, body=body, reason=reason)
+    message_id = rejected_message_id(body)
+    logger.warning("webhook rejected: %s (kept as %s)", reason, message_id)
+    if inserted:
+        return _error(400, reason)
+    return JSONResponse({"received": message_id, "duplicate": True, "rejected": reason})
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None, run_dispatcher: bool = True) -> FastAPI:
@@ -80,25 +93,27 @@ def create_app(settings: Settings | None = None, store: Store | None = None, run
             body = await read_body(request, settings.receiver_max_body_bytes)
         except BodyTooLarge:
             return _error(413, "body too large")
-        if not request.app.state.signer.verify(body, request.headers.get(SIGNATURE_HEADER)):
+        if not await request.app.state.signer.verify(body, request.headers.get(SIGNATURE_HEADER)):
             logger.warning("webhook refused: bad or missing signature (%d bytes)", len(body))
             return _error(401, "invalid signature")
         try:
             message = parse_message(body)
         except InvalidMessage as exc:
-            return _error(400, str(exc))
+            return await _reject(request.app.state.store, body, str(exc))
         if isinstance(message, PingMessage):
             return JSONResponse({"pong": message.ping})
-        inserted = await run_in_threadpool(
-            request.app.state.store.insert_message,
-            message_id=message.message_id,
-            type=message.type,
-            body=body,
-            request_id=message.request_id,
-            patient_id=message.patient_id,
-            flow_run_id=message.flow_run_id,
-            stage=message.stage,
-        )
+        fields = {
+            "message_id": message.message_id,
+            "type": message.type,
+            "request_id": message.request_id,
+            "patient_id": message.patient_id,
+            "flow_run_id": message.flow_run_id,
+            "stage": message.stage,
+        }
+        unstorable = unstorable_field(fields)
+        if unstorable is not None:
+            return await _reject(request.app.state.store, body, unstorable)
+        inserted = await run_in_threadpool(request.app.state.store.insert_message, body=body, **fields)
         logger.info("webhook %s %s stored=%s", message.type, message.message_id, inserted)
         return JSONResponse({"received": message.message_id, "duplicate": not inserted})
 

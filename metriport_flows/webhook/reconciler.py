@@ -125,7 +125,6 @@ async def consolidated_status(api: Metriport, settings: Settings, wait: Wait) ->
         return ConsolidatedReady(outcome=Outcome.ready, empty=True, detail="Metriport sent an empty bundle", **common)
     kind = hook.conversion_type if hook.conversion_type in BUNDLE_EXTENSIONS else "json"
     dest = bundle_path(settings.bundle_dir, patient_id, request_id, BUNDLE_EXTENSIONS[kind])
-    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         stored = await api.download(hook.file_url, dest)
     except UrlExpired:

@@ -6,8 +6,11 @@ with run inputs (whatever other tests of the session ran before, on the same sta
 it scans every table and every text column of a consistent copy of the Prefect server's SQLite database
 (flow run parameters, run inputs, logs, events, artifacts, states, ...), the raw database files (free
 pages included), Prefect's result storage, and the inbox's waits (their resolutions and progress) for the
-seed patients' names, birth dates and addresses. The scanner proves it can fail: the same scan finds
-values planted in a copy (taken after the scan, so the copy holds the runs above).
+seed patients' names, birth dates and addresses. Every log file of the stack (`logs/*.log`), the inbox's
+error columns, Prefect's tables (artifacts, events, parameters, run inputs, ...) and `stack.json` are also
+scanned for those and for secrets: signed URLs (`X-Amz-Signature`, `Signature=`), the API key and the
+webhook key. The scanner proves it can fail: the same scans find values planted in copies (taken after
+the scan, so the copies hold the runs above).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import pytest
 from prefect.client.schemas.objects import StateType
 
 from metriport_devtools.stack import LocalStack
+from metriport_flows.store import Store
 from metriport_sandbox.seed import SEED_PATIENTS
 from tests.fixtures.stack import run_patient_records, wait_for_final_state
 
@@ -35,6 +39,8 @@ FACILITY = {
     "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
 }
 SEEDS_RUN_HERE = ("jane", "andreas")
+# The inbox columns that hold errors (the bodies hold PHI by design; they are purged, not scanned).
+INBOX_ERROR_COLUMNS = {"inbox_message": {"last_error", "detail"}, "wait": {"last_delivery_error"}}
 # Tables the scan must have found populated, or it proves nothing.
 MUST_HAVE_ROWS = ("flow_run", "flow_run_input", "log", "events", "artifact", "flow_run_state")
 
@@ -68,14 +74,30 @@ def phi_pattern(values: Iterable[str]) -> re.Pattern[bytes]:
     return re.compile(rb"(?<![A-Za-z0-9])(" + alternatives + rb")(?![A-Za-z0-9])")
 
 
+def secret_values(stack: LocalStack) -> set[str]:
+    assert stack.webhook_key, "the stack has no webhook key"
+    return {"X-Amz-Signature", "Signature=", stack.api_key, stack.webhook_key}
+
+
+def secret_pattern(values: Iterable[str]) -> re.Pattern[bytes]:
+    """Anywhere, not only whole words: a key inside a URL or a JSON string is still a leak."""
+    return re.compile(b"|".join(re.escape(v.encode()) for v in sorted(values, key=len, reverse=True)))
+
+
 def _text(value: object) -> bytes | None:
     if value is None or isinstance(value, int | float):
         return None
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-def scan_database(path: Path, pattern: re.Pattern[bytes], tables: set[str] | None = None) -> list[Finding]:
-    """Every text or blob value of every (or the named) tables of a SQLite database."""
+def scan_database(
+    path: Path,
+    pattern: re.Pattern[bytes],
+    tables: set[str] | None = None,
+    columns: dict[str, set[str]] | None = None,
+) -> list[Finding]:
+    """Every text or blob value of every (or the named) tables (or only the named columns) of a SQLite
+    database."""
     findings: list[Finding] = []
     with sqlite3.connect(path) as connection:
         names = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
@@ -83,9 +105,11 @@ def scan_database(path: Path, pattern: re.Pattern[bytes], tables: set[str] | Non
             if tables is not None and table not in tables:
                 continue
             cursor = connection.execute(f'SELECT * FROM "{table}"')
-            columns = [description[0] for description in cursor.description]
+            names_of_columns = [description[0] for description in cursor.description]
             for row in cursor:
-                for column, value in zip(columns, row):
+                for column, value in zip(names_of_columns, row):
+                    if columns is not None and column not in columns.get(table, set()):
+                        continue
                     text = _text(value)
                     for match in pattern.finditer(text or b""):
                         findings.append(Finding(table, column, match.group(0).decode()))
@@ -156,6 +180,66 @@ def test_no_phi_in_prefect_or_the_waits(local_stack: LocalStack, seed_runs: None
     findings += scan_files(sorted((local_stack.prefect_home / "storage").rglob("*")), pattern)
     findings += scan_database(local_stack.inbox_db_path, pattern, tables={"wait", "heartbeat"})
     assert findings == [], f"PHI found where only ids and counts belong: {sorted(set(findings))[:20]}"
+
+
+def log_files(stack: LocalStack) -> list[Path]:
+    files = sorted(stack.logs_dir.glob("*.log"))
+    assert {"receiver.log", "serve.log", "emulator.log", "prefect-server.log"} <= {p.name for p in files}
+    return files
+
+
+def scan_for_leaks(stack: LocalStack, prefect_copy: Path, log_paths: list[Path], inbox: Path) -> list[Finding]:
+    """PHI and secrets in the logs, the inbox's error columns and stack.json; secrets in Prefect's tables."""
+    phi = phi_pattern(phi_values())
+    secrets = secret_pattern(secret_values(stack))
+    findings: list[Finding] = []
+    for pattern in (phi, secrets):
+        findings += scan_files(log_paths, pattern)
+        findings += scan_database(inbox, pattern, columns=INBOX_ERROR_COLUMNS)
+        findings += scan_files([stack.root / "stack.json"], pattern)
+    findings += scan_database(prefect_copy, secrets)
+    return findings
+
+
+def test_no_phi_or_secret_in_logs_errors_or_prefect(
+    local_stack: LocalStack, seed_runs: None, stack_store: Store, tmp_path: Path
+) -> None:
+    bundles = [path for path in local_stack.bundle_dir.rglob("*") if path.is_file()]
+    assert bundles, "no bundle was downloaded: the logs would have no signed URL to leak"
+    copy = copy_database(local_stack.prefect_db_path, tmp_path / "prefect.db")
+    inbox = copy_database(local_stack.inbox_db_path, tmp_path / "inbox.db")
+    findings = scan_for_leaks(local_stack, copy, log_files(local_stack), inbox)
+    assert findings == [], f"PHI or secrets found: {sorted(set(findings))[:20]}"
+
+
+def test_the_leak_scan_finds_planted_values(local_stack: LocalStack, seed_runs: None, tmp_path: Path) -> None:
+    logs = []
+    for path in log_files(local_stack):
+        logs.append(tmp_path / path.name)
+        logs[-1].write_bytes(path.read_bytes())
+    with logs[0].open("a") as log:
+        log.write("GET http://127.0.0.1:1/f/x.xml?X-Amz-Signature=abc (born 1952-01-01)\n")
+    copy = copy_database(local_stack.prefect_db_path, tmp_path / "prefect.db")
+    with sqlite3.connect(copy) as connection:
+        connection.execute(
+            "UPDATE artifact SET description = ? WHERE id = (SELECT id FROM artifact LIMIT 1)",
+            (f"key {local_stack.api_key}",),
+        )
+    inbox = copy_database(local_stack.inbox_db_path, tmp_path / "inbox.db")
+    with sqlite3.connect(inbox) as connection:
+        connection.execute(
+            "INSERT INTO inbox_message (message_id, type, received_at, status, attempts, next_attempt_at, last_error) "
+            "VALUES ('planted', 't', '2026-01-01', 'error', 1, '2026-01-01', ?)",
+            (f"HTTPStatusError for url 'http://x/y?Signature=1' with {local_stack.webhook_key}",),
+        )
+    found = {(Path(f.where).name, f.value) for f in scan_for_leaks(local_stack, copy, logs, inbox)}
+    assert {
+        (logs[0].name, "X-Amz-Signature"),
+        (logs[0].name, "1952-01-01"),
+        ("artifact", local_stack.api_key),
+        ("inbox_message", "Signature="),
+        ("inbox_message", local_stack.webhook_key),
+    } <= found, found
 
 
 def test_scanner_finds_planted_phi(local_stack: LocalStack, seed_runs: None, tmp_path: Path) -> None:

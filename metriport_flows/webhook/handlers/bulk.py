@@ -10,7 +10,6 @@ as failed; a job that never completes is ended by the reconciler's hard deadline
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from metriport_flows.client.errors import MetriportError, UrlExpired
@@ -28,9 +27,9 @@ from metriport_flows.domain.bulk_documents import (
     documents_dir,
     download_documents,
     extension_for,
-    safe_id,
     write_manifest,
 )
+from metriport_flows.domain.file_names import file_name, inside, private_folder
 from metriport_flows.domain.stages import (
     BulkCreateDone,
     BulkDownloadReady,
@@ -82,10 +81,8 @@ async def bulk_download_urls(message: BulkDownloadUrlsMessage, ctx: HandlerConte
 
 def result_csv_path(bundle_dir: Path, job_id: str) -> Path:
     """`{bundle_dir}/bulk-create/{job_id}.csv`; the folder is 0700 (the CSV holds demographics)."""
-    folder = Path(bundle_dir) / "bulk-create"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(folder, 0o700)
-    return folder / f"{safe_id(job_id)}.csv"
+    folder = private_folder(inside(bundle_dir, "bulk-create"))
+    return inside(folder, file_name(job_id, ".csv"))
 
 
 @router.register(BULK_PATIENT_CREATE, stage=Stage.bulk_create)

@@ -16,21 +16,19 @@ from metriport_flows.client.messages import (
     FAILED,
     ConsolidatedDataMessage,
 )
-from metriport_flows.domain.ids import is_id
+from metriport_flows.domain.file_names import UnsafeName, file_name, inside, private_folder
 from metriport_flows.domain.stages import ConsolidatedReady, Outcome, Stage
 from metriport_flows.webhook.router import HandlerContext, Router
 
 router = Router()
 
 
-def _safe(value: str | None, what: str) -> str:
-    if not value or not is_id(value, max_length=200) or ".." in value:
-        raise ValueError(f"{what} is not usable in a file name")
-    return value
-
-
 def bundle_path(bundle_dir: Path, patient_id: str | None, request_id: str | None, ext: str) -> Path:
-    return Path(bundle_dir) / _safe(patient_id, "patient id") / f"{_safe(request_id, 'request id')}.{ext}"
+    """`{bundle_dir}/{patient_id}/{request_id}.{ext}`, ids mapped by `file_name`; the folder is made 0700."""
+    if not patient_id or not request_id:
+        raise UnsafeName("a bundle needs a patient id and a request id")
+    folder = private_folder(inside(bundle_dir, file_name(patient_id)))
+    return inside(folder, file_name(request_id, f".{ext}"))
 
 
 def pick_attachment(message: ConsolidatedDataMessage) -> tuple[str, str, str] | None:
@@ -56,7 +54,6 @@ async def on_consolidated_data(message: ConsolidatedDataMessage, ctx: HandlerCon
         return ConsolidatedReady(outcome=Outcome.ready, request_id=request_id, empty=True)
     url, ext, content_type = attachment
     dest = bundle_path(ctx.settings.bundle_dir, message.patient_id, request_id or message.message_id, ext)
-    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         downloaded = await ctx.api.download(url, dest)
     except UrlExpired:

@@ -21,7 +21,7 @@ from metriport_flows.client.messages import (
     PATIENT_DISCHARGE,
     PatientAdmitMessage,
 )
-from metriport_flows.domain.bulk_documents import safe_id
+from metriport_flows.domain.file_names import file_name, inside, private_folder
 from metriport_flows.webhook.router import HandlerContext, Router
 
 router = Router()
@@ -30,9 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def notification_path(bundle_dir: Path, patient_id: str, message_id: str) -> Path:
-    folder = Path(bundle_dir) / safe_id(patient_id) / "notifications"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return folder / f"{safe_id(message_id)}.json"
+    folder = private_folder(inside(bundle_dir, file_name(patient_id), "notifications"))
+    return inside(folder, file_name(message_id, ".json"))
 
 
 @router.register(PATIENT_ADMIT)
@@ -47,6 +46,6 @@ async def patient_notification(message: PatientAdmitMessage, ctx: HandlerContext
         await ctx.api.download(
             message.payload.url, notification_path(ctx.settings.bundle_dir, patient_id, message.message_id)
         )
-    except (MetriportError, httpx.HTTPError, OSError) as exc:
+    except (MetriportError, httpx.HTTPError, OSError, ValueError) as exc:
         logger.warning("%s %s: bundle not stored (%s)", message.type, message.message_id, type(exc).__name__)
     return None

@@ -187,9 +187,14 @@ async def test_late_duplicates_are_recorded_and_never_resolve_twice(
 
 
 async def test_a_failing_handler_keeps_the_message_with_backoff(store: Store, dispatcher: Dispatcher) -> None:
-    wait_for(store, "pat-err", stage="consolidated", request_id="../../etc")
+    too_long_for_a_file_name = "é" * 101
+    wait_for(store, "pat-err", stage="consolidated", request_id=too_long_for_a_file_name)
     bad = {
-        "meta": {"messageId": str(uuid.uuid4()), "requestId": "../../etc", "type": "medical.consolidated-data"},
+        "meta": {
+            "messageId": str(uuid.uuid4()),
+            "requestId": too_long_for_a_file_name,
+            "type": "medical.consolidated-data",
+        },
         "patients": [
             {
                 "patientId": "pat-err",
@@ -213,7 +218,7 @@ async def test_a_failing_handler_keeps_the_message_with_backoff(store: Store, di
     message_id = put(store, bad)
     await dispatcher.dispatch_once()
     row = store.get_message(message_id)
-    assert row.status == MessageStatus.error and row.attempts == 1 and "ValueError" in row.last_error
+    assert row.status == MessageStatus.error and row.attempts == 1 and "UnsafeName" in row.last_error
     assert row.next_attempt_at > utcnow() and row.body is not None
 
 

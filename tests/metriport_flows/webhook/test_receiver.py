@@ -113,7 +113,7 @@ async def test_oversized_bodies_get_413_declared_or_streamed(receiver: Receiver)
     assert _count(receiver.store) == 0
 
 
-async def test_not_json_or_no_message_id_gets_400(receiver: Receiver) -> None:
+async def test_not_json_or_no_message_id_gets_400_and_is_kept_as_rejected(receiver: Receiver) -> None:
     async with httpx.AsyncClient(base_url=receiver.base_url) as client:
         answers = []
         for raw in (
@@ -125,7 +125,7 @@ async def test_not_json_or_no_message_id_gets_400(receiver: Receiver) -> None:
             body, headers = signed(raw)
             answers.append(await client.post(WEBHOOK_PATH, content=body, headers=headers))
     assert [a.status_code for a in answers] == [400] * 4
-    assert _count(receiver.store) == 0
+    assert [(status, count) for status, count, _ in receiver.store.backlog()] == [(MessageStatus.rejected, 4)]
 
 
 async def test_unknown_types_are_stored(receiver: Receiver) -> None:
