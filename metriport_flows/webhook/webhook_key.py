@@ -24,7 +24,7 @@ async def load_webhook_signer(settings: Settings) -> WebhookSigner:
     from prefect.blocks.system import Secret
 
     try:
-        block = await Secret.aload(settings.webhook_key_block)
+        block: Secret[str] = await Secret.aload(settings.webhook_key_block)
     except Exception as exc:  # not found, or Prefect unreachable: say which setting is missing
         raise WebhookKeyMissing(
             f"no webhook key: set METRIPORT_WEBHOOK_KEY or create the Prefect Secret block "
