@@ -88,7 +88,7 @@ async def bulk_patient_create(params: BulkPatientCreateParams) -> BulkCreateSumm
     run_id = str(flow_run.get_id())
     csv_path = str(Path(params.csv_path).expanduser().resolve())
     rows = await check_bulk_csv(run_id, csv_path, Stage.bulk_create, 1)
-    wait = StageWait(get_store(), run_id, None, Stage.bulk_create, 1, params.deadlines(get_settings()))  # type: ignore[arg-type]
+    wait = StageWait(get_store(), run_id, None, Stage.bulk_create, 1, params.deadlines(get_settings()))
     wait.register()
     job = await start_bulk_patient_create(run_id, params.facility_id, params.dry_run, Stage.bulk_create, 1)
     wait.set_request_id(job.request_id)

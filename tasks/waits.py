@@ -105,7 +105,7 @@ class StageWait:
 
     store: Store
     flow_run_id: str
-    patient_id: str
+    patient_id: str | None  # None for a bulk job (one wait for many patients)
     stage: Stage
     attempt: int
     deadlines: Deadlines

@@ -344,7 +344,7 @@ def _text(value: Any) -> str | None:
 
 
 MESSAGE_CLASSES: dict[str, type[WebhookMessage]] = {
-    cls.message_type: cls  # type: ignore[misc]
+    cls.message_type: cls
     for cls in (
         PingMessage,
         DocumentDownloadMessage,
@@ -355,6 +355,7 @@ MESSAGE_CLASSES: dict[str, type[WebhookMessage]] = {
         PatientAdmitMessage,
         PatientDischargeMessage,
     )
+    if cls.message_type is not None
 }
 
 

@@ -185,10 +185,6 @@ class WaitQueries(StoreBase):
             session.commit()
         return won
 
-    def wait_result(self, wait_id: str) -> StageResult | None:
-        wait = self.get_wait(wait_id)
-        return None if wait is None else wait.result_model()
-
     def _move_wait(self, wait_id: str, from_statuses: tuple[WaitStatus, ...], **values: Any) -> bool:
         statement = (
             update(Wait)
