@@ -21,6 +21,7 @@ WITH_PG = $(if $(PG_ANSWERS),TEST_DATABASE_URL=$${TEST_DATABASE_URL:-$(PG_URL)},
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint
 	@echo "$(if $(PG_ANSWERS),PostgreSQL answers: the inbox tests run on it too,PostgreSQL does not answer: the inbox tests run on SQLite only)"

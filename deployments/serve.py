@@ -77,7 +77,7 @@ class Declared:
         return f"{self.load_flow().name}/{self.name}"
 
     def deployment(self) -> RunnerDeployment:
-        return self.load_flow().to_deployment(
+        deployment = self.load_flow().to_deployment(
             self.name,
             description=self.description,
             schedules=list(self.schedules) or None,
@@ -85,6 +85,9 @@ class Declared:
             triggers=list(self.triggers) or None,
             tags=list(self.tags),
         )
+        if not isinstance(deployment, RunnerDeployment):
+            raise TypeError(f"{self.name}: Prefect returned {type(deployment).__name__}, not a RunnerDeployment")
+        return deployment
 
 
 def _schedule(entry: dict[str, Any]) -> SCHEDULE_TYPES:

@@ -15,48 +15,25 @@ DATABASE_URL, BUNDLE_DIR, a running receiver + dispatcher.
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
 
 from metriport_flows.domain.bulk_documents import (
     Manifest,
     manifest_markdown,
     read_manifest,
 )
-from metriport_flows.domain.ids import ID_PATTERN
+from metriport_flows.domain.document_download import BulkDocumentDownloadParams, DownloadSummary
 from metriport_flows.domain.stages import BulkDownloadReady, Outcome, Stage
-from metriport_flows.domain.waits import WaitTuning
 from metriport_flows.settings import get_settings
 from metriport_flows.store.store import get_store
 from tasks.bulk import download_document, start_bulk_download
 from tasks.waits import StageWait
 
 MAX_ATTEMPTS = 2
-
-
-class BulkDocumentDownloadParams(WaitTuning):
-    """The UI's form. Ids only: a document's file name may hold the patient's name."""
-
-    patient_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN, description="Metriport patient id")
-    document_id: str | None = Field(
-        None, max_length=200, pattern=ID_PATTERN, description="Only this document (GET /document/download-url)"
-    )
-    conversion_type: Literal["html", "pdf"] | None = Field(
-        None, description="Single mode, C-CDA XML documents only: fetch it rendered as html or pdf"
-    )
-
-
-class DownloadSummary(BaseModel):
-    patient_id: str
-    request_id: str | None = None
-    manifest_path: str
-    documents: int
-    downloaded: int
-    total_bytes: int
 
 
 class DocumentDownloadFailed(RuntimeError):

@@ -23,15 +23,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.deployments import arun_deployment
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
 
-from metriport_flows.domain.bulk_csv import (
-    ResultRow,
-    created_patient_ids,
-    parse_result_csv,
-)
+from metriport_flows.domain.bulk_create import BulkCreateSummary, BulkPatientCreateParams, result_markdown
+from metriport_flows.domain.bulk_csv import created_patient_ids, parse_result_csv
 from metriport_flows.domain.stages import BulkCreateDone, Outcome, Stage
-from metriport_flows.domain.waits import WaitTuning
 from metriport_flows.settings import get_settings
 from metriport_flows.store.store import get_store
 from tasks.bulk import (
@@ -44,41 +39,8 @@ from tasks.waits import StageWait
 COHORT_DEPLOYMENT = "cohort-refresh/nightly"
 
 
-class BulkPatientCreateParams(WaitTuning):
-    """The UI's form: a path, not the CSV itself (it holds demographics)."""
-
-    csv_path: str = Field(description="Path of the CSV (Metriport's bulk patient create columns)")
-    facility_id: str | None = Field(None, max_length=64, description="Facility; may be omitted with one facility")
-    dry_run: bool = Field(False, description="Metriport validates the CSV without creating patients")
-    start_cohort: bool = Field(False, description="Then start cohort-refresh for the created patients")
-
-
-class BulkCreateSummary(BaseModel):
-    request_id: str | None
-    rows: int
-    succeeded: int
-    failed: int
-    result_path: str | None
-    created_patient_ids: list[str] = Field(default_factory=list)
-    cohort_flow_run_id: str | None = None
-
-
 class BulkCreateFailed(RuntimeError):
     """Metriport failed the import, its result expired, or it never completed (ids only)."""
-
-
-def result_markdown(summary: BulkCreateSummary, failures: list[ResultRow]) -> str:
-    lines = [
-        f"# Bulk patient create {summary.request_id}",
-        "",
-        f"rows **{summary.rows}** · created **{summary.succeeded}** · failed **{summary.failed}**",
-    ]
-    if summary.cohort_flow_run_id:
-        lines += ["", f"cohort refresh run: {summary.cohort_flow_run_id}"]
-    if failures:
-        lines += ["", "## Failed rows", "", "| line | externalId | reason |", "|---|---|---|"]
-        lines += [f"| {r.line} | {r.external_id or ''} | {(r.reason or '').replace('|', '/')} |" for r in failures]
-    return "\n".join(lines) + "\n"
 
 
 @flow(name="bulk-patient-create", persist_result=True)
@@ -88,7 +50,7 @@ async def bulk_patient_create(params: BulkPatientCreateParams) -> BulkCreateSumm
     run_id = str(flow_run.get_id())
     csv_path = str(Path(params.csv_path).expanduser().resolve())
     rows = await check_bulk_csv(run_id, csv_path, Stage.bulk_create, 1)
-    wait = StageWait(get_store(), run_id, None, Stage.bulk_create, 1, params.deadlines(get_settings()))  # type: ignore[arg-type]
+    wait = StageWait(get_store(), run_id, None, Stage.bulk_create, 1, params.deadlines(get_settings()))
     wait.register()
     job = await start_bulk_patient_create(run_id, params.facility_id, params.dry_run, Stage.bulk_create, 1)
     wait.set_request_id(job.request_id)

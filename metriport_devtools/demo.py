@@ -15,8 +15,11 @@ import asyncio
 import os
 import shutil
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -25,6 +28,7 @@ from prefect.deployments import arun_deployment
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_LOCAL_STORAGE_PATH,
+    Settings,
     temporary_settings,
 )
 from rich.console import Console
@@ -53,7 +57,7 @@ DEMO_FACILITY = {
     "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
 }
 # Two people the sandbox does not know: Metriport finds no documents for them (and sends no conversion message).
-OTHER_PATIENTS: tuple[dict, ...] = (
+OTHER_PATIENTS: tuple[dict[str, Any], ...] = (
     {
         "firstName": "Robin",
         "lastName": "Demo",
@@ -148,7 +152,9 @@ async def refresh(client: PrefectClient, store: Store, patients: list[DemoPatien
     pending = {p.flow_run_id: p for p in patients if p.stage not in FINAL_STAGES}
     if not pending:
         return
-    runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(pending))))
+    runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id) for run_id in pending]))
+    )
     for run in runs:
         patient = pending[str(run.id)]
         state = run.state
@@ -221,7 +227,7 @@ async def follow_runs(stack: LocalStack, patients: list[DemoPatient], console: C
     store.dispose()
 
 
-def _bound_to(stack: LocalStack):
+def _bound_to(stack: LocalStack) -> AbstractContextManager[Settings]:
     """Prefect settings of the stack's server, and its result storage (the flows persist results there)."""
     return temporary_settings(
         updates={PREFECT_API_URL: stack.prefect_api_url, PREFECT_LOCAL_STORAGE_PATH: stack.prefect_home / "storage"}

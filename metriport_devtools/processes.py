@@ -36,7 +36,8 @@ class StackError(RuntimeError):
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def group_alive(pgid: int) -> bool:
@@ -69,7 +70,7 @@ class Service:
     env: dict[str, str]
     log_path: Path
     cwd: Path
-    process: subprocess.Popen | None = field(default=None, repr=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
         private_folder(self.log_path.parent)

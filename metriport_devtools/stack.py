@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from metriport_devtools import project
 from metriport_devtools.processes import (
@@ -144,8 +145,8 @@ class LocalStack:
         """The same configuration as an in-process `Settings`, for tests and the demo."""
         return Settings(
             metriport_base_url=self.emulator_url,
-            metriport_api_key=self.api_key,
-            metriport_webhook_key=self.webhook_key,
+            metriport_api_key=SecretStr(self.api_key),
+            metriport_webhook_key=SecretStr(self.webhook_key) if self.webhook_key is not None else None,
             database_url=self.database_url,
             bundle_dir=self.bundle_dir,
             hot_window_seconds=self.hot_window_seconds,
@@ -254,7 +255,8 @@ class LocalStack:
             timeout=10.0,
         )
         response.raise_for_status()
-        return response.json()["webhookKey"]
+        key: str = response.json()["webhookKey"]
+        return key
 
     def _pinged(self) -> bool:
         """The emulator records every ping it sends: the last one must have got its pong."""

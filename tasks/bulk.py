@@ -46,10 +46,7 @@ class BulkJob(BaseModel):
     upload_url: str
 
 
-_once = task(persist_result=True, cache_key_fn=once_per_stage_attempt)
-
-
-@_once(name="check-bulk-csv")
+@task(name="check-bulk-csv", persist_result=True, cache_key_fn=once_per_stage_attempt)
 async def check_bulk_csv(flow_run_id: str, csv_path: str, stage: Stage, attempt: int) -> int:
     """Metriport's rules, before anything is uploaded; the row count, or InvalidCsv (and an artifact)."""
     try:
@@ -63,7 +60,7 @@ async def check_bulk_csv(flow_run_id: str, csv_path: str, stage: Stage, attempt:
         raise
 
 
-@_once(name="start-bulk-patient-create")
+@task(name="start-bulk-patient-create", persist_result=True, cache_key_fn=once_per_stage_attempt)
 async def start_bulk_patient_create(
     flow_run_id: str, facility_id: str | None, dry_run: bool, stage: Stage, attempt: int
 ) -> BulkJob:
@@ -75,7 +72,7 @@ async def start_bulk_patient_create(
     return BulkJob(request_id=job.request_id, upload_url=job.upload_url)
 
 
-@_once(name="upload-bulk-csv")
+@task(name="upload-bulk-csv", persist_result=True, cache_key_fn=once_per_stage_attempt)
 async def upload_bulk_csv(flow_run_id: str, job: BulkJob, csv_path: str, stage: Stage, attempt: int) -> int:
     """PUT the CSV to the job's single-use URL (valid 10 minutes); the number of bytes sent."""
     data = Path(csv_path).read_bytes()
@@ -113,12 +110,16 @@ async def download_document(flow_run_id: str, patient_id: str, document_id: str,
     settings = get_settings()
     folder = documents_dir(settings.bundle_dir, patient_id, f"single-{flow_run_id}")
     async with MedicalApi.from_settings(settings) as api:
-        found = [d for d in await api.list_documents(patient_id) if d.id == document_id and d.file_name]
+        found = [
+            (d, file_name)
+            for d in await api.list_documents(patient_id)
+            if d.id == document_id and (file_name := d.file_name)
+        ]
         if not found:
             raise DocumentNotFound(f"patient {patient_id} has no document {document_id}")
-        document = found[0]
-        extension = f".{conversion_type}" if conversion_type else extension_for(document.file_name, None)
-        url = await api.get_download_url(document.file_name, conversion_type=conversion_type)
+        document, file_name = found[0]
+        extension = f".{conversion_type}" if conversion_type else extension_for(file_name, None)
+        url = await api.get_download_url(file_name, conversion_type=conversion_type)
         source = DocumentSource(
             id=document_id, url=url, extension=extension, mime_type=None if conversion_type else document.content_type
         )

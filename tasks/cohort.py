@@ -24,9 +24,8 @@ import httpx
 from prefect import Task, get_run_logger, task
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
+from prefect.client.schemas.objects import FlowRun, State, StateType, TaskRun
 from prefect.deployments import arun_deployment
-from prefect.states import State
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,

@@ -18,9 +18,10 @@ from prefect import task
 
 from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.metadata import validate_metadata
+from metriport_flows.domain.rate_limits import Operation
 from metriport_flows.domain.stages import Stage
 from metriport_flows.settings import get_settings
-from tasks.limits import Operation, wait_for_slot
+from tasks.limits import wait_for_slot
 from tasks.once import failed_transiently, once_per_stage_attempt
 
 

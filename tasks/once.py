@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import Task
-from prefect.client.schemas.objects import TaskRun
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
-from prefect.states import State
 
 from metriport_flows.client.errors import UrlExpired, is_transient
 from metriport_flows.domain.stages import Stage
@@ -28,4 +27,5 @@ def once_per_stage_attempt(context: TaskRunContext, parameters: dict[str, Any]) 
 def failed_transiently(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
     """Retry rate limits, server and connection errors, and an expired URL (a new call gets a new one);
     any other 4xx will not get better."""
-    return is_transient(state.data) or isinstance(state.data, UrlExpired)
+    failure = state.data
+    return isinstance(failure, BaseException) and (is_transient(failure) or isinstance(failure, UrlExpired))

@@ -47,7 +47,7 @@ async def prefect_suspend(model: type[StageResult], key: str) -> StageResult:
     return await asuspend_flow_run(wait_for_input=model, key=key, timeout=None)
 
 
-def run_logger() -> logging.Logger | logging.LoggerAdapter:
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
     """The flow run's logger (its lines show in the UI), or a plain one outside a run."""
     from prefect.exceptions import MissingContextError
     from prefect.logging import get_run_logger
@@ -68,11 +68,19 @@ def fired_pause_keys() -> set[str]:
     return set(context.flow_run.empirical_policy.pause_keys or ())
 
 
+def stored_wait(store: Store, wait_id: str) -> Wait:
+    """The wait's row; a run's own wait is never deleted, so a missing row is a broken store."""
+    wait = store.get_wait(wait_id)
+    if wait is None:
+        raise RuntimeError(f"Wait {wait_id} is missing from the store")
+    return wait
+
+
 async def watch(store: Store, wait_id: str, seconds: float, poll: float = POLL_SECONDS) -> StageResult | None:
     """Poll the wait's row until it is resolved or `seconds` pass; the resolution or None."""
     deadline = time.monotonic() + seconds
     while True:
-        result = store.get_wait(wait_id).result_model()
+        result = stored_wait(store, wait_id).result_model()
         remaining = deadline - time.monotonic()
         if result is not None or remaining <= 0:
             return result
@@ -85,7 +93,7 @@ def adopt_run_input(store: Store, wait: Wait, run_input: StageResult) -> StageRe
     model = RESULT_MODELS[Stage(wait.stage)]
     manual = model.model_validate({**run_input.model_dump(exclude_unset=False), "resolved_by": ResolvedBy.manual})
     store.resolve_wait(wait.id, manual)
-    resolved = store.get_wait(wait.id).result_model()
+    resolved = stored_wait(store, wait.id).result_model()
     if resolved is None:
         raise RuntimeError(f"Wait {wait.id} is still open after resolving it")
     return resolved
@@ -97,7 +105,7 @@ class StageWait:
 
     store: Store
     flow_run_id: str
-    patient_id: str
+    patient_id: str | None  # None for a bulk job (one wait for many patients)
     stage: Stage
     attempt: int
     deadlines: Deadlines
@@ -147,7 +155,7 @@ class StageWait:
         self, suspend: Suspend = prefect_suspend, fired: Callable[[], set[str]] = fired_pause_keys
     ) -> StageResult:
         """The stage's resolution: from the store, a fired pause key, the hot window, or a suspend."""
-        wait = self.store.get_wait(self._wait().id)
+        wait = stored_wait(self.store, self._wait().id)
         stored = wait.result_model()
         if stored is not None:
             return self._consume(stored, "from the store")
@@ -159,7 +167,7 @@ class StageWait:
             return self._consume(hot, "in the hot window")
         run_logger().info("Wait %s: no answer within %.1f s; suspending", self.key, self.deadlines.hot_window_seconds)
         run_input = await suspend(self.model, self.key)
-        stored = self.store.get_wait(wait.id).result_model()
+        stored = stored_wait(self.store, wait.id).result_model()
         if stored is not None:
             return self._consume(stored, "from the store")
         return self._consume(adopt_run_input(self.store, wait, run_input), "from the resume input")

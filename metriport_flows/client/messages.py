@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
@@ -234,13 +234,16 @@ class PingMessage(WebhookMessage):
     ping: str = ""
 
 
-class _PatientsMessage(WebhookMessage):
+PatientT = TypeVar("PatientT", bound=PatientItem)
+
+
+class _PatientsMessage(WebhookMessage, Generic[PatientT]):
     """Metriport sends exactly one patient per message; `.patient` is that one."""
 
-    patients: list[PatientItem] = Field(default_factory=list)
+    patients: list[PatientT] = Field(default_factory=list)
 
     @property
-    def patient(self) -> Any:
+    def patient(self) -> PatientT | None:
         return self.patients[0] if self.patients else None
 
     @property
@@ -252,24 +255,20 @@ class _PatientsMessage(WebhookMessage):
         return self.patient.status if self.patient is not None else None
 
 
-class DocumentDownloadMessage(_PatientsMessage):
+class DocumentDownloadMessage(_PatientsMessage[DocumentPatient]):
     message_type: ClassVar[str | None] = DOCUMENT_DOWNLOAD
-    patients: list[DocumentPatient] = Field(default_factory=list)
 
 
-class DocumentConversionMessage(_PatientsMessage):
+class DocumentConversionMessage(_PatientsMessage[PatientItem]):
     message_type: ClassVar[str | None] = DOCUMENT_CONVERSION
-    patients: list[PatientItem] = Field(default_factory=list)
 
 
-class BulkDownloadUrlsMessage(_PatientsMessage):
+class BulkDownloadUrlsMessage(_PatientsMessage[DocumentPatient]):
     message_type: ClassVar[str | None] = BULK_DOWNLOAD_URLS
-    patients: list[DocumentPatient] = Field(default_factory=list)
 
 
-class ConsolidatedDataMessage(_PatientsMessage):
+class ConsolidatedDataMessage(_PatientsMessage[ConsolidatedPatient]):
     message_type: ClassVar[str | None] = CONSOLIDATED_DATA
-    patients: list[ConsolidatedPatient] = Field(default_factory=list)
 
     @property
     def json_url(self) -> str | None:
@@ -345,7 +344,7 @@ def _text(value: Any) -> str | None:
 
 
 MESSAGE_CLASSES: dict[str, type[WebhookMessage]] = {
-    cls.message_type: cls  # type: ignore[misc]
+    cls.message_type: cls
     for cls in (
         PingMessage,
         DocumentDownloadMessage,
@@ -356,6 +355,7 @@ MESSAGE_CLASSES: dict[str, type[WebhookMessage]] = {
         PatientAdmitMessage,
         PatientDischargeMessage,
     )
+    if cls.message_type is not None
 }
 
 

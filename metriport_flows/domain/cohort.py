@@ -9,6 +9,7 @@ import csv
 import io
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -50,7 +51,7 @@ class CohortParams(BaseModel):
             self.all_patients = True
         return self
 
-    def run_parameters(self, patient_id: str) -> dict:
+    def run_parameters(self, patient_id: str) -> dict[str, Any]:
         """Parameters of one patient-records run (validated here, before any run is created)."""
         request = PatientRecordsParams(
             patient_id=patient_id,

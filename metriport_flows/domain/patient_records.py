@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
@@ -48,7 +48,7 @@ class PatientRecordsParams(BaseModel):
         pattern=ID_PATTERN,
         description="Facility for the document query; default: the patient's primary one",
     )
-    resources: list[ResourceType] = Field(  # type: ignore[valid-type]
+    resources: list[ResourceType] = Field(
         default_factory=list, description="FHIR resource types to fetch; empty means all of them"
     )
     date_from: date | None = Field(None, description="Only data from this date (inclusive)")
@@ -179,7 +179,7 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def validate_resource(resource: dict) -> None:
+def validate_resource(resource: dict[str, Any]) -> None:
     """Validate one resource with fhir.resources' R4B model; errors name fields, never values."""
     resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
     if not isinstance(resource_type, str):
@@ -196,7 +196,7 @@ def validate_resource(resource: dict) -> None:
         raise BundleInvalid(f"Invalid {resource_type} {resource.get('id', '')}: {fields}") from None
 
 
-def count_bundle_resources(bundle: dict, validate: bool = True) -> dict[str, int]:
+def count_bundle_resources(bundle: dict[str, Any], validate: bool = True) -> dict[str, int]:
     """Count (and validate) the resources of a FHIR Bundle by resourceType."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BundleInvalid("Stored consolidated file is not a FHIR Bundle")

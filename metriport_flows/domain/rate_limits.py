@@ -45,7 +45,7 @@ class RateLimitSettings(BaseSettings):
     burst_fraction: float = Field(0.25, gt=0, lt=1, description="Share of the window's calls allowed at once")
 
     def per_window(self, operation: Operation) -> int:
-        return getattr(self, Operation(operation).name)
+        return int(getattr(self, Operation(operation).name))
 
 
 @dataclass(frozen=True)

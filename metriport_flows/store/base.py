@@ -50,7 +50,7 @@ class StoreBase:
 
     def ping(self) -> bool:
         with self.engine.connect() as connection:
-            return connection.execute(text("SELECT 1")).scalar_one() == 1
+            return bool(connection.execute(text("SELECT 1")).scalar_one() == 1)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlmodel import col
 
 from metriport_flows.client.log_hygiene import redact_urls
 from metriport_flows.store.base import StoreBase
@@ -80,7 +81,7 @@ class InboxQueries(StoreBase):
                 next_attempt_at=now,
             )
             .on_conflict_do_nothing(index_elements=["message_id"])
-            .returning(InboxMessage.message_id)
+            .returning(col(InboxMessage.message_id))
         )
         with self.session() as session:
             inserted = session.execute(statement).first() is not None
@@ -120,11 +121,11 @@ class InboxQueries(StoreBase):
             return session.get(InboxMessage, message_id)
 
     def list_messages(self, status: MessageStatus | str | None = None, limit: int = 100) -> list[InboxMessage]:
-        statement = select(InboxMessage).order_by(InboxMessage.received_at.desc()).limit(limit)
+        statement = select(InboxMessage).order_by(col(InboxMessage.received_at).desc()).limit(limit)
         if status is not None:
-            statement = statement.where(InboxMessage.status == MessageStatus(status).value)
+            statement = statement.where(col(InboxMessage.status) == MessageStatus(status).value)
         with self.session() as session:
-            return list(session.exec(statement).scalars())
+            return list(session.scalars(statement))
 
     def claim_pending(self, limit: int = 50, *, lease: timedelta = CLAIM_LEASE) -> list[InboxMessage]:
         """Due rows, oldest first, each to exactly one caller; a claim older than `lease` (a crashed
@@ -132,20 +133,22 @@ class InboxQueries(StoreBase):
         now = utcnow()
         due = or_(
             and_(
-                InboxMessage.status.in_([s.value for s in RETRYABLE_MESSAGE_STATUSES]),
-                InboxMessage.next_attempt_at <= now,
+                col(InboxMessage.status).in_([s.value for s in RETRYABLE_MESSAGE_STATUSES]),
+                col(InboxMessage.next_attempt_at) <= now,
             ),
-            and_(InboxMessage.status == MessageStatus.claimed.value, InboxMessage.claimed_at <= now - lease),
+            and_(col(InboxMessage.status) == MessageStatus.claimed.value, col(InboxMessage.claimed_at) <= now - lease),
         )
-        candidates = select(InboxMessage.message_id).where(due).order_by(InboxMessage.received_at).limit(limit)
+        candidates = (
+            select(col(InboxMessage.message_id)).where(due).order_by(col(InboxMessage.received_at)).limit(limit)
+        )
         if self.is_postgres:
             # ARRAY(...) runs the locking subquery once; under `IN (...)` PostgreSQL may re-run it while
             # rechecking rows and so claim more than `limit` rows.
-            chosen = InboxMessage.message_id == func.any(
+            chosen = col(InboxMessage.message_id) == func.any(
                 func.array(candidates.with_for_update(skip_locked=True).scalar_subquery())
             )
         else:
-            chosen = InboxMessage.message_id.in_(candidates.scalar_subquery())
+            chosen = col(InboxMessage.message_id).in_(candidates.scalar_subquery())
         statement = (
             update(InboxMessage)
             .where(chosen, due)
@@ -169,7 +172,7 @@ class InboxQueries(StoreBase):
         """Leave a claimed message in a final state: done (handled, duplicate, late) or orphan."""
         statement = (
             update(InboxMessage)
-            .where(InboxMessage.message_id == message_id)
+            .where(col(InboxMessage.message_id) == message_id)
             .values(
                 status=MessageStatus(status).value,
                 finished_at=utcnow(),
@@ -188,13 +191,13 @@ class InboxQueries(StoreBase):
         """Put a claimed message back (unmatched or error) with attempts + 1; it is never dropped."""
         statement = (
             update(InboxMessage)
-            .where(InboxMessage.message_id == message_id)
+            .where(col(InboxMessage.message_id) == message_id)
             .values(
                 status=MessageStatus(status).value,
-                attempts=InboxMessage.attempts + 1,
+                attempts=col(InboxMessage.attempts) + 1,
                 next_attempt_at=utcnow() + delay,
                 claimed_at=None,
-                last_error=(redact_urls(error)[:2000] if error else InboxMessage.last_error),
+                last_error=(redact_urls(error)[:2000] if error else col(InboxMessage.last_error)),
             )
         )
         with self.session() as session:
@@ -205,7 +208,7 @@ class InboxQueries(StoreBase):
         """Dispatch this message again now, whatever its state (the ops `replay` command)."""
         statement = (
             update(InboxMessage)
-            .where(InboxMessage.message_id == message_id)
+            .where(col(InboxMessage.message_id) == message_id)
             .values(
                 status=MessageStatus.pending.value,
                 next_attempt_at=utcnow(),
@@ -214,7 +217,7 @@ class InboxQueries(StoreBase):
             )
         )
         with self.session() as session:
-            found = session.execute(statement).rowcount == 1
+            found = session.exec(statement).rowcount == 1
             session.commit()
         return found
 
@@ -223,21 +226,21 @@ class InboxQueries(StoreBase):
         statement = (
             update(InboxMessage)
             .where(
-                InboxMessage.status == MessageStatus.unmatched.value,
-                InboxMessage.received_at <= utcnow() - older_than,
+                col(InboxMessage.status) == MessageStatus.unmatched.value,
+                col(InboxMessage.received_at) <= utcnow() - older_than,
             )
             .values(status=MessageStatus.orphan.value, finished_at=utcnow())
         )
         with self.session() as session:
-            count = session.execute(statement).rowcount
+            count = session.exec(statement).rowcount
             session.commit()
         return count
 
     def backlog(self) -> list[tuple[str, int, datetime | None]]:
         statement = (
-            select(InboxMessage.status, func.count(), func.min(InboxMessage.received_at))
-            .group_by(InboxMessage.status)
-            .order_by(InboxMessage.status)
+            select(col(InboxMessage.status), func.count(), func.min(col(InboxMessage.received_at)))
+            .group_by(col(InboxMessage.status))
+            .order_by(col(InboxMessage.status))
         )
         with self.session() as session:
             return [(status, count, oldest) for status, count, oldest in session.execute(statement)]
@@ -247,14 +250,14 @@ class InboxQueries(StoreBase):
         statement = (
             update(InboxMessage)
             .where(
-                InboxMessage.status.in_([MessageStatus.done.value, MessageStatus.orphan.value]),
-                InboxMessage.received_at <= utcnow() - older_than,
-                InboxMessage.body.is_not(None),
+                col(InboxMessage.status).in_([MessageStatus.done.value, MessageStatus.orphan.value]),
+                col(InboxMessage.received_at) <= utcnow() - older_than,
+                col(InboxMessage.body).is_not(None),
             )
             .values(body=None)
         )
         with self.session() as session:
-            count = session.execute(statement).rowcount
+            count = session.exec(statement).rowcount
             session.commit()
         return count
 
@@ -268,12 +271,14 @@ class InboxQueries(StoreBase):
             select(InboxMessage)
             .where(
                 or_(
-                    and_(InboxMessage.status.in_(retryable), InboxMessage.next_attempt_at <= cutoff),
-                    and_(InboxMessage.status == MessageStatus.claimed.value, InboxMessage.claimed_at <= cutoff),
+                    and_(col(InboxMessage.status).in_(retryable), col(InboxMessage.next_attempt_at) <= cutoff),
+                    and_(
+                        col(InboxMessage.status) == MessageStatus.claimed.value, col(InboxMessage.claimed_at) <= cutoff
+                    ),
                 )
             )
-            .order_by(InboxMessage.received_at)
+            .order_by(col(InboxMessage.received_at))
             .limit(limit)
         )
         with self.session() as session:
-            return list(session.exec(statement).scalars())
+            return list(session.scalars(statement))

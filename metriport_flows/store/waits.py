@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import or_, select, update
+from sqlmodel import col
 
 from metriport_flows.client.log_hygiene import redact_urls
 from metriport_flows.domain.stages import RESULT_MODELS, Stage, StageResult, pause_key
@@ -37,7 +38,7 @@ class WaitQueries(StoreBase):
         row back. Wakes this patient's (and this request's) unmatched messages."""
         stage = Stage(stage)
         now = utcnow()
-        values = dict(
+        values: dict[str, Any] = dict(
             id=str(uuid4()),
             flow_run_id=str(flow_run_id),
             stage=stage.value,
@@ -60,11 +61,13 @@ class WaitQueries(StoreBase):
         with self.session() as session:
             session.execute(statement)
             session.commit()
-            wait = session.exec(
+            wait = session.scalars(
                 select(Wait).where(
-                    Wait.flow_run_id == str(flow_run_id), Wait.stage == stage.value, Wait.attempt == attempt
+                    col(Wait.flow_run_id) == str(flow_run_id),
+                    col(Wait.stage) == stage.value,
+                    col(Wait.attempt) == attempt,
                 )
-            ).scalar_one()
+            ).one()
         if request_id and wait.request_id != request_id:
             self.set_wait_request_id(wait.id, request_id)
             wait.request_id = request_id
@@ -73,25 +76,25 @@ class WaitQueries(StoreBase):
 
     def set_wait_request_id(self, wait_id: str, request_id: str) -> None:
         with self.session() as session:
-            session.execute(update(Wait).where(Wait.id == wait_id).values(request_id=request_id))
+            session.execute(update(Wait).where(col(Wait.id) == wait_id).values(request_id=request_id))
             session.commit()
         self._wake_unmatched(patient_id=None, request_id=request_id)
 
     def _wake_unmatched(self, *, patient_id: str | None, request_id: str | None) -> int:
         keys = []
         if patient_id:
-            keys.append(InboxMessage.patient_id == patient_id)
+            keys.append(col(InboxMessage.patient_id) == patient_id)
         if request_id:
-            keys.append(InboxMessage.request_id == request_id)
+            keys.append(col(InboxMessage.request_id) == request_id)
         if not keys:
             return 0
         statement = (
             update(InboxMessage)
-            .where(InboxMessage.status == MessageStatus.unmatched.value, or_(*keys))
+            .where(col(InboxMessage.status) == MessageStatus.unmatched.value, or_(*keys))
             .values(next_attempt_at=utcnow())
         )
         with self.session() as session:
-            count = session.execute(statement).rowcount
+            count = session.exec(statement).rowcount
             session.commit()
         return count
 
@@ -100,47 +103,53 @@ class WaitQueries(StoreBase):
             return session.get(Wait, wait_id)
 
     def _waits(self, *conditions: Any, order: Any = None, limit: int | None = None) -> list[Wait]:
-        statement = select(Wait).where(*conditions).order_by(order if order is not None else Wait.created_at)
+        statement = select(Wait).where(*conditions).order_by(order if order is not None else col(Wait.created_at))
         if limit is not None:
             statement = statement.limit(limit)
         with self.session() as session:
-            return list(session.exec(statement).scalars())
+            return list(session.scalars(statement))
 
     def waits_for_run(self, flow_run_id: UUID | str) -> list[Wait]:
-        return self._waits(Wait.flow_run_id == str(flow_run_id))
+        return self._waits(col(Wait.flow_run_id) == str(flow_run_id))
 
     def open_waits(self) -> list[Wait]:
-        return self._waits(Wait.status == WaitStatus.open.value)
+        return self._waits(col(Wait.status) == WaitStatus.open.value)
 
     def undelivered_waits(self, now: datetime | None = None, *, due_only: bool = True, limit: int = 200) -> list[Wait]:
         """Resolved waits whose result has reached the run neither by resume nor by its own read."""
-        conditions = [Wait.status == WaitStatus.resolved.value]
+        conditions = [col(Wait.status) == WaitStatus.resolved.value]
         if due_only:
-            conditions.append(Wait.next_delivery_at <= (now or utcnow()))
-        return self._waits(*conditions, order=Wait.next_delivery_at, limit=limit)
+            conditions.append(col(Wait.next_delivery_at) <= (now or utcnow()))
+        return self._waits(*conditions, order=col(Wait.next_delivery_at), limit=limit)
 
     def waits_past_soft_deadline(self, now: datetime | None = None) -> list[Wait]:
-        return self._waits(Wait.status == WaitStatus.open.value, Wait.soft_deadline <= (now or utcnow()))
+        return self._waits(col(Wait.status) == WaitStatus.open.value, col(Wait.soft_deadline) <= (now or utcnow()))
 
     def waits_past_hard_deadline(self, now: datetime | None = None) -> list[Wait]:
-        return self._waits(Wait.status == WaitStatus.open.value, Wait.hard_deadline <= (now or utcnow()))
+        return self._waits(col(Wait.status) == WaitStatus.open.value, col(Wait.hard_deadline) <= (now or utcnow()))
 
     def find_wait_by_request_id(self, request_id: str, stage: Stage | str | None = None) -> Wait | None:
-        conditions = [Wait.request_id == request_id]
+        conditions = [col(Wait.request_id) == request_id]
         if stage is not None:
-            conditions.append(Wait.stage == Stage(stage).value)
-        waits = self._waits(*conditions, order=Wait.created_at.desc(), limit=1)
+            conditions.append(col(Wait.stage) == Stage(stage).value)
+        waits = self._waits(*conditions, order=col(Wait.created_at).desc(), limit=1)
         return waits[0] if waits else None
 
     def latest_wait_for_run(self, flow_run_id: UUID | str, stage: Stage | str) -> Wait | None:
         waits = self._waits(
-            Wait.flow_run_id == str(flow_run_id), Wait.stage == Stage(stage).value, order=Wait.attempt.desc(), limit=1
+            col(Wait.flow_run_id) == str(flow_run_id),
+            col(Wait.stage) == Stage(stage).value,
+            order=col(Wait.attempt).desc(),
+            limit=1,
         )
         return waits[0] if waits else None
 
     def latest_wait_for_patient(self, patient_id: str, stage: Stage | str) -> Wait | None:
         waits = self._waits(
-            Wait.patient_id == patient_id, Wait.stage == Stage(stage).value, order=Wait.created_at.desc(), limit=1
+            col(Wait.patient_id) == patient_id,
+            col(Wait.stage) == Stage(stage).value,
+            order=col(Wait.created_at).desc(),
+            limit=1,
         )
         return waits[0] if waits else None
 
@@ -163,7 +172,7 @@ class WaitQueries(StoreBase):
         now = utcnow()
         statement = (
             update(Wait)
-            .where(Wait.id == wait_id, Wait.status == WaitStatus.open.value)
+            .where(col(Wait.id) == wait_id, col(Wait.status) == WaitStatus.open.value)
             .values(
                 status=WaitStatus.resolved.value,
                 outcome=typed.outcome.value,
@@ -173,20 +182,18 @@ class WaitQueries(StoreBase):
             )
         )
         with self.session() as session:
-            won = session.execute(statement).rowcount == 1
+            won = session.exec(statement).rowcount == 1
             session.commit()
         return won
 
-    def wait_result(self, wait_id: str) -> StageResult | None:
-        wait = self.get_wait(wait_id)
-        return None if wait is None else wait.result_model()
-
     def _move_wait(self, wait_id: str, from_statuses: tuple[WaitStatus, ...], **values: Any) -> bool:
         statement = (
-            update(Wait).where(Wait.id == wait_id, Wait.status.in_([s.value for s in from_statuses])).values(**values)
+            update(Wait)
+            .where(col(Wait.id) == wait_id, col(Wait.status).in_([s.value for s in from_statuses]))
+            .values(**values)
         )
         with self.session() as session:
-            moved = session.execute(statement).rowcount == 1
+            moved = session.exec(statement).rowcount == 1
             session.commit()
         return moved
 
@@ -203,9 +210,9 @@ class WaitQueries(StoreBase):
     def retry_delivery(self, wait_id: str, *, error: str | None, delay: timedelta) -> None:
         statement = (
             update(Wait)
-            .where(Wait.id == wait_id)
+            .where(col(Wait.id) == wait_id)
             .values(
-                delivery_attempts=Wait.delivery_attempts + 1,
+                delivery_attempts=col(Wait.delivery_attempts) + 1,
                 next_delivery_at=utcnow() + delay,
                 last_delivery_error=redact_urls(error or "")[:500] or None,
             )

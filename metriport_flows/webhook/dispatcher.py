@@ -175,6 +175,8 @@ class Dispatcher:
             await self._finish(row, wait, "late: wait resolved meanwhile", status=status)
             return
         resolved = await asyncio.to_thread(self.store.get_wait, wait.id)
+        if resolved is None:
+            raise RuntimeError(f"wait {wait.id} vanished after it was resolved")
         logger.info("wait %s resolved %s by message %s", wait.id, result.outcome.value, message.message_id)
         await self._finish(
             row, resolved, f"resolved {result.outcome.value}", status=status, outcome=result.outcome.value

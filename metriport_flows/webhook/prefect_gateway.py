@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import TypeVar
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient, get_client
@@ -29,6 +30,7 @@ from metriport_flows.webhook.events import PlannedEvent
 from metriport_flows.webhook.protocols import ResumeAnswer, RunView
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class PrefectGateway:
@@ -49,7 +51,7 @@ class PrefectGateway:
             await self._client.__aexit__(exc_type, exc, tb)
             self._client = None
 
-    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, fn: Callable[[PrefectClient], Awaitable[T]]) -> T:
         if self._client is None:
             raise RuntimeError("PrefectGateway used outside `async with`")
         async for attempt in AsyncRetrying(
@@ -60,7 +62,7 @@ class PrefectGateway:
         ):
             with attempt:
                 async with self._semaphore:
-                    return await fn(self._client, *args, **kwargs)
+                    return await fn(self._client)
         raise AssertionError("unreachable: AsyncRetrying reraises")
 
     async def read_flow_run(self, flow_run_id: UUID | str) -> RunView | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import httpx
 from pydantic import BaseModel, Field
@@ -84,17 +85,18 @@ async def documents_status(api: Metriport, wait: Wait) -> DocumentsReady | None:
     if not statuses or progress.is_processing:
         return None
     noted = wait.progress or {}
-    common = dict(
+    ready = partial(
+        DocumentsReady,
         request_id=wait.request_id or progress.request_id,
         resolved_by=ResolvedBy.reconciler,
         documents=noted.get("documents", download.total if download else None),
         converted=noted.get("convertible", convert.total if convert else None),
     )
     if progress.request_id and wait.request_id and progress.request_id != wait.request_id:
-        return DocumentsReady(outcome=Outcome.ready, detail="a newer document query has finished", **common)
+        return ready(outcome=Outcome.ready, detail="a newer document query has finished")
     if "failed" in statuses:
-        return DocumentsReady(outcome=Outcome.failed, detail="GET /document/query reports the query failed", **common)
-    return DocumentsReady(outcome=Outcome.ready, detail="GET /document/query reports the query finished", **common)
+        return ready(outcome=Outcome.failed, detail="GET /document/query reports the query failed")
+    return ready(outcome=Outcome.ready, detail="GET /document/query reports the query finished")
 
 
 async def consolidated_status(api: Metriport, settings: Settings, wait: Wait) -> ConsolidatedReady | None:
@@ -103,7 +105,7 @@ async def consolidated_status(api: Metriport, settings: Settings, wait: Wait) ->
     patient_id, request_id = wait.patient_id or "", wait.request_id
     if not request_id:
         return None
-    common = dict(request_id=request_id, resolved_by=ResolvedBy.reconciler)
+    ready = partial(ConsolidatedReady, request_id=request_id, resolved_by=ResolvedBy.reconciler)
     try:
         query = await api.get_consolidated_query(patient_id, request_id)
         status = query.status
@@ -112,33 +114,30 @@ async def consolidated_status(api: Metriport, settings: Settings, wait: Wait) ->
     if status == "processing":
         return None
     if status == "failed":
-        return ConsolidatedReady(outcome=Outcome.failed, detail="Metriport reports the query failed", **common)
+        return ready(outcome=Outcome.failed, detail="Metriport reports the query failed")
     try:
         hook = await api.get_consolidated_webhook(patient_id, request_id)
     except NotFound:
-        return ConsolidatedReady(outcome=Outcome.expired, detail="Metriport no longer knows this query", **common)
+        return ready(outcome=Outcome.expired, detail="Metriport no longer knows this query")
     if hook.status == "failed":
-        return ConsolidatedReady(outcome=Outcome.failed, detail="the stored webhook reports failed", **common)
+        return ready(outcome=Outcome.failed, detail="the stored webhook reports failed")
     if hook.status != "completed":
         return None
     if not hook.file_url:
-        return ConsolidatedReady(outcome=Outcome.ready, empty=True, detail="Metriport sent an empty bundle", **common)
+        return ready(outcome=Outcome.ready, empty=True, detail="Metriport sent an empty bundle")
     kind = hook.conversion_type if hook.conversion_type in BUNDLE_EXTENSIONS else "json"
     dest = bundle_path(settings.bundle_dir, patient_id, request_id, BUNDLE_EXTENSIONS[kind])
     try:
         stored = await api.download(hook.file_url, dest)
     except UrlExpired:
-        return ConsolidatedReady(
-            outcome=Outcome.expired, detail="the bundle URL expired before it was fetched", **common
-        )
-    return ConsolidatedReady(
+        return ready(outcome=Outcome.expired, detail="the bundle URL expired before it was fetched")
+    return ready(
         outcome=Outcome.ready,
         bundle_path=str(stored.path),
         sha256=stored.sha256,
         size_bytes=stored.size,
         content_type=stored.content_type or CONTENT_TYPES[kind],
         detail="fetched by the reconciler",
-        **common,
     )
 
 
@@ -172,6 +171,7 @@ async def check_soft_deadlines(
         if wait.stage not in (Stage.documents.value, Stage.consolidated.value) or not wait.patient_id:
             continue  # no status endpoint for bulk jobs: only the hard deadline ends them
         report.waits_checked += 1
+        result: DocumentsReady | ConsolidatedReady | None
         try:
             if wait.stage == Stage.documents.value:
                 result = await documents_status(api, wait)

@@ -14,9 +14,9 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import StateType
 from pydantic import ValidationError
 
-from flows.bulk_document_download import BulkDocumentDownloadParams
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.bulk_documents import read_manifest
+from metriport_flows.domain.document_download import BulkDocumentDownloadParams
 from metriport_flows.domain.stages import Outcome, Stage
 from metriport_flows.settings import Settings
 from metriport_flows.store import Store

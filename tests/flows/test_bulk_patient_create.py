@@ -13,8 +13,8 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import StateType
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from flows.bulk_patient_create import BulkCreateSummary, result_markdown
 from metriport_devtools.stack import LocalStack
+from metriport_flows.domain.bulk_create import BulkCreateSummary, result_markdown
 from metriport_flows.domain.bulk_csv import ResultRow
 from metriport_flows.domain.rate_limits import Operation, limit_name
 from metriport_flows.domain.stages import Outcome, Stage

@@ -30,7 +30,10 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("alembic config has no sqlalchemy.url")
+    engine = create_engine(url)
     with engine.begin() as own_connection:
         context.configure(connection=own_connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():

@@ -10,6 +10,7 @@ as failed; a job that never completes is ended by the reconciler's hard deadline
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from metriport_flows.client.errors import MetriportError, UrlExpired
@@ -48,10 +49,12 @@ DOWNLOAD_CONCURRENCY = 4
 async def bulk_download_urls(message: BulkDownloadUrlsMessage, ctx: HandlerContext) -> BulkDownloadReady:
     """Fetch every listed document now, while its URL is valid; resolve with the manifest's path."""
     request_id = message.request_id or (ctx.wait.request_id if ctx.wait else None)
-    common = {"request_id": request_id, "message_id": message.message_id, "resolved_by": ResolvedBy.webhook}
+    ready = partial(
+        BulkDownloadReady, request_id=request_id, message_id=message.message_id, resolved_by=ResolvedBy.webhook
+    )
     patient = message.patient
     if patient is None or message.status != COMPLETED:
-        return BulkDownloadReady(outcome=Outcome.failed, detail=f"bulk download {message.status or 'empty'}", **common)
+        return ready(outcome=Outcome.failed, detail=f"bulk download {message.status or 'empty'}")
     sources = [
         DocumentSource(
             id=doc.id or f"document-{n}",
@@ -68,14 +71,13 @@ async def bulk_download_urls(message: BulkDownloadUrlsMessage, ctx: HandlerConte
     path = write_manifest(manifest, folder)
     outcome = Outcome.expired if manifest.expired else Outcome.ready
     detail = f"{manifest.failed} of {len(sources)} document(s) not stored intact" if manifest.failed else None
-    return BulkDownloadReady(
+    return ready(
         outcome=outcome,
         manifest_path=str(path),
         documents=manifest.downloaded,
         total_bytes=manifest.total_bytes,
         failed=manifest.failed,
         detail=detail,
-        **common,
     )
 
 
@@ -90,36 +92,34 @@ async def bulk_patient_create(message: BulkPatientCreateMessage, ctx: HandlerCon
     """`processing` is noted; `completed` stores the result CSV (3-minute URL) and resolves; `failed` too."""
     job = message.bulk_patient_create
     job_id = message.job_id or (ctx.wait.request_id if ctx.wait else None) or message.message_id
-    common = {"request_id": job_id, "message_id": message.message_id, "resolved_by": ResolvedBy.webhook}
+    done = partial(BulkCreateDone, request_id=job_id, message_id=message.message_id, resolved_by=ResolvedBy.webhook)
     status = (job.status or "").lower()
     if status not in (COMPLETED, "failed", "expired"):
         ctx.note_progress({"status": status or "unknown", "message_id": message.message_id})
         return None
     if status != COMPLETED:
         reason = f": {job.reason[:200]}" if job.reason else ""
-        return BulkCreateDone(outcome=Outcome.failed, detail=f"bulk import {status}{reason}", **common)
+        return done(outcome=Outcome.failed, detail=f"bulk import {status}{reason}")
     if not job.result:
-        return BulkCreateDone(outcome=Outcome.failed, detail="completed without a result URL", **common)
+        return done(outcome=Outcome.failed, detail="completed without a result URL")
     try:
         downloaded = await ctx.api.download(job.result, result_csv_path(ctx.settings.bundle_dir, job_id))
     except UrlExpired:
-        return BulkCreateDone(outcome=Outcome.expired, detail="result CSV URL expired before download", **common)
+        return done(outcome=Outcome.expired, detail="result CSV URL expired before download")
     except MetriportError as exc:
-        return BulkCreateDone(outcome=Outcome.failed, detail=f"result CSV download failed ({exc.status})", **common)
+        return done(outcome=Outcome.failed, detail=f"result CSV download failed ({exc.status})")
     try:
         rows = parse_result_csv(downloaded.path.read_bytes())
     except (ValueError, UnicodeDecodeError) as exc:
-        return BulkCreateDone(
+        return done(
             outcome=Outcome.failed,
             result_path=str(downloaded.path),
             detail=f"result CSV unreadable ({type(exc).__name__})",
-            **common,
         )
     succeeded = sum(1 for row in rows if row.status == "succeeded")
-    return BulkCreateDone(
+    return done(
         outcome=Outcome.ready,
         result_path=str(downloaded.path),
         succeeded=succeeded,
         failed=len(rows) - succeeded,
-        **common,
     )

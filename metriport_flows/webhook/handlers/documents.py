@@ -46,7 +46,10 @@ async def on_document_download(message: DocumentDownloadMessage, ctx: HandlerCon
     ctx.note_progress({"documents": len(documents), "convertible": convertible})
     if convertible:
         return None
-    query = await ctx.api.get_document_query(message.patient_id)
+    patient_id = message.patient_id or (ctx.wait.patient_id if ctx.wait else None)
+    if patient_id is None:
+        return None  # no patient to ask about: the reconciler ends the wait from its deadline
+    query = await ctx.api.get_document_query(patient_id)
     if query.is_processing:
         return None
     return DocumentsReady(outcome=Outcome.ready, documents=len(documents), converted=0)

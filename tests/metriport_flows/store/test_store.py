@@ -171,7 +171,8 @@ def test_resolve_wait_is_compare_and_set(store: Store) -> None:
 def test_a_plain_stage_result_is_stored_as_the_stage_model(store: Store) -> None:
     wait = _register(store, stage="consolidated")
     assert store.resolve_wait(wait.id, StageResult(outcome=Outcome.timeout, resolved_by="reconciler"))
-    result = store.wait_result(wait.id)
+    stored = store.get_wait(wait.id)
+    result = stored.result_model() if stored is not None else None
     assert isinstance(result, ConsolidatedReady) and result.outcome == Outcome.timeout
     assert result.model_dump(mode="json")["resolved_by"] == "reconciler"
 
