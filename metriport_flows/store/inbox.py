@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlmodel import col
@@ -109,7 +110,7 @@ class InboxQueries(StoreBase):
                 detail=reason[:500],
             )
             .on_conflict_do_nothing(index_elements=["message_id"])
-            .returning(InboxMessage.message_id)
+            .returning(col(InboxMessage.message_id))
         )
         with self.session() as session:
             inserted = session.execute(statement).first() is not None
@@ -127,20 +128,35 @@ class InboxQueries(StoreBase):
         with self.session() as session:
             return list(session.scalars(statement))
 
-    def claim_pending(self, limit: int = 50, *, lease: timedelta = CLAIM_LEASE) -> list[InboxMessage]:
-        """Due rows, oldest first, each to exactly one caller; a claim older than `lease` (a crashed
-        dispatcher) is claimable again."""
-        now = utcnow()
-        due = or_(
-            and_(
-                col(InboxMessage.status).in_([s.value for s in RETRYABLE_MESSAGE_STATUSES]),
-                col(InboxMessage.next_attempt_at) <= now,
-            ),
-            and_(col(InboxMessage.status) == MessageStatus.claimed.value, col(InboxMessage.claimed_at) <= now - lease),
+    def claim_pending(
+        self,
+        limit: int = 50,
+        *,
+        owner: str,
+        lease: timedelta = CLAIM_LEASE,
+        now: datetime | None = None,
+    ) -> list[InboxMessage]:
+        """Due rows, each to exactly one owner, held until `lease` passes unless the owner extends it.
+        Fresh (pending) rows come before retries (unmatched, error), so a backlog of retries never
+        starves a new message; a row whose lease expired (its owner died) is claimable again."""
+        now = now or utcnow()
+        fresh = or_(
+            and_(col(InboxMessage.status) == MessageStatus.pending.value, col(InboxMessage.next_attempt_at) <= now),
+            and_(col(InboxMessage.status) == MessageStatus.claimed.value, col(InboxMessage.lease_until) <= now),
         )
-        candidates = (
-            select(col(InboxMessage.message_id)).where(due).order_by(col(InboxMessage.received_at)).limit(limit)
+        retries = and_(
+            col(InboxMessage.status).in_([MessageStatus.unmatched.value, MessageStatus.error.value]),
+            col(InboxMessage.next_attempt_at) <= now,
         )
+        claimed = self._claim(fresh, col(InboxMessage.received_at), limit, owner, lease, now)
+        if len(claimed) < limit:
+            claimed += self._claim(retries, col(InboxMessage.next_attempt_at), limit - len(claimed), owner, lease, now)
+        return claimed
+
+    def _claim(
+        self, due: Any, order: Any, limit: int, owner: str, lease: timedelta, now: datetime
+    ) -> list[InboxMessage]:
+        candidates = select(col(InboxMessage.message_id)).where(due).order_by(order).limit(limit)
         if self.is_postgres:
             # ARRAY(...) runs the locking subquery once; under `IN (...)` PostgreSQL may re-run it while
             # rechecking rows and so claim more than `limit` rows.
@@ -152,7 +168,7 @@ class InboxQueries(StoreBase):
         statement = (
             update(InboxMessage)
             .where(chosen, due)
-            .values(status=MessageStatus.claimed.value, claimed_at=now)
+            .values(status=MessageStatus.claimed.value, claimed_at=now, claimed_by=owner, lease_until=now + lease)
             .returning(InboxMessage)
             .execution_options(synchronize_session=False)
         )
@@ -161,58 +177,127 @@ class InboxQueries(StoreBase):
             session.commit()
         return sorted(claimed, key=lambda message: message.received_at)
 
+    def _owned(self, message_id: str, owner: str) -> Any:
+        return and_(
+            col(InboxMessage.message_id) == message_id,
+            col(InboxMessage.status) == MessageStatus.claimed.value,
+            col(InboxMessage.claimed_by) == owner,
+        )
+
+    def extend_claims(self, message_ids: list[str], *, owner: str, lease: timedelta = CLAIM_LEASE) -> int:
+        """The owner's heartbeat: push the lease of the rows it is still working on; how many it holds."""
+        if not message_ids:
+            return 0
+        statement = (
+            update(InboxMessage)
+            .where(
+                col(InboxMessage.message_id).in_(message_ids),
+                col(InboxMessage.status) == MessageStatus.claimed.value,
+                col(InboxMessage.claimed_by) == owner,
+            )
+            .values(lease_until=utcnow() + lease)
+        )
+        with self.session() as session:
+            count = session.exec(statement).rowcount
+            session.commit()
+        return count
+
     def finish_message(
         self,
         message_id: str,
         *,
+        owner: str,
         status: MessageStatus | str = MessageStatus.done,
         wait_id: str | None = None,
         detail: str | None = None,
-    ) -> None:
-        """Leave a claimed message in a final state: done (handled, duplicate, late) or orphan."""
+    ) -> bool:
+        """Leave a claimed message in a final state: done (handled, duplicate, late) or orphan. Only its
+        owner can: False (and nothing changed) when the claim was lost to someone else."""
         statement = (
             update(InboxMessage)
-            .where(col(InboxMessage.message_id) == message_id)
+            .where(self._owned(message_id, owner))
             .values(
                 status=MessageStatus(status).value,
                 finished_at=utcnow(),
                 wait_id=wait_id,
                 detail=redact_urls(detail or "")[:500] or None,
                 claimed_at=None,
+                claimed_by=None,
+                lease_until=None,
             )
         )
         with self.session() as session:
-            session.execute(statement)
+            finished = session.exec(statement).rowcount == 1
             session.commit()
+        return finished
 
     def retry_message(
-        self, message_id: str, *, status: MessageStatus | str, delay: timedelta, error: str | None = None
-    ) -> None:
-        """Put a claimed message back (unmatched or error) with attempts + 1; it is never dropped."""
+        self,
+        message_id: str,
+        *,
+        owner: str,
+        status: MessageStatus | str,
+        delay: timedelta,
+        error: str | None = None,
+    ) -> bool:
+        """Put a claimed message back (unmatched or error) with attempts + 1; it is never dropped. Only
+        its owner can (False otherwise)."""
         statement = (
             update(InboxMessage)
-            .where(col(InboxMessage.message_id) == message_id)
+            .where(self._owned(message_id, owner))
             .values(
                 status=MessageStatus(status).value,
                 attempts=col(InboxMessage.attempts) + 1,
                 next_attempt_at=utcnow() + delay,
                 claimed_at=None,
+                claimed_by=None,
+                lease_until=None,
                 last_error=(redact_urls(error)[:2000] if error else col(InboxMessage.last_error)),
             )
         )
         with self.session() as session:
-            session.execute(statement)
+            moved = session.exec(statement).rowcount == 1
             session.commit()
+        return moved
 
-    def requeue_message(self, message_id: str) -> bool:
-        """Dispatch this message again now, whatever its state (the ops `replay` command)."""
+    def release_claims(self, message_ids: list[str], *, owner: str) -> int:
+        """A stopping owner hands its unfinished rows back: due again now, attempts unchanged."""
         statement = (
             update(InboxMessage)
-            .where(col(InboxMessage.message_id) == message_id)
+            .where(
+                col(InboxMessage.message_id).in_(message_ids),
+                col(InboxMessage.status) == MessageStatus.claimed.value,
+                col(InboxMessage.claimed_by) == owner,
+            )
             .values(
                 status=MessageStatus.pending.value,
                 next_attempt_at=utcnow(),
                 claimed_at=None,
+                claimed_by=None,
+                lease_until=None,
+            )
+        )
+        with self.session() as session:
+            count = session.exec(statement).rowcount
+            session.commit()
+        return count
+
+    def requeue_message(self, message_id: str) -> bool:
+        """Dispatch this message again now (the ops `replay` command); never a row whose owner still
+        holds its lease. False when no such message is stored or it is being worked on."""
+        now = utcnow()
+        statement = (
+            update(InboxMessage)
+            .where(
+                col(InboxMessage.message_id) == message_id,
+                or_(col(InboxMessage.status) != MessageStatus.claimed.value, col(InboxMessage.lease_until) <= now),
+            )
+            .values(
+                status=MessageStatus.pending.value,
+                next_attempt_at=now,
+                claimed_at=None,
+                claimed_by=None,
+                lease_until=None,
                 finished_at=None,
             )
         )
@@ -264,17 +349,17 @@ class InboxQueries(StoreBase):
     # -- heartbeats ---------------------------------------------------------------------------
 
     def stuck_messages(self, now: datetime, stuck_after: timedelta, limit: int = 500) -> list[InboxMessage]:
-        """Rows due for dispatch for longer than `stuck_after`, or claimed for longer than that."""
-        cutoff = now - stuck_after
-        retryable = [MessageStatus.pending.value, MessageStatus.error.value, MessageStatus.unmatched.value]
+        """Rows due for dispatch for longer than `stuck_after` (no dispatcher is taking them), and claimed
+        rows whose lease expired (their owner died). A live owner's row is never listed."""
+        retryable = [s.value for s in RETRYABLE_MESSAGE_STATUSES]
         statement = (
             select(InboxMessage)
             .where(
                 or_(
-                    and_(col(InboxMessage.status).in_(retryable), col(InboxMessage.next_attempt_at) <= cutoff),
                     and_(
-                        col(InboxMessage.status) == MessageStatus.claimed.value, col(InboxMessage.claimed_at) <= cutoff
+                        col(InboxMessage.status).in_(retryable), col(InboxMessage.next_attempt_at) <= now - stuck_after
                     ),
+                    and_(col(InboxMessage.status) == MessageStatus.claimed.value, col(InboxMessage.lease_until) <= now),
                 )
             )
             .order_by(col(InboxMessage.received_at))

@@ -44,7 +44,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class MessageStatus(StrEnum):
     pending = "pending"  # received, not yet dispatched
-    claimed = "claimed"  # a dispatcher is working on it (lease: reclaimed if it crashes)
+    claimed = "claimed"  # its owner is working on it and extends its lease; reclaimed only once it expires
     unmatched = "unmatched"  # no wait yet: re-checked with backoff, woken by register_wait
     error = "error"  # a handler failed: retried with backoff
     orphan = "orphan"  # unmatched for longer than the hard deadline: kept, replayable, not retried
@@ -60,6 +60,7 @@ class WaitStatus(StrEnum):
     resolved = "resolved"  # a result is stored; not yet delivered to the run
     delivered = "delivered"  # the suspended run was resumed with the result
     consumed = "consumed"  # the run read the result itself while still running
+    abandoned = "abandoned"  # the run ended another way (failed, cancelled): nothing waits for it any more
 
 
 def _uuid() -> str:
@@ -71,6 +72,7 @@ class InboxMessage(SQLModel, table=True):
     __table_args__ = (
         Index("ix_inbox_message_status_next", "status", "next_attempt_at"),
         Index("ix_inbox_message_patient_status", "patient_id", "status"),
+        Index("ix_inbox_message_status_lease", "status", "lease_until"),
     )
 
     message_id: str = Field(primary_key=True, max_length=200)
@@ -86,6 +88,8 @@ class InboxMessage(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text(), nullable=True))
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     claimed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    claimed_by: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     wait_id: str | None = Field(default=None, max_length=64)
     detail: str | None = Field(default=None, max_length=500)
@@ -119,6 +123,9 @@ class Wait(SQLModel, table=True):
     delivery_attempts: int = 0
     next_delivery_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     last_delivery_error: str | None = Field(default=None, max_length=500)
+    last_check_error: str | None = Field(default=None, max_length=500)
+    abandoned_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    delivering_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
 
     def result_model(self) -> StageResult | None:
         """The stored result as the stage's typed model (what the run receives as run_input)."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import AsyncExitStack
-from datetime import timedelta
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from datetime import datetime, timedelta
 
 from tenacity import (
     AsyncRetrying,
@@ -30,6 +32,7 @@ from metriport_flows.client.messages import (
 from metriport_flows.domain.stages import ResolvedBy, Stage, StageResult
 from metriport_flows.settings import Settings
 from metriport_flows.store import InboxMessage, MessageStatus, Store, Wait, WaitStatus
+from metriport_flows.store.inbox import CLAIM_LEASE
 from metriport_flows.webhook.delivery import deliver_due, deliver_wait
 from metriport_flows.webhook.events import WAIT_RESOLVED, message_event, wait_event
 from metriport_flows.webhook.handlers import metriport_router
@@ -72,6 +75,11 @@ def correlate(store: Store, message: WebhookMessage, stage: Stage) -> tuple[Wait
 
 
 class Dispatcher:
+    """Dispatches continuously: as soon as one of its `concurrency` slots frees it claims again, so a
+    slow message (a bulk download may take minutes) never delays the others. It owns its claims and
+    extends their lease while it works on them; a row is reclaimed by someone else only once this
+    dispatcher stopped extending it (it died)."""
+
     def __init__(
         self,
         store: Store,
@@ -82,20 +90,68 @@ class Dispatcher:
         *,
         batch_size: int = 50,
         concurrency: int = 8,
+        lease: timedelta = CLAIM_LEASE,
     ) -> None:
         self.store, self.settings, self.gateway, self.api, self.router = store, settings, gateway, api, router
         self.batch_size = batch_size
-        self._slots = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
+        self.lease = lease
+        self.owner = f"dispatcher-{uuid.uuid4().hex[:16]}"
+        self._held: set[str] = set()  # claimed and not yet finished: their leases are extended
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
 
-    async def dispatch_once(self) -> int:
-        """Claim due rows and dispatch them; returns how many were claimed."""
-        rows = await asyncio.to_thread(self.store.claim_pending, self.batch_size)
-        await asyncio.gather(*(self._bounded(row) for row in rows))
+    async def _claim(self, limit: int, now: datetime | None = None) -> list[InboxMessage]:
+        if limit <= 0:
+            return []
+        rows = await asyncio.to_thread(self.store.claim_pending, limit, owner=self.owner, lease=self.lease, now=now)
+        self._held.update(row.message_id for row in rows)
+        return rows
+
+    async def dispatch_once(self, now: datetime | None = None) -> int:
+        """Claim one batch of due rows and dispatch all of it (the reconciler's pass); how many."""
+        rows = await self._claim(self.batch_size, now)
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def bounded(row: InboxMessage) -> None:
+            async with slots:
+                await self.dispatch(row)
+
+        async with self._keeping_leases():
+            await asyncio.gather(*(bounded(row) for row in rows))
         return len(rows)
 
-    async def _bounded(self, row: InboxMessage) -> None:
-        async with self._slots:
-            await self.dispatch(row)
+    async def fill_slots(self) -> int:
+        """Claim as many due rows as there are free slots and start each at once; how many."""
+        rows = await self._claim(min(self.concurrency - len(self._tasks), self.batch_size))
+        for row in rows:
+            task = asyncio.create_task(self.dispatch(row), name=f"dispatch {row.message_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._free)
+        return len(rows)
+
+    def _free(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_freed.set()
+
+    @asynccontextmanager
+    async def _keeping_leases(self) -> AsyncIterator[None]:
+        """While the block runs, extend the lease of every row in flight every third of the lease."""
+        keeper = asyncio.create_task(self._keep_leases())
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                await asyncio.to_thread(self.store.extend_claims, list(self._held), owner=self.owner, lease=self.lease)
+            except Exception as exc:  # the database is down: the next beat tries again
+                logger.warning("dispatcher could not extend its leases: %s", exc.__class__.__name__)
 
     async def dispatch(self, row: InboxMessage) -> None:
         try:
@@ -105,10 +161,13 @@ class Dispatcher:
             await asyncio.to_thread(
                 self.store.retry_message,
                 row.message_id,
+                owner=self.owner,
                 status=MessageStatus.error,
                 delay=retry_delay(row.attempts, cap=600),
                 error=f"{exc.__class__.__name__}: {exc}",
             )
+        finally:
+            self._held.discard(row.message_id)
 
     async def _finish(
         self,
@@ -119,14 +178,21 @@ class Dispatcher:
         status: str | None = None,
         outcome: str | None = None,
     ) -> None:
-        await asyncio.to_thread(
-            self.store.finish_message, row.message_id, wait_id=wait.id if wait else None, detail=detail
+        finished = await asyncio.to_thread(
+            self.store.finish_message,
+            row.message_id,
+            owner=self.owner,
+            wait_id=wait.id if wait else None,
+            detail=detail,
         )
+        if not finished:
+            logger.warning("message %s: claim lost before it was finished (%s)", row.message_id, detail)
+            return
         self.gateway.emit(message_event(row, wait, status=status, outcome=outcome))
 
     async def _dispatch(self, row: InboxMessage) -> None:
         if row.body is None:
-            await asyncio.to_thread(self.store.finish_message, row.message_id, detail="body purged")
+            await asyncio.to_thread(self.store.finish_message, row.message_id, owner=self.owner, detail="body purged")
             return
         message = parse_message(row.body)
         status = getattr(message, "status", None)
@@ -141,6 +207,7 @@ class Dispatcher:
                 await asyncio.to_thread(
                     self.store.retry_message,
                     row.message_id,
+                    owner=self.owner,
                     status=MessageStatus.unmatched,
                     delay=retry_delay(row.attempts, cap=300),
                 )
@@ -188,32 +255,59 @@ class Dispatcher:
         return await deliver_due(self.store, self.gateway)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll until `stop` is set: dispatch, deliver, orphan stale unmatched rows, heartbeat."""
+        """Until `stop` is set: keep every slot busy with due rows, deliver resolved waits, orphan stale
+        unmatched rows, heartbeat. On stop, the rows in flight are released for the next dispatcher."""
         poll = self.settings.dispatcher_poll_seconds
-        last_heartbeat = last_orphaning = 0.0
-        while not stop.is_set():
-            claimed = 0
+        last_heartbeat = last_orphaning = last_delivery = 0.0
+        delivery: asyncio.Task[dict[str, int]] | None = None
+        delivered: dict[str, int] = {}
+        async with self._keeping_leases():
             try:
-                claimed = await self.dispatch_once()
-                delivered = await self.deliver()
-                now = time.monotonic()
-                if now - last_orphaning > ORPHAN_EVERY:
-                    last_orphaning = now
-                    await asyncio.to_thread(
-                        self.store.orphan_unmatched, timedelta(seconds=self.settings.hard_deadline_seconds)
-                    )
-                if now - last_heartbeat > HEARTBEAT_EVERY:
-                    last_heartbeat = now
-                    await asyncio.to_thread(
-                        self.store.record_heartbeat, HEARTBEAT, {"claimed": claimed, "delivery": delivered}
-                    )
-            except Exception as exc:  # the database or Prefect is down: keep polling, nothing is lost
-                logger.warning("dispatcher pass failed: %s", exc.__class__.__name__)
-            if claimed < self.batch_size:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=poll)
-                except TimeoutError:
-                    continue
+                while not stop.is_set():
+                    self._slot_freed.clear()
+                    try:
+                        await self.fill_slots()
+                        now = time.monotonic()
+                        if delivery is not None and delivery.done():
+                            delivered = delivery.result() if not delivery.exception() else {}
+                            delivery = None
+                        if delivery is None and now - last_delivery >= poll:
+                            last_delivery = now
+                            delivery = asyncio.create_task(self.deliver())
+                        if now - last_orphaning > ORPHAN_EVERY:
+                            last_orphaning = now
+                            await asyncio.to_thread(
+                                self.store.orphan_unmatched, timedelta(seconds=self.settings.hard_deadline_seconds)
+                            )
+                        if now - last_heartbeat > HEARTBEAT_EVERY:
+                            last_heartbeat = now
+                            await asyncio.to_thread(
+                                self.store.record_heartbeat,
+                                HEARTBEAT,
+                                {"in_flight": len(self._tasks), "delivery": delivered},
+                            )
+                    except Exception as exc:  # the database or Prefect is down: keep polling, nothing is lost
+                        logger.warning("dispatcher pass failed: %s", exc.__class__.__name__)
+                    await self._until_slot_freed_or(stop, poll)
+            finally:
+                await self._release_in_flight(delivery)
+
+    async def _until_slot_freed_or(self, stop: asyncio.Event, timeout: float) -> None:
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._slot_freed.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _release_in_flight(self, delivery: asyncio.Task[dict[str, int]] | None) -> None:
+        held = list(self._held)
+        tasks = [*self._tasks, *([delivery] if delivery is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if held:
+            await asyncio.to_thread(self.store.release_claims, held, owner=self.owner)
 
 
 async def run_dispatcher(settings: Settings, store: Store, stop: asyncio.Event) -> None:

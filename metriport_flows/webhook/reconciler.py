@@ -2,7 +2,8 @@
 
 Metriport never retries a failed webhook by itself, a document query can stay stuck forever, a bundle URL
 lives three minutes, and a dispatcher can die holding a claim. One `reconcile_once` pass:
-  1. re-dispatches inbox rows stuck pending or claimed for too long (requeue, then one dispatch pass);
+  1. dispatches inbox rows left pending for too long (no dispatcher running) and rows whose claim lease
+     expired (their dispatcher died); a row whose owner still extends its lease is never taken over;
   2. calls `POST /settings/webhook/retry` when `GET /settings/webhook` reports failed deliveries (the
      re-sent messages carry no `meta.data`; the dispatcher correlates them by requestId / patient);
   3. for open waits past their soft deadline asks Metriport (`GET /document/query`, the consolidated
@@ -45,7 +46,7 @@ from metriport_flows.webhook.protocols import Gateway, Metriport
 logger = logging.getLogger(__name__)
 
 HEARTBEAT = "reconcile"
-# A row pending (or claimed) this long means its dispatcher is gone or far behind.
+# A row due this long means no dispatcher is taking it (a claimed row is stuck only when its lease expired).
 STUCK_AFTER = timedelta(seconds=60)
 MAX_DISPATCH_BATCHES = 20
 BUNDLE_EXTENSIONS = {"json": "json", "pdf": "pdf", "html": "html"}
@@ -58,7 +59,7 @@ class ReconcileReport(BaseModel):
 
     started_at: datetime
     seconds: float = 0.0
-    messages_requeued: int = Field(0, description="Inbox rows stuck pending/claimed, put back")
+    messages_requeued: int = Field(0, description="Inbox rows stuck pending, or claimed under an expired lease")
     messages_dispatched: int = Field(0, description="Inbox rows this pass dispatched itself")
     webhooks_failed: int | None = Field(None, description="Failed deliveries Metriport reported; None: not asked")
     webhook_retry_requested: bool = False
@@ -208,16 +209,14 @@ async def retry_failed_webhooks(api: Metriport, report: ReconcileReport) -> None
 async def redispatch_stuck(
     store: Store, api: Metriport, gateway: Gateway, settings: Settings, now: datetime, report: ReconcileReport
 ) -> None:
-    """Requeue rows nobody dispatched in time, then dispatch them here (claims stay exclusive, so a
-    dispatcher that comes back meanwhile never handles a row twice)."""
-    for row in store.stuck_messages(now, STUCK_AFTER):
-        if store.requeue_message(row.message_id):
-            report.messages_requeued += 1
+    """Dispatch here the rows nobody dispatched in time and the rows whose owner let its lease expire
+    (claims stay exclusive and owned, so a live dispatcher's row is never handled twice)."""
+    report.messages_requeued = len(store.stuck_messages(now, STUCK_AFTER))
     if not report.messages_requeued:
         return
     dispatcher = Dispatcher(store, settings, gateway, api, metriport_router())
     for _ in range(MAX_DISPATCH_BATCHES):
-        claimed = await dispatcher.dispatch_once()
+        claimed = await dispatcher.dispatch_once(now)
         report.messages_dispatched += claimed
         if claimed < dispatcher.batch_size:
             break

@@ -25,6 +25,7 @@ from metriport_flows.client.signing import compact_json
 from metriport_flows.domain.stages import Outcome, ResolvedBy, Stage, pause_key
 from metriport_flows.settings import Settings
 from metriport_flows.store import MessageStatus, Store, Wait, WaitStatus, utcnow
+from metriport_flows.store.inbox import CLAIM_LEASE
 from metriport_flows.webhook.dispatcher import Dispatcher
 from metriport_flows.webhook.handlers import metriport_router
 from metriport_flows.webhook.protocols import RunView
@@ -49,6 +50,8 @@ FACILITY = {
     "npi": "1234567893",
     "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "OR", "zip": "97477", "country": "USA"},
 }
+
+OWNER = "dispatcher-test"
 
 
 @dataclass
@@ -137,12 +140,12 @@ async def test_stuck_pending_and_claimed_rows_are_redispatched(store, emulator, 
             patient_id=wait.patient_id,
         )
         if wait is first:
-            assert len(store.claim_pending()) == 1  # a dispatcher that crashed holding this row
+            assert len(store.claim_pending(owner=OWNER)) == 1  # a dispatcher that crashed holding this row
 
     calm = await reconcile(store, emulator, gateway, settings)
     assert (calm.messages_requeued, calm.messages_dispatched) == (0, 0), "nothing is stuck yet"
 
-    report = await reconcile(store, emulator, gateway, settings, ahead=120)
+    report = await reconcile(store, emulator, gateway, settings, ahead=CLAIM_LEASE.total_seconds() + 1)
     assert (report.messages_requeued, report.messages_dispatched) == (2, 2)
     for wait in (first, second):
         done = store.get_wait(wait.id)
@@ -150,6 +153,24 @@ async def test_stuck_pending_and_claimed_rows_are_redispatched(store, emulator, 
         assert done.result_model().resolved_by == ResolvedBy.webhook
     assert {row.status for row in store.list_messages()} == {MessageStatus.done.value}
     assert sorted(run for run, _ in gateway.resumes) == sorted([first.flow_run_id, second.flow_run_id])
+
+
+async def test_a_row_its_dispatcher_is_still_working_on_is_never_taken_over(store, emulator, gateway, settings) -> None:
+    wait = waiting(store, gateway, "pat-slow", Stage.documents, soft=600)
+    message = conversion_message(wait.patient_id)
+    assert store.insert_message(
+        message_id=message["meta"]["messageId"],
+        type=message["meta"]["type"],
+        body=compact_json(message),
+        patient_id=wait.patient_id,
+    )
+    assert len(store.claim_pending(owner="live-dispatcher")) == 1  # a slow download, still under way
+
+    report = await reconcile(store, emulator, gateway, settings, ahead=61)
+    assert (report.messages_requeued, report.messages_dispatched) == (0, 0)
+    row = store.get_message(message["meta"]["messageId"])
+    assert (row.status, row.claimed_by) == (MessageStatus.claimed, "live-dispatcher")
+    assert store.get_wait(wait.id).status == WaitStatus.open and gateway.resumes == []
 
 
 async def test_documents_wait_past_soft_deadline_resolved_from_status(store, emulator, gateway, settings) -> None:

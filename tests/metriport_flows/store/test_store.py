@@ -17,6 +17,8 @@ from metriport_flows.domain.stages import (
 )
 from metriport_flows.store import MessageStatus, Store, WaitStatus, utcnow
 
+OWNER = "dispatcher-test"
+
 
 def _register(
     store: Store,
@@ -52,7 +54,7 @@ def test_migrate_creates_tables_and_is_repeatable(store: Store) -> None:
     tables = set(inspect(store.engine).get_table_names())
     assert {"inbox_message", "wait", "heartbeat", "alembic_version"} <= tables
     with store.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
 
 
 def test_sqlite_file_is_created_in_its_folder_with_wal(tmp_path: Path) -> None:
@@ -75,29 +77,47 @@ def test_insert_is_idempotent_on_message_id(store: Store) -> None:
 
 def test_claim_gives_each_row_once_and_respects_backoff(store: Store) -> None:
     first, second = _insert(store), _insert(store)
-    claimed = store.claim_pending(limit=10)
+    claimed = store.claim_pending(owner=OWNER, limit=10)
     assert [m.message_id for m in claimed] == [first, second]
     assert all(m.status == MessageStatus.claimed for m in claimed)
-    assert store.claim_pending(limit=10) == []
-    store.retry_message(first, status=MessageStatus.error, delay=timedelta(hours=1), error="boom")
-    store.retry_message(second, status=MessageStatus.error, delay=timedelta(seconds=-1), error="boom")
-    assert [m.message_id for m in store.claim_pending()] == [second]
+    assert store.claim_pending(owner=OWNER, limit=10) == []
+    store.retry_message(first, owner=OWNER, status=MessageStatus.error, delay=timedelta(hours=1), error="boom")
+    store.retry_message(second, owner=OWNER, status=MessageStatus.error, delay=timedelta(seconds=-1), error="boom")
+    assert [m.message_id for m in store.claim_pending(owner=OWNER)] == [second]
     row = store.get_message(first)
     assert row.attempts == 1 and row.last_error == "boom" and row.status == MessageStatus.error
 
 
 def test_claim_takes_at_most_limit_rows_oldest_first(store: Store) -> None:
     ids = [_insert(store) for _ in range(5)]
-    assert [m.message_id for m in store.claim_pending(limit=1)] == ids[:1]
-    assert [m.message_id for m in store.claim_pending(limit=2)] == ids[1:3]
-    assert [m.message_id for m in store.claim_pending(limit=5)] == ids[3:]
+    assert [m.message_id for m in store.claim_pending(owner=OWNER, limit=1)] == ids[:1]
+    assert [m.message_id for m in store.claim_pending(owner=OWNER, limit=2)] == ids[1:3]
+    assert [m.message_id for m in store.claim_pending(owner=OWNER, limit=5)] == ids[3:]
 
 
-def test_a_crashed_claim_is_reclaimed_after_its_lease(store: Store) -> None:
-    message_id = _insert(store)
-    assert store.claim_pending()
-    assert store.claim_pending(lease=timedelta(hours=1)) == []
-    assert [m.message_id for m in store.claim_pending(lease=timedelta(seconds=-1))] == [message_id]
+def test_a_live_owners_claim_is_never_taken_over_and_a_dead_owners_is_after_its_lease(store: Store) -> None:
+    live, dead = _insert(store), _insert(store)
+    lease = timedelta(minutes=5)
+    assert [m.message_id for m in store.claim_pending(owner="live", limit=1, lease=lease)] == [live]
+    assert [m.message_id for m in store.claim_pending(owner="dead", limit=1, lease=lease)] == [dead]
+
+    slow = utcnow() + timedelta(seconds=61)  # past the old 60 s "stuck" rule, well inside the lease
+    assert store.claim_pending(owner="other", now=slow) == []
+    assert store.stuck_messages(slow, timedelta(seconds=60)) == []
+    assert not store.requeue_message(live), "replay never steals a row its owner still holds"
+    assert not store.finish_message(live, owner="other", detail="stolen")
+    assert not store.retry_message(live, owner="other", status=MessageStatus.unmatched, delay=timedelta(0))
+    row = store.get_message(live)
+    assert (row.status, row.claimed_by, row.detail, row.attempts) == (MessageStatus.claimed, "live", None, 0)
+
+    assert store.extend_claims([live, dead], owner="live", lease=timedelta(minutes=10)) == 1  # its heartbeat
+    expired = utcnow() + lease + timedelta(seconds=1)
+    assert [m.message_id for m in store.stuck_messages(expired, timedelta(seconds=60))] == [dead]
+    assert [m.message_id for m in store.claim_pending(owner="other", now=expired)] == [dead]
+    assert not store.finish_message(dead, owner="dead"), "the dead owner lost its claim"
+    assert store.finish_message(dead, owner="other")
+    assert store.finish_message(live, owner="live", detail="resolved")
+    assert {row.message_id: row.status for row in store.list_messages()} == {live: "done", dead: "done"}
 
 
 def test_two_threads_never_claim_the_same_row(store: Store) -> None:
@@ -109,7 +129,7 @@ def test_two_threads_never_claim_the_same_row(store: Store) -> None:
     def worker(name: str) -> None:
         try:
             barrier.wait()
-            while batch := store.claim_pending(limit=7):
+            while batch := store.claim_pending(owner=OWNER, limit=7):
                 claimed[name].extend(m.message_id for m in batch)
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
@@ -127,17 +147,17 @@ def test_two_threads_never_claim_the_same_row(store: Store) -> None:
 def test_register_wait_is_idempotent_and_wakes_unmatched_messages(store: Store) -> None:
     waiting = _insert(store, patient_id="pat-w")
     by_request = _insert(store, request_id="req-w")
-    assert len(store.claim_pending()) == 2
+    assert len(store.claim_pending(owner=OWNER)) == 2
     for message_id in (waiting, by_request):
-        store.retry_message(message_id, status=MessageStatus.unmatched, delay=timedelta(hours=1))
-    assert store.claim_pending() == []
+        store.retry_message(message_id, owner=OWNER, status=MessageStatus.unmatched, delay=timedelta(hours=1))
+    assert store.claim_pending(owner=OWNER) == []
     run = str(uuid.uuid4())
     wait = _register(store, flow_run_id=run, patient_id="pat-w")
     assert wait.pause_key == "documents-1" and wait.status == WaitStatus.open
-    assert [m.message_id for m in store.claim_pending()] == [waiting]
+    assert [m.message_id for m in store.claim_pending(owner=OWNER)] == [waiting]
     again = _register(store, flow_run_id=run, patient_id="pat-w", request_id="req-w")
     assert again.id == wait.id and store.get_wait(wait.id).request_id == "req-w"
-    assert [m.message_id for m in store.claim_pending()] == [by_request]
+    assert [m.message_id for m in store.claim_pending(owner=OWNER)] == [by_request]
     assert _register(store, flow_run_id=run, attempt=2).pause_key == "documents-2"
     assert [w.attempt for w in store.waits_for_run(run)] == [1, 2]
     assert store.latest_wait_for_run(run, "documents").attempt == 2
@@ -205,16 +225,16 @@ def test_deadlines_and_lookups(store: Store) -> None:
 
 def test_finish_requeue_orphan_and_purge(store: Store) -> None:
     done, stale = _insert(store), _insert(store, received_at=utcnow() - timedelta(days=2))
-    store.claim_pending()
-    store.finish_message(done, wait_id="w-1", detail="resolved")
-    store.retry_message(stale, status=MessageStatus.unmatched, delay=timedelta(hours=1))
+    store.claim_pending(owner=OWNER)
+    store.finish_message(done, owner=OWNER, wait_id="w-1", detail="resolved")
+    store.retry_message(stale, owner=OWNER, status=MessageStatus.unmatched, delay=timedelta(hours=1))
     assert store.orphan_unmatched(timedelta(days=1)) == 1
     assert store.get_message(stale).status == MessageStatus.orphan
     assert store.purge_bodies(timedelta(days=1)) == 1
     assert store.get_message(stale).body is None and store.get_message(done).body is not None
     assert store.purge_bodies(timedelta(0)) == 1
     assert store.requeue_message(done) and not store.requeue_message("nope")
-    assert [m.message_id for m in store.claim_pending()] == [done]
+    assert [m.message_id for m in store.claim_pending(owner=OWNER)] == [done]
     assert dict((s, n) for s, n, _ in store.backlog()) == {"claimed": 1, "orphan": 1}
 
 

@@ -6,6 +6,7 @@ wait, late duplicates, handler failures, delivery races and the events emitted.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -14,8 +15,9 @@ import httpx
 import pytest
 
 from metriport_flows.client.api import MedicalApi
+from metriport_flows.client.messages import DocumentConversionMessage
 from metriport_flows.client.signing import compact_json
-from metriport_flows.domain.stages import Outcome, ResolvedBy
+from metriport_flows.domain.stages import DocumentsReady, Outcome, ResolvedBy, Stage
 from metriport_flows.store import MessageStatus, Store, WaitStatus, utcnow
 from metriport_flows.webhook.delivery import Delivery, deliver_due, deliver_wait
 from metriport_flows.webhook.dispatcher import Dispatcher
@@ -26,6 +28,7 @@ from metriport_flows.webhook.events import (
 )
 from metriport_flows.webhook.handlers import metriport_router
 from metriport_flows.webhook.protocols import RunView
+from metriport_flows.webhook.router import HandlerContext, Router
 from tests.fixtures.emulator import api_key_for
 from tests.fixtures.inbox import (
     RecordingGateway,
@@ -288,3 +291,33 @@ async def test_delivery_races_running_abort_and_consumed(
     assert store.mark_wait_consumed(wait.id)  # the run read it itself
     assert await deliver_wait(store, gateway, wait.id) == Delivery.consumed
     assert store.undelivered_waits(due_only=False) == [] and len(gateway.resumes) == 1
+
+
+async def test_a_slow_handler_keeps_its_claim_past_the_lease_by_extending_it(
+    store: Store, dispatcher: Dispatcher, gateway: RecordingGateway
+) -> None:
+    """The dispatcher's heartbeat extends the lease while the handler works: nobody else can claim the
+    row, however long the handler takes, and the message is handled once."""
+    handled: list[str] = []
+    router = Router()
+
+    @router.register("medical.document-conversion", stage=Stage.documents)
+    async def slow_conversion(message: DocumentConversionMessage, ctx: HandlerContext) -> DocumentsReady:
+        handled.append(message.message_id)
+        await asyncio.sleep(2.5)  # the handler's work: five leases long
+        return DocumentsReady(outcome=Outcome.ready)
+
+    slow = Dispatcher(store, dispatcher.settings, gateway, dispatcher.api, router, lease=timedelta(seconds=0.5))
+    wait = wait_for(store, "pat-slow", request_id="req-slow")
+    message_id = put(store, conversion_message("pat-slow", request_id="req-slow"))
+    work = asyncio.create_task(slow.dispatch_once())
+    while not handled:
+        await asyncio.sleep(0.01)
+    taken: list[str] = []
+    while not work.done():
+        taken += [row.message_id for row in await asyncio.to_thread(store.claim_pending, owner="reconciler")]
+        await asyncio.sleep(0.1)
+    assert await work == 1
+    assert taken == [] and handled == [message_id]
+    assert store.get_message(message_id).status == MessageStatus.done
+    assert store.get_wait(wait.id).status == WaitStatus.resolved

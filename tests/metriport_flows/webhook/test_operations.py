@@ -33,6 +33,8 @@ NOBODY = {
     "address": [FACILITY["address"]],
 }
 
+OWNER = "dispatcher-test"
+
 
 @pytest.fixture
 def cli() -> typer.Typer:
@@ -56,7 +58,11 @@ def stored(store: Store, *, days_old: float = 0, status: MessageStatus | None = 
         received_at=utcnow() - timedelta(days=days_old),
     )
     if status is not None:
-        store.finish_message(message_id, status=status)
+        others = [
+            row.message_id for row in store.claim_pending(limit=1000, owner=OWNER) if row.message_id != message_id
+        ]
+        assert store.finish_message(message_id, owner=OWNER, status=status)
+        store.release_claims(others, owner=OWNER)
     return message_id
 
 
@@ -155,7 +161,7 @@ def test_replay_requeues_a_stored_message(cli, store: Store) -> None:
     assert "queued" in result.output
     row = store.get_message(message_id)
     assert row.status == MessageStatus.pending and row.finished_at is None
-    assert [r.message_id for r in store.claim_pending()] == [message_id]
+    assert [r.message_id for r in store.claim_pending(owner=OWNER)] == [message_id]
 
 
 def test_replay_unknown_message_fails(cli, store: Store) -> None:
