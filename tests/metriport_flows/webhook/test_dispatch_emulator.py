@@ -13,22 +13,27 @@ import stat
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, cast
 
 from pydantic import SecretStr
+from sqlalchemy import insert
 
 from metriport_flows.client.api import MedicalApi
+from metriport_flows.client.models import Downloaded
+from metriport_flows.client.signing import compact_json
 from metriport_flows.domain.stages import ConsolidatedReady, DocumentsReady, Outcome
 from metriport_flows.settings import Settings
-from metriport_flows.store import Store, Wait, WaitStatus, utcnow
+from metriport_flows.store import InboxMessage, MessageStatus, Store, Wait, WaitStatus, utcnow
 from metriport_flows.webhook.dispatcher import Dispatcher
 from metriport_flows.webhook.handlers import metriport_router
+from metriport_flows.webhook.protocols import Metriport
 from metriport_flows.webhook.receiver import WEBHOOK_PATH, create_app
 from metriport_sandbox.config import SandboxConfig
 from metriport_sandbox.seed import SEED_PATIENTS
-from tests.fixtures.inbox import RecordingGateway, make_settings, serve
+from tests.fixtures.inbox import RecordingGateway, download_message, make_settings, serve
 
 FACILITY = {
     "name": "Receiver Test Clinic",
@@ -51,6 +56,7 @@ class Pipeline:
     settings: Settings
     gateway: RecordingGateway
     facility_id: str
+    dispatcher_api: MedicalApi | SlowDocumentDownloads
 
     def wait(self, patient_id: str, stage: str) -> tuple[str, Wait]:
         run = str(uuid.uuid4())
@@ -80,8 +86,32 @@ async def until(probe: Callable[[], object], timeout: float) -> object:
     return value
 
 
+@dataclass
+class SlowDocumentDownloads:
+    """Metriport whose document downloads (a bulk download's files, not bundles) take `seconds` each."""
+
+    api: MedicalApi
+    seconds: float
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def download(self, url: str, dest: Path, chunk_size: int = 1 << 20) -> Downloaded:
+        if "documents" in dest.parts:
+            self.started.set()
+            await asyncio.sleep(self.seconds)
+        return await self.api.download(url, dest, chunk_size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.api, name)
+
+
 @asynccontextmanager
-async def pipeline(emulator_base_url: str, api_key: str, store: Store, tmp_path: Path) -> AsyncIterator[Pipeline]:
+async def pipeline(
+    emulator_base_url: str,
+    api_key: str,
+    store: Store,
+    tmp_path: Path,
+    slow_documents: float | None = None,
+) -> AsyncIterator[Pipeline]:
     async with MedicalApi(emulator_base_url, api_key, timeout=30) as api:
         key = (await api.update_settings("http://127.0.0.1:9/not-listening")).webhook_key.get_secret_value()
         settings = make_settings(
@@ -94,10 +124,12 @@ async def pipeline(emulator_base_url: str, api_key: str, store: Store, tmp_path:
         with serve(create_app(settings, store, run_dispatcher=False)) as receiver_url:
             await api.update_settings(receiver_url + WEBHOOK_PATH)
             gateway, stop = RecordingGateway(), asyncio.Event()
-            task = asyncio.create_task(Dispatcher(store, settings, gateway, api, metriport_router()).run(stop))
+            metriport = api if slow_documents is None else SlowDocumentDownloads(api, slow_documents)
+            self_api = cast(Metriport, metriport)
+            task = asyncio.create_task(Dispatcher(store, settings, gateway, self_api, metriport_router()).run(stop))
             facility = await api.create_facility(FACILITY)
             try:
-                yield Pipeline(api, store, settings, gateway, facility.id)
+                yield Pipeline(api, store, settings, gateway, facility.id, metriport)
             finally:
                 stop.set()
                 await asyncio.wait_for(task, 15)
@@ -163,3 +195,72 @@ async def test_an_expired_bundle_url_resolves_as_expired(emulator_server, sqlite
     assert result.outcome == Outcome.expired and result.bundle_path is None
     assert not list((p.settings.bundle_dir / chris.id).glob(f"{request_id}*"))
     assert {d["status"] for d in short_lived.control.get("/_sandbox/downloads").json()} == {403}
+
+
+def unmatched_backlog(store: Store, rows: int) -> None:
+    """`rows` document-download messages for patients no run waits for, all due for another look."""
+    now = utcnow()
+    values = []
+    for n in range(rows):
+        message = download_message(f"pat-backlog-{n}")
+        values.append(
+            dict(
+                message_id=message["meta"]["messageId"],
+                type=message["meta"]["type"],
+                patient_id=f"pat-backlog-{n}",
+                body=compact_json(message).decode(),
+                received_at=now - timedelta(hours=1),
+                status=MessageStatus.unmatched.value,
+                attempts=1,
+                next_attempt_at=now,
+            )
+        )
+    with store.session() as session:
+        session.execute(insert(InboxMessage), values)
+        session.commit()
+
+
+async def handled_within(p: Pipeline, patient_id: str, seconds: float) -> ConsolidatedReady:
+    """Start a consolidated query; its message must be handled (bundle stored) within `seconds` of arriving."""
+    run, wait = p.wait(patient_id, "consolidated")
+    query = await p.api.start_consolidated_query(
+        patient_id, "json", metadata={"flowRunId": run, "stage": "consolidated"}
+    )
+    p.store.set_wait_request_id(wait.id, query.request_id)
+    resolved = await p.resolved(wait.id)
+    [row] = [m for m in p.store.list_messages(limit=20) if m.wait_id == wait.id]
+    took = (resolved.resolved_at - row.received_at).total_seconds()
+    assert took < seconds, f"the consolidated message waited {took:.1f} s"
+    result = resolved.result_model()
+    assert isinstance(result, ConsolidatedReady) and result.outcome == Outcome.ready and result.bundle_path
+    assert hashlib.sha256(Path(result.bundle_path).read_bytes()).hexdigest() == result.sha256
+    return result
+
+
+async def test_a_backlog_of_unmatched_retries_never_delays_a_fresh_message(
+    emulator, store: Store, tmp_path: Path
+) -> None:
+    async with pipeline(emulator.base_url, emulator.api_key, store, tmp_path) as p:
+        jane = await p.api.create_patient(p.facility_id, SEED_PATIENTS["jane"].demographics())
+        await documents_ready(p, jane.id)
+        unmatched_backlog(p.store, 10_000)
+        await handled_within(p, jane.id, 2.0)
+    kept = sum(count for status, count, _ in store.backlog() if status != MessageStatus.done.value)
+    assert kept == 10_000, "every backlog row is kept for its wait (released on stop, none lost)"
+
+
+async def test_a_slow_bulk_download_never_delays_a_consolidated_message(
+    emulator, sqlite_store: Store, tmp_path: Path
+) -> None:
+    async with pipeline(emulator.base_url, emulator.api_key, sqlite_store, tmp_path, slow_documents=8.0) as p:
+        jane = await p.api.create_patient(p.facility_id, SEED_PATIENTS["jane"].demographics())
+        await documents_ready(p, jane.id)
+        run, bulk_wait = p.wait(jane.id, "bulk_download")
+        await p.api.start_bulk_download(jane.id, metadata={"flowRunId": run, "stage": "bulk_download"})
+        assert isinstance(p.dispatcher_api, SlowDocumentDownloads)
+        await asyncio.wait_for(p.dispatcher_api.started.wait(), 30)
+
+        await handled_within(p, jane.id, 2.0)
+        assert p.store.get_wait(bulk_wait.id).status == WaitStatus.open, "the bulk download is still under way"
+        bulk = (await p.resolved(bulk_wait.id, timeout=120)).result_model()
+    assert bulk is not None and bulk.outcome == Outcome.ready
