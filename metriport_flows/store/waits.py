@@ -163,6 +163,12 @@ class WaitQueries(StoreBase):
             session.add(wait)
             session.commit()
 
+    def note_wait_check_error(self, wait_id: str, error: str) -> None:
+        """Why the reconciler's last look at this wait failed (the wait stays open)."""
+        with self.session() as session:
+            session.execute(update(Wait).where(Wait.id == wait_id).values(last_check_error=error[:500]))
+            session.commit()
+
     def resolve_wait(self, wait_id: str, result: StageResult) -> bool:
         """Compare-and-set from open: True for the one caller that resolved it, False for all others."""
         wait = self.get_wait(wait_id)

@@ -18,7 +18,9 @@ once. The report holds counts only; it is the `reconcile` heartbeat's detail.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -72,6 +74,8 @@ class ReconcileReport(BaseModel):
     lost_races: int = Field(0, description="Someone else resolved the wait first (compare-and-set)")
     delivered: int = Field(0, description="Resolved waits handed to their runs")
     errors: int = Field(0, description="Calls that failed this pass; retried next pass")
+    wait_errors: int = Field(0, description="Waits whose check raised unexpectedly (recorded on the wait)")
+    step_errors: int = Field(0, description="Steps of the pass that failed; the others still ran")
 
     @property
     def resolved(self) -> int:
@@ -168,30 +172,43 @@ def _count(report: ReconcileReport, result: StageResult, won: bool) -> None:
 async def check_soft_deadlines(
     store: Store, api: Metriport, settings: Settings, now: datetime, report: ReconcileReport
 ) -> None:
+    """Each wait on its own: whatever one wait's check raises (a proxy's HTML page, a folder that cannot
+    be created) is recorded on that wait and counted, and the pass goes on with the others."""
     for wait in store.waits_past_soft_deadline(now):
         if wait.stage not in (Stage.documents.value, Stage.consolidated.value) or not wait.patient_id:
             continue  # no status endpoint for bulk jobs: only the hard deadline ends them
         report.waits_checked += 1
         result: DocumentsReady | ConsolidatedReady | None
         try:
-            if wait.stage == Stage.documents.value:
-                result = await documents_status(api, wait)
-            else:
-                result = await consolidated_status(api, settings, wait)
+            await check_wait(store, api, settings, wait, report)
         except CALL_ERRORS as exc:
             report.errors += 1
             logger.warning("Reconciler could not check wait %s: %s", wait.id, type(exc).__name__)
-            continue
-        if result is None:
-            report.still_processing += 1
-            continue
-        _count(report, result, store.resolve_wait(wait.id, result))
+        except Exception as exc:
+            report.wait_errors += 1
+            logger.warning("Reconciler: checking wait %s raised %s", wait.id, type(exc).__name__)
+            store.note_wait_check_error(wait.id, f"{type(exc).__name__}: {exc}")
+
+
+async def check_wait(store: Store, api: Metriport, settings: Settings, wait: Wait, report: ReconcileReport) -> None:
+    if wait.stage == Stage.documents.value:
+        result: StageResult | None = await documents_status(api, wait)
+    else:
+        result = await consolidated_status(api, settings, wait)
+    if result is None:
+        report.still_processing += 1
+        return
+    _count(report, result, store.resolve_wait(wait.id, result))
 
 
 def check_hard_deadlines(store: Store, now: datetime, report: ReconcileReport) -> None:
     for wait in store.waits_past_hard_deadline(now):
         result = timeout_result(wait, now)
-        _count(report, result, store.resolve_wait(wait.id, result))
+        try:
+            _count(report, result, store.resolve_wait(wait.id, result))
+        except Exception as exc:  # the next wait is still timed out
+            report.wait_errors += 1
+            logger.warning("Reconciler could not time out wait %s: %s", wait.id, type(exc).__name__)
 
 
 async def retry_failed_webhooks(api: Metriport, report: ReconcileReport) -> None:
@@ -234,11 +251,19 @@ async def reconcile_once(
     """One pass (see the module docstring); records the `reconcile` heartbeat with the report."""
     now = now or datetime.now(UTC)
     report = ReconcileReport(started_at=datetime.now(UTC))
-    await redispatch_stuck(store, api, gateway, settings, now, report)
-    await retry_failed_webhooks(api, report)
-    await check_soft_deadlines(store, api, settings, now, report)
-    check_hard_deadlines(store, now, report)
-    await deliver_resolved(store, gateway, report)
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("redispatch", lambda: redispatch_stuck(store, api, gateway, settings, now, report)),
+        ("webhook retry", lambda: retry_failed_webhooks(api, report)),
+        ("soft deadlines", lambda: check_soft_deadlines(store, api, settings, now, report)),
+        ("hard deadlines", lambda: asyncio.to_thread(check_hard_deadlines, store, now, report)),
+        ("delivery", lambda: deliver_resolved(store, gateway, report)),
+    ]
+    for name, step in steps:
+        try:  # one failing step never skips the ones after it (the hard deadline above all)
+            await step()
+        except Exception as exc:
+            report.step_errors += 1
+            logger.warning("Reconcile step %s failed: %s", name, type(exc).__name__)
     report.seconds = round((datetime.now(UTC) - report.started_at).total_seconds(), 3)
     store.record_heartbeat(HEARTBEAT, report.model_dump(mode="json"))
     logger.info("Reconcile pass: %s", report.model_dump(mode="json", exclude={"started_at"}))

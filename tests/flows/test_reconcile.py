@@ -229,6 +229,49 @@ async def test_consolidated_past_soft_deadline_is_fetched_from_the_stored_webhoo
     assert stored.stat().st_size == result.size_bytes and stored.stat().st_mode & 0o777 == 0o600
 
 
+async def test_a_wait_whose_bundle_folder_cannot_be_made_never_stops_the_pass(
+    store, emulator, gateway, tmp_path
+) -> None:
+    not_a_folder = tmp_path / "bundles-file"
+    not_a_folder.write_text("a file where the bundle folder should be")
+    settings = make_settings(tmp_path, store, metriport_base_url=EMULATOR, bundle_dir=not_a_folder)
+    patient_id, _ = await documents_done(emulator)
+    query = await emulator.api.start_consolidated_query(patient_id, "json")
+    await emulator.idle()
+    broken = waiting(store, gateway, patient_id, Stage.consolidated, request_id=query.request_id)
+    stuck = await stuck_documents_wait(store, emulator, gateway)
+
+    report = await reconcile(store, emulator, gateway, settings)
+    assert (report.waits_checked, report.wait_errors, report.timed_out, report.delivered) == (2, 1, 1, 1)
+    assert store.get_wait(stuck.id).result_model().outcome == Outcome.timeout
+    kept = store.get_wait(broken.id)
+    assert kept.status == WaitStatus.open and kept.last_check_error.startswith(("FileExistsError", "NotADirectory"))
+
+
+async def test_a_proxy_page_answering_200_never_stops_the_pass(store, emulator, gateway, settings) -> None:
+    html = httpx.MockTransport(
+        lambda _request: httpx.Response(
+            200, text="<html>Sign in to the proxy</html>", headers={"content-type": "text/html"}
+        )
+    )
+    proxied = waiting(store, gateway, "pat-proxied", Stage.documents, request_id="req-proxied")
+    stuck = await stuck_documents_wait(store, emulator, gateway)
+    async with MedicalApi("http://proxy.test", "key", transport=html) as proxy:
+        report = await reconcile_once(store, proxy, gateway, settings, utcnow())
+    assert (report.wait_errors, report.timed_out, report.delivered) == (2, 1, 1)  # both waits' checks raised
+    assert store.get_wait(stuck.id).result_model().outcome == Outcome.timeout
+    assert store.get_wait(proxied.id).last_check_error.startswith("JSONDecodeError")
+    assert report.step_errors == 1, "the webhook-status look failed too; the pass went on"
+
+
+async def stuck_documents_wait(store: Store, emulator: Emulator, gateway: RecordingGateway) -> Wait:
+    """A documents wait past its hard deadline whose query never finishes: only a timeout ends it."""
+    patient_id = await emulator.patient("chris")
+    await emulator.faults(stuck_patients=[patient_id])
+    started = await emulator.api.start_document_query(patient_id, emulator.facility_id)
+    return waiting(store, gateway, patient_id, Stage.documents, request_id=started.request_id, hard=-1)
+
+
 async def test_expired_bundle_url_resolves_expired_so_the_flow_re_requests(store, emulator, gateway, settings) -> None:
     patient_id, _ = await documents_done(emulator)
     await emulator.faults(url_lifetime=0)
