@@ -52,26 +52,36 @@ def retry_delay(attempts: int, *, cap: float) -> timedelta:
 
 def correlate(store: Store, message: WebhookMessage, stage: Stage) -> tuple[Wait | None, str]:
     """The wait this message ends: by meta.requestId, then meta.data.flowRunId, then the patient's
-    latest wait of the stage. A wait whose request id differs from the message's is never chosen."""
+    latest wait of the stage; never a wait the message cannot belong to (see `belongs`)."""
     if message.request_id:
         wait = store.find_wait_by_request_id(message.request_id, stage)
-        if wait is not None:
+        if wait is not None and belongs(wait, message, same_run=True):
             return wait, "request_id"
-
-    def compatible(wait: Wait | None) -> bool:
-        return wait is not None and not (
-            wait.request_id and message.request_id and wait.request_id != message.request_id
-        )
-
     if message.flow_run_id:
         wait = store.latest_wait_for_run(message.flow_run_id, stage)
-        if compatible(wait):
+        if wait is not None and belongs(wait, message, same_run=True):
             return wait, "flow_run_id"
     if message.patient_id:
         wait = store.latest_wait_for_patient(message.patient_id, stage)
-        if compatible(wait):
+        if wait is not None and belongs(wait, message, same_run=False):
             return wait, "patient"
     return None, "none"
+
+
+def belongs(wait: Wait, message: WebhookMessage, *, same_run: bool) -> bool:
+    """An old or foreign message never ends a new run's wait: one sent before the wait was registered
+    (`meta.when`), or carrying another request id, is not its answer. A message with a request id found
+    only through the patient waits until the wait has recorded that id (the start call's answer), which
+    wakes it; one without a request id (the sandbox's conversion message) must be sent after the wait
+    was registered."""
+    sent = message.meta.when_at
+    if sent is not None and sent < wait.created_at:
+        return False
+    if message.request_id:
+        if wait.request_id:
+            return wait.request_id == message.request_id
+        return same_run
+    return sent is not None or same_run
 
 
 class Dispatcher:

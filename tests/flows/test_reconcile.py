@@ -295,8 +295,10 @@ async def test_expired_bundle_url_resolves_expired_so_the_flow_re_requests(store
 async def test_failed_deliveries_are_retried_and_the_resent_messages_correlate(
     store, emulator, gateway, tmp_path
 ) -> None:
-    patient_id, request_id = await documents_done(emulator, "ollie")
-    wait = waiting(store, gateway, patient_id, Stage.documents, request_id=request_id, soft=600)
+    patient_id = await emulator.patient("ollie")
+    wait = waiting(store, gateway, patient_id, Stage.documents, soft=600)  # registered before the start call
+    started = await emulator.api.start_document_query(patient_id, emulator.facility_id)
+    store.set_wait_request_id(wait.id, started.request_id)
     # Metriport's key exists once a URL is set; the receiver verifies with it, then the URL points at it.
     key = (await emulator.api.update_settings("http://127.0.0.1:9/nowhere")).webhook_key
     settings = make_settings(tmp_path, store, metriport_base_url=EMULATOR, metriport_webhook_key=key)

@@ -133,13 +133,16 @@ async def test_a_different_request_id_never_matches(store: Store, dispatcher: Di
     assert store.get_message(message_id).status == MessageStatus.unmatched
 
 
-async def test_a_message_before_its_wait_waits_for_it(store: Store, dispatcher: Dispatcher) -> None:
+async def test_a_message_before_its_wait_knows_the_request_id_waits_for_it(
+    store: Store, dispatcher: Dispatcher
+) -> None:
+    wait = wait_for(store, "pat-early")  # registered; the start call has not returned yet
     message_id = put(store, conversion_message("pat-early", request_id="req-early"))
     assert await dispatcher.dispatch_once() == 1
     row = store.get_message(message_id)
     assert row.status == MessageStatus.unmatched and row.attempts == 1
     assert await dispatcher.dispatch_once() == 0  # backing off
-    wait = wait_for(store, "pat-early", request_id="req-early")  # wakes it at once
+    store.set_wait_request_id(wait.id, "req-early")  # wakes it at once
     assert await dispatcher.dispatch_once() == 1
     assert store.get_wait(wait.id).result_model().message_id == message_id
     assert store.get_message(message_id).status == MessageStatus.done
@@ -321,3 +324,27 @@ async def test_a_slow_handler_keeps_its_claim_past_the_lease_by_extending_it(
     assert taken == [] and handled == [message_id]
     assert store.get_message(message_id).status == MessageStatus.done
     assert store.get_wait(wait.id).status == WaitStatus.resolved
+
+
+async def test_an_old_or_foreign_message_never_ends_a_new_runs_wait(
+    store: Store, dispatcher: Dispatcher, gateway: RecordingGateway
+) -> None:
+    """A bulk import's document query for this patient finished before a cohort run started its own: its
+    conversion message (another request id), and one from before the run without a request id, are not
+    the new run's answer; the new query's message is, with or without a request id (the sandbox's)."""
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    foreign = put(store, conversion_message("pat-new", request_id="req-bulk-import", when=an_hour_ago))
+    old = put(store, conversion_message("pat-new", when=an_hour_ago))
+    assert await dispatcher.dispatch_once() == 2  # no wait yet: both unmatched
+
+    wait = wait_for(store, "pat-new")  # registered before the start call: no request id yet
+    assert await dispatcher.dispatch_once() == 2, "registering woke the patient's unmatched messages"
+    store.set_wait_request_id(wait.id, "req-cohort")
+    await dispatcher.dispatch_once()
+    assert store.get_wait(wait.id).status == WaitStatus.open and gateway.resumes == []
+    assert {store.get_message(m).status for m in (foreign, old)} == {MessageStatus.unmatched}
+
+    put(store, conversion_message("pat-new"))  # the sandbox's: no requestId, sent after the start call
+    await dispatcher.dispatch_once()
+    resolved = store.get_wait(wait.id)
+    assert resolved.status == WaitStatus.resolved and resolved.result_model().request_id == "req-cohort"

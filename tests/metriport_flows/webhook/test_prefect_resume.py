@@ -3,7 +3,7 @@
 One module, module-scoped processes: a Prefect server (fresh PREFECT_HOME, free port), a `serve`
 process for tests/metriport_flows/webhook/suspending_flow.py, `metriport-flows receiver --no-dispatcher` and
 `metriport-flows dispatcher` (the scale-out shape), configured only through the environment, the webhook
-key in a Prefect Secret block. Two orders: the message after the suspend, and the message before the run even started
+key in a Prefect Secret block. Two orders: the message after the suspend, and the message right after the run registered its wait
 (the resume is then refused as "not paused" until the run suspends; delivery keeps looking).
 """
 
@@ -177,7 +177,9 @@ def test_the_dispatcher_resumes_real_suspended_runs_in_either_order(stack: Stack
     until(lambda: state_name(stack, suspended_first) == "Suspended", timeout=120, what="first run suspended")
 
     early = start_run(stack, before_patient)
-    # the message comes before this run has registered its wait: it waits, unmatched, for the wait
+    # the message comes as soon as this run has registered its wait, before it suspends: delivery keeps
+    # looking until the run is suspended on the wait's key
+    until(lambda: stack.store.waits_for_run(early), timeout=120, what="second run registered its wait")
     post(stack, conversion_message(before_patient, data={"flowRunId": early, "stage": "documents"}))
     post(stack, conversion_message(after_patient, data={"flowRunId": suspended_first, "stage": "documents"}))
 
