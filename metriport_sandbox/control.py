@@ -93,6 +93,12 @@ async def webhook_requests(backend: BackendDep, tenant: str | None = None) -> li
     return [r.summary() for t in backend.tenants.values() if tenant in (None, t.id) for r in t.webhooks]
 
 
+@router.get("/api-calls")
+async def api_calls(backend: BackendDep, tenant: str | None = None) -> dict[str, int]:
+    """How many calls each API operation got (e.g. `documentQuery`: every POST /document/query)."""
+    return backend.api_calls(tenant)
+
+
 @router.get("/downloads")
 async def downloads(backend: BackendDep) -> list[dict[str, Any]]:
     return backend.downloads

@@ -118,6 +118,13 @@ class Core:
             self.tenants[tenant_id] = tenant
         return tenant
 
+    def api_calls(self, tenant_id: str | None = None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for (tenant, operation), count in self._api_calls.items():
+            if tenant_id is None or tenant == tenant_id:
+                counts[operation] = counts.get(operation, 0) + count
+        return counts
+
     def check_api(self, tenant_id: str, operation: str) -> dict[str, str]:
         """Injected API faults first, then the rate limiter; returns the RateLimit headers."""
         key = (tenant_id, operation)

@@ -32,7 +32,7 @@ from metriport_flows.domain.bulk_documents import (
 )
 from metriport_flows.domain.stages import Stage
 from metriport_flows.settings import get_settings
-from tasks.once import failed_transiently, once_per_stage_attempt
+from tasks.once import failed_transiently, keep_request_id, once_per_stage_attempt, stored_request_id
 
 # Bump to make every run call Metriport again instead of reading an old cached answer.
 
@@ -91,11 +91,14 @@ async def upload_bulk_csv(flow_run_id: str, job: BulkJob, csv_path: str, stage: 
 )
 async def start_bulk_download(flow_run_id: str, patient_id: str, stage: Stage, attempt: int) -> str:
     """POST /document/download-url/bulk with the run's correlation metadata; the requestId."""
+    if stored := await stored_request_id(flow_run_id, stage, attempt):
+        return stored
     metadata = validate_metadata({"flowRunId": flow_run_id, "stage": Stage(stage).value})
     async with MedicalApi.from_settings(get_settings()) as api:
         started = await api.start_bulk_download(patient_id, metadata=metadata)
     if started.status == "failed" or not started.request_id:
         raise BulkStartFailed(f"bulk download for patient {patient_id} not started ({started.status})")
+    await keep_request_id(flow_run_id, stage, attempt, started.request_id)
     return started.request_id
 
 

@@ -1,8 +1,9 @@
 """Prefect tasks that start Metriport queries: thin wrappers over the typed client.
 
-A resumed run re-runs its flow from the top, so a start call must never repeat: each task persists its
-result under a cache key made of a version constant, the flow run id, the stage and the attempt. A
-re-run finds the cached request id (`Cached(type=COMPLETED)`) instead of calling Metriport again.
+A resumed run re-runs its flow from the top, so a start call must never repeat: each task first looks
+for the request id stored on its stage attempt's wait (registered before the call) and stores the one
+Metriport returns at once, so a re-run on any worker reuses it; on top of that each task persists its
+result under a cache key made of a version constant, the flow run id, the stage and the attempt.
 Both start calls are safe to retry (Metriport returns the running query's requestId for a duplicate),
 so transient errors (429, 5xx, connection) are retried by the decorator. Each call first takes a slot
 of the operation's Prefect rate limit (`tasks/limits.py`).
@@ -22,7 +23,7 @@ from metriport_flows.domain.rate_limits import Operation
 from metriport_flows.domain.stages import Stage
 from metriport_flows.settings import get_settings
 from tasks.limits import wait_for_slot
-from tasks.once import failed_transiently, once_per_stage_attempt
+from tasks.once import failed_transiently, keep_request_id, once_per_stage_attempt, stored_request_id
 
 
 def correlation_metadata(flow_run_id: str, stage: Stage) -> dict[str, str]:
@@ -49,6 +50,8 @@ async def start_document_query(
     attempt: int = 1,
 ) -> str | None:
     """POST /document/query; the query's requestId (a running query's, when one was running already)."""
+    if stored := await stored_request_id(flow_run_id, stage, attempt):
+        return stored
     await wait_for_slot(Operation.document_query)
     async with MedicalApi.from_settings(get_settings()) as api:
         progress = await api.start_document_query(
@@ -57,6 +60,7 @@ async def start_document_query(
             override=override,
             metadata=correlation_metadata(flow_run_id, stage),
         )
+    await keep_request_id(flow_run_id, stage, attempt, progress.request_id)
     return progress.request_id
 
 
@@ -72,6 +76,8 @@ async def start_consolidated_query(
     attempt: int = 1,
 ) -> str:
     """POST /patient/{id}/consolidated/query; the query's requestId."""
+    if stored := await stored_request_id(flow_run_id, stage, attempt):
+        return stored
     await wait_for_slot(Operation.consolidated_query)
     async with MedicalApi.from_settings(get_settings()) as api:
         query = await api.start_consolidated_query(
@@ -82,4 +88,5 @@ async def start_consolidated_query(
             date_to=date_to,
             metadata=correlation_metadata(flow_run_id, stage),
         )
+    await keep_request_id(flow_run_id, stage, attempt, query.request_id)
     return query.request_id

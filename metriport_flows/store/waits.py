@@ -74,6 +74,30 @@ class WaitQueries(StoreBase):
         self._wake_unmatched(patient_id=patient_id, request_id=request_id)
         return wait
 
+    def stored_request_id(self, flow_run_id: UUID | str, stage: Stage | str, attempt: int) -> str | None:
+        """The request id a start call already returned for this stage attempt (a re-run reuses it)."""
+        statement = select(col(Wait.request_id)).where(
+            col(Wait.flow_run_id) == str(flow_run_id),
+            col(Wait.stage) == Stage(stage).value,
+            col(Wait.attempt) == attempt,
+        )
+        with self.session() as session:
+            return session.execute(statement).scalar_one_or_none()
+
+    def record_request_id(self, flow_run_id: UUID | str, stage: Stage | str, attempt: int, request_id: str) -> bool:
+        """Keep the start call's request id on its stage attempt's wait; False when no wait is registered."""
+        statement = select(col(Wait.id)).where(
+            col(Wait.flow_run_id) == str(flow_run_id),
+            col(Wait.stage) == Stage(stage).value,
+            col(Wait.attempt) == attempt,
+        )
+        with self.session() as session:
+            wait_id = session.execute(statement).scalar_one_or_none()
+        if wait_id is None:
+            return False
+        self.set_wait_request_id(wait_id, request_id)
+        return True
+
     def set_wait_request_id(self, wait_id: str, request_id: str) -> None:
         with self.session() as session:
             session.execute(update(Wait).where(col(Wait.id) == wait_id).values(request_id=request_id))
@@ -166,7 +190,7 @@ class WaitQueries(StoreBase):
     def note_wait_check_error(self, wait_id: str, error: str) -> None:
         """Why the reconciler's last look at this wait failed (the wait stays open)."""
         with self.session() as session:
-            session.execute(update(Wait).where(Wait.id == wait_id).values(last_check_error=error[:500]))
+            session.execute(update(Wait).where(col(Wait.id) == wait_id).values(last_check_error=error[:500]))
             session.commit()
 
     def resolve_wait(self, wait_id: str, result: StageResult) -> bool:
@@ -203,9 +227,31 @@ class WaitQueries(StoreBase):
             session.commit()
         return moved
 
+    def claim_delivery(self, wait_id: str, lease: timedelta) -> bool:
+        """Compare-and-set: the one caller that may resume the run for this resolved wait now; anyone else
+        (the dispatcher and the reconciler both deliver) gets False until it is delivered or let go."""
+        now = utcnow()
+        statement = (
+            update(Wait)
+            .where(
+                col(Wait.id) == wait_id,
+                col(Wait.status) == WaitStatus.resolved.value,
+                or_(col(Wait.delivering_until).is_(None), col(Wait.delivering_until) <= now),
+            )
+            .values(delivering_until=now + lease)
+        )
+        with self.session() as session:
+            claimed = session.exec(statement).rowcount == 1
+            session.commit()
+        return claimed
+
     def mark_wait_delivered(self, wait_id: str) -> bool:
         return self._move_wait(
-            wait_id, (WaitStatus.resolved,), status=WaitStatus.delivered.value, delivered_at=utcnow()
+            wait_id,
+            (WaitStatus.resolved,),
+            status=WaitStatus.delivered.value,
+            delivered_at=utcnow(),
+            delivering_until=None,
         )
 
     def mark_wait_consumed(self, wait_id: str) -> bool:
@@ -221,6 +267,7 @@ class WaitQueries(StoreBase):
                 delivery_attempts=col(Wait.delivery_attempts) + 1,
                 next_delivery_at=utcnow() + delay,
                 last_delivery_error=redact_urls(error or "")[:500] or None,
+                delivering_until=None,
             )
         )
         with self.session() as session:

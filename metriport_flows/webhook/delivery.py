@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 FIRST_RECHECK = 0.25
 MAX_RECHECK = 30.0
 FINISHED_RUN_RECHECK = 300.0
+# How long one deliverer holds a wait; a deliverer that dies mid-resume lets it go after this.
+DELIVERY_LEASE = timedelta(seconds=60)
 
 
 class Delivery(StrEnum):
@@ -37,11 +39,16 @@ def recheck_delay(attempts: int, *, finished_run: bool = False) -> timedelta:
 
 
 async def deliver_wait(store: Store, gateway: Gateway, wait_id: str) -> Delivery:
+    """Resume the run with the wait's result, at most once: only the caller that claimed the delivery
+    in the store reads the run and resumes it (the dispatcher and the reconciler both deliver; with a
+    hot window of 0 a second resume could otherwise end the next stage's suspend)."""
     wait = await asyncio.to_thread(store.get_wait, wait_id)
     if wait is None or wait.status == WaitStatus.open:
         return Delivery.gone
     if wait.status in (WaitStatus.delivered, WaitStatus.consumed):
         return Delivery.consumed if wait.status == WaitStatus.consumed else Delivery.delivered
+    if not await asyncio.to_thread(store.claim_delivery, wait.id, DELIVERY_LEASE):
+        return Delivery.later  # someone else is delivering it right now
     try:
         run = await gateway.read_flow_run(wait.flow_run_id)
         if run is not None and run.is_paused and run.pause_key == wait.pause_key:

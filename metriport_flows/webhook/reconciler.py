@@ -178,7 +178,6 @@ async def check_soft_deadlines(
         if wait.stage not in (Stage.documents.value, Stage.consolidated.value) or not wait.patient_id:
             continue  # no status endpoint for bulk jobs: only the hard deadline ends them
         report.waits_checked += 1
-        result: DocumentsReady | ConsolidatedReady | None
         try:
             await check_wait(store, api, settings, wait, report)
         except CALL_ERRORS as exc:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Failed
 
 from metriport_flows.client.errors import (
@@ -17,6 +19,9 @@ from metriport_flows.client.errors import (
     UrlExpired,
 )
 from metriport_flows.domain.stages import Stage
+from metriport_flows.settings import get_settings
+from metriport_flows.store import Store, utcnow
+from metriport_flows.store.store import get_store
 from tasks.metriport import (
     correlation_metadata,
     start_consolidated_query,
@@ -70,3 +75,37 @@ def test_correlation_metadata_is_valid_metriport_metadata() -> None:
 )
 def test_only_transient_errors_are_retried(error: Exception, retried: bool) -> None:
     assert failed_transiently(cast(Any, None), cast(Any, None), Failed(data=error)) is retried
+
+
+async def test_a_start_task_rerun_with_a_stored_request_id_makes_no_second_post(
+    emulator, sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed run on a worker that cannot see Prefect's cached result (the task's function itself,
+    no cache) finds the request id on its stage attempt's wait and never calls Metriport again."""
+    monkeypatch.setenv("DATABASE_URL", sqlite_store.url)
+    monkeypatch.setenv("METRIPORT_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("METRIPORT_API_KEY", emulator.api_key)
+    get_settings.cache_clear()
+    get_store.cache_clear()
+    try:
+        for stage, start, args in (
+            (Stage.documents, start_document_query, ("pat-1", None, False)),
+            (Stage.consolidated, start_consolidated_query, ("pat-1", "json")),
+        ):
+            sqlite_store.register_wait(
+                flow_run_id=RUN_ID,
+                stage=stage,
+                attempt=1,
+                patient_id="pat-1",
+                soft_deadline=utcnow() + timedelta(minutes=10),
+                hard_deadline=utcnow() + timedelta(hours=1),
+                request_id=f"req-first-{stage.value}",
+            )
+            with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # no Prefect needed
+                again = await start.fn(RUN_ID, *args, stage=stage, attempt=1)
+            assert again == f"req-first-{stage.value}"
+    finally:
+        get_settings.cache_clear()
+        get_store.cache_clear()
+    calls = httpx.get(f"{emulator.base_url}/_sandbox/api-calls").json()
+    assert calls.get("documentQuery", 0) == 0 and calls.get("consolidatedDataQuery", 0) == 0

@@ -17,7 +17,7 @@ import pytest
 from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.messages import DocumentConversionMessage
 from metriport_flows.client.signing import compact_json
-from metriport_flows.domain.stages import DocumentsReady, Outcome, ResolvedBy, Stage
+from metriport_flows.domain.stages import DocumentsReady, Outcome, ResolvedBy, Stage, StageResult
 from metriport_flows.store import MessageStatus, Store, WaitStatus, utcnow
 from metriport_flows.webhook.delivery import Delivery, deliver_due, deliver_wait
 from metriport_flows.webhook.dispatcher import Dispatcher
@@ -27,7 +27,7 @@ from metriport_flows.webhook.events import (
     message_event_id,
 )
 from metriport_flows.webhook.handlers import metriport_router
-from metriport_flows.webhook.protocols import RunView
+from metriport_flows.webhook.protocols import ResumeAnswer, RunView
 from metriport_flows.webhook.router import HandlerContext, Router
 from tests.fixtures.emulator import api_key_for
 from tests.fixtures.inbox import (
@@ -348,3 +348,31 @@ async def test_an_old_or_foreign_message_never_ends_a_new_runs_wait(
     await dispatcher.dispatch_once()
     resolved = store.get_wait(wait.id)
     assert resolved.status == WaitStatus.resolved and resolved.result_model().request_id == "req-cohort"
+
+
+class HotWindowZeroGateway(RecordingGateway):
+    """A run that, once resumed, suspends at once on its next stage's key (a hot window of 0); each
+    resume takes Prefect's round trip."""
+
+    async def resume(self, flow_run_id: str, run_input: StageResult) -> ResumeAnswer:
+        self.resumes.append((str(flow_run_id), run_input.model_dump(mode="json")))
+        await asyncio.sleep(0.05)
+        self.runs[str(flow_run_id)] = RunView("PAUSED", "Suspended", "consolidated-1")
+        return ResumeAnswer("ACCEPT")
+
+
+async def test_concurrent_deliveries_of_one_wait_resume_the_run_once(store: Store, dispatcher: Dispatcher) -> None:
+    gateway = HotWindowZeroGateway()
+    wait = wait_for(store, "pat-twice", request_id="req-twice")
+    assert store.resolve_wait(wait.id, DocumentsReady(outcome=Outcome.ready, request_id="req-twice"))
+    gateway.runs[wait.flow_run_id] = RunView("PAUSED", "Suspended", wait.pause_key)
+
+    outcomes = await asyncio.gather(
+        deliver_wait(store, gateway, wait.id),  # the dispatcher, right after resolving
+        deliver_wait(store, gateway, wait.id),  # the reconciler's delivery pass
+        deliver_due(store, gateway),  # another dispatcher's delivery pass
+    )
+    assert len(gateway.resumes) == 1, "the second resume would have ended the consolidated suspend"
+    assert Delivery.delivered in outcomes[:2]
+    assert store.get_wait(wait.id).status == WaitStatus.delivered
+    assert await deliver_wait(store, gateway, wait.id) == Delivery.delivered and len(gateway.resumes) == 1
