@@ -1,7 +1,8 @@
 """Deliver resolved waits to their runs: resume a run suspended on the wait's pause key, stop when the
 run read the result itself, and otherwise look again later. A wait is never dropped.
 
-Prefect refuses a resume that comes before the suspend ("not paused": ABORT), so a run that is still
+A wait whose run has ended another way (failed, cancelled, completed without it) is closed as
+`abandoned`. Prefect refuses a resume that comes before the suspend ("not paused": ABORT), so a run that is still
 running, or between its last look at the wait and its suspend, is simply re-checked with backoff.
 """
 
@@ -29,6 +30,7 @@ class Delivery(StrEnum):
     delivered = "delivered"  # resumed with the result
     consumed = "consumed"  # the run read it itself
     later = "later"  # re-check scheduled
+    abandoned = "abandoned"  # the run ended another way: the wait is closed, nothing looks again
     gone = "gone"  # not resolved (or unknown): nothing to deliver
 
 
@@ -51,6 +53,8 @@ async def deliver_wait(store: Store, gateway: Gateway, wait_id: str) -> Delivery
         return Delivery.later  # someone else is delivering it right now
     try:
         run = await gateway.read_flow_run(wait.flow_run_id)
+        if run is not None and run.has_ended:
+            return await _abandon(store, wait, run)
         if run is not None and run.is_paused and run.pause_key == wait.pause_key:
             result = wait.result_model()
             assert result is not None, "a resolved wait has a result"
@@ -64,6 +68,13 @@ async def deliver_wait(store: Store, gateway: Gateway, wait_id: str) -> Delivery
     except Exception as exc:  # Prefect unreachable after retries: keep the wait, look again later
         return await _later(store, wait, f"prefect: {exc.__class__.__name__}", None)
     return await _later(store, wait, _why_not(run, wait), run)
+
+
+async def _abandon(store: Store, wait: Wait, run: RunView) -> Delivery:
+    if await asyncio.to_thread(store.abandon_wait, wait.id):
+        logger.info("wait %s abandoned: run %s is %s", wait.id, wait.flow_run_id, run.state_type)
+        return Delivery.abandoned
+    return await _later(store, wait, f"run is {run.state_type}", run)
 
 
 def _why_not(run: RunView | None, wait: Wait) -> str:

@@ -15,6 +15,9 @@ from metriport_flows.domain.stages import StageResult
 from metriport_flows.webhook.events import PlannedEvent
 
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+# A run in one of these will never read its waits again. A crashed run is left out: its process died
+# under it, and it may be brought back under the same id to resume where it was.
+ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,11 @@ class RunView:
     @property
     def is_terminal(self) -> bool:
         return self.state_type in TERMINAL_STATES
+
+    @property
+    def has_ended(self) -> bool:
+        """Final for good: nothing in this run waits for anything any more."""
+        return self.state_type in ENDED_STATES
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ lives three minutes, and a dispatcher can die holding a claim. One `reconcile_on
      expired (their dispatcher died); a row whose owner still extends its lease is never taken over;
   2. calls `POST /settings/webhook/retry` when `GET /settings/webhook` reports failed deliveries (the
      re-sent messages carry no `meta.data`; the dispatcher correlates them by requestId / patient);
-  3. for open waits past their soft deadline asks Metriport (`GET /document/query`, the consolidated
+  3. closes (`abandoned`) the open waits past their soft deadline whose run has ended another way
+     (failed or cancelled after registering it): nobody asks about them again;
+     for the other open waits past their soft deadline asks Metriport (`GET /document/query`, the consolidated
      query and its stored webhook) and resolves what has finished; a consolidated bundle is downloaded at
      once, and a URL that expired (or a query Metriport forgot) resolves as `expired`, so the flow
      re-requests with a new pause key;
@@ -71,6 +73,7 @@ class ReconcileReport(BaseModel):
     resolved_failed: int = 0
     resolved_expired: int = Field(0, description="Consolidated URL expired or query forgotten: re-request")
     timed_out: int = Field(0, description="Past the hard deadline: resolved as timeout")
+    abandoned: int = Field(0, description="Open waits whose run had ended (failed, cancelled): closed")
     lost_races: int = Field(0, description="Someone else resolved the wait first (compare-and-set)")
     delivered: int = Field(0, description="Resolved waits handed to their runs")
     errors: int = Field(0, description="Calls that failed this pass; retried next pass")
@@ -169,6 +172,20 @@ def _count(report: ReconcileReport, result: StageResult, won: bool) -> None:
         report.timed_out += 1
 
 
+async def close_waits_of_ended_runs(store: Store, gateway: Gateway, now: datetime, report: ReconcileReport) -> None:
+    """Open waits past their soft deadline whose run ended another way are closed, so neither the
+    soft-deadline checks nor delivery look at them again."""
+    for wait in store.waits_past_soft_deadline(now):
+        try:
+            run = await gateway.read_flow_run(wait.flow_run_id)
+            if run is not None and run.has_ended and store.abandon_wait(wait.id):
+                report.abandoned += 1
+                logger.info("Reconciler: wait %s abandoned (run %s is %s)", wait.id, wait.flow_run_id, run.state_type)
+        except Exception as exc:  # Prefect unreachable: the wait is looked at as usual
+            report.errors += 1
+            logger.warning("Reconciler could not read the run of wait %s: %s", wait.id, type(exc).__name__)
+
+
 async def check_soft_deadlines(
     store: Store, api: Metriport, settings: Settings, now: datetime, report: ReconcileReport
 ) -> None:
@@ -253,6 +270,7 @@ async def reconcile_once(
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("redispatch", lambda: redispatch_stuck(store, api, gateway, settings, now, report)),
         ("webhook retry", lambda: retry_failed_webhooks(api, report)),
+        ("ended runs", lambda: close_waits_of_ended_runs(store, gateway, now, report)),
         ("soft deadlines", lambda: check_soft_deadlines(store, api, settings, now, report)),
         ("hard deadlines", lambda: asyncio.to_thread(check_hard_deadlines, store, now, report)),
         ("delivery", lambda: deliver_resolved(store, gateway, report)),

@@ -1,5 +1,5 @@
 """A flow that waits the way patient_records does, minus the hot window: register a documents wait,
-suspend on its pause key, and write the run input it was resumed with (ids and counts only) to a file.
+suspend on its pause key (or fail right after registering, when asked), and write the run input it was resumed with (ids and counts only) to a file.
 Served by tests/metriport_flows/webhook/test_prefect_resume.py: `python -m tests.metriport_flows.webhook.suspending_flow`."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ DEPLOYMENT = "d-wait-for-documents/resume-test"
 
 
 @flow(name="d-wait-for-documents")
-def wait_for_documents(patient_id: str, out_dir: str) -> None:
+def wait_for_documents(patient_id: str, out_dir: str, fail_after_register: bool = False) -> None:
     run_id = str(get_run_context().flow_run.id)
     store = Store(os.environ["DATABASE_URL"])
     wait = store.register_wait(
@@ -31,6 +31,8 @@ def wait_for_documents(patient_id: str, out_dir: str) -> None:
         hard_deadline=utcnow() + timedelta(hours=1),
     )
     store.dispose()
+    if fail_after_register:
+        raise RuntimeError("failed after registering its wait")
     result = suspend_flow_run(wait_for_input=DocumentsReady, key=wait.pause_key, timeout=None)
     Path(out_dir, f"{run_id}.json").write_text(result.model_dump_json())
 

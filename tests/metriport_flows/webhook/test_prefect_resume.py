@@ -9,6 +9,7 @@ key in a Prefect Secret block. Two orders: the message after the suspend, and th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -16,7 +17,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,12 +27,19 @@ from prefect.blocks.system import Secret
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Cancelled
 
 from metriport_devtools.stack import Service, free_port, poll_until
-from metriport_flows.store import Store, WaitStatus
+from metriport_flows.client.api import MedicalApi
+from metriport_flows.domain.stages import DocumentsReady, Outcome
+from metriport_flows.settings import Settings
+from metriport_flows.store import Store, WaitStatus, utcnow
 from metriport_flows.webhook.events import WAIT_DELIVERED, WAIT_RESOLVED
+from metriport_flows.webhook.prefect_gateway import PrefectGateway
 from metriport_flows.webhook.receiver import WEBHOOK_PATH
-from tests.fixtures.inbox import conversion_message, signed
+from metriport_flows.webhook.reconciler import ReconcileReport, reconcile_once
+from tests.fixtures.emulator import api_key_for
+from tests.fixtures.inbox import conversion_message, make_settings, signed
 from tests.metriport_flows.webhook.suspending_flow import DEPLOYMENT
 
 pytestmark = pytest.mark.e2e
@@ -127,11 +137,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             service.stop(grace_seconds=10)
 
 
-def start_run(stack: Stack, patient_id: str) -> str:
+def start_run(stack: Stack, patient_id: str, *, fail_after_register: bool = False) -> str:
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
         run = run_deployment(
             DEPLOYMENT,
-            parameters={"patient_id": patient_id, "out_dir": str(stack.out_dir)},
+            parameters={
+                "patient_id": patient_id,
+                "out_dir": str(stack.out_dir),
+                "fail_after_register": fail_after_register,
+            },
             timeout=0,
             as_subflow=False,
         )
@@ -218,3 +232,52 @@ def test_a_message_for_a_finished_wait_changes_nothing(stack: Stack) -> None:
     [wait] = stack.store.waits_for_run(run_id)
     assert wait.result["outcome"] == "ready" and wait.result["message_id"] == first["meta"]["messageId"]
     assert stack.store.get_message(late["meta"]["messageId"]).detail.startswith("late")
+
+
+def cancel(stack: Stack, run_id: str) -> None:
+    with stack.client() as client:
+        client.set_flow_run_state(run_id, Cancelled(), force=True)
+    until(lambda: state_name(stack, run_id) == "Cancelled", timeout=60, what=f"run {run_id} cancelled")
+
+
+def test_waits_of_runs_that_ended_another_way_are_closed(stack: Stack, emulator_app, tmp_path: Path) -> None:
+    failed = start_run(stack, f"pat-{uuid.uuid4().hex[:8]}", fail_after_register=True)
+    until(lambda: state_name(stack, failed) == "Failed", timeout=120, what="run failed after registering")
+    cancelled, resolved_late = (start_run(stack, f"pat-{uuid.uuid4().hex[:8]}") for _ in range(2))
+    for run_id in (cancelled, resolved_late):
+        until(lambda: state_name(stack, run_id) == "Suspended", timeout=120, what=f"run {run_id} suspended")
+        cancel(stack, run_id)
+
+    # a message that ends the wait of a cancelled run: the dispatcher's delivery closes the wait
+    [late] = stack.store.waits_for_run(resolved_late)
+    assert stack.store.resolve_wait(late.id, DocumentsReady(outcome=Outcome.ready))
+    until(
+        lambda: stack.store.get_wait(late.id).status == WaitStatus.abandoned,
+        timeout=30,
+        what="the delivery closed the resolved wait of a cancelled run",
+    )
+
+    # the reconciler closes the open waits of the failed and the cancelled run, then never asks again
+    settings = make_settings(tmp_path, stack.store)
+    after_soft_deadline = utcnow() + timedelta(minutes=6)
+    first, second = asyncio.run(reconcile_twice(stack, emulator_app, settings, after_soft_deadline))
+    assert first.abandoned == 2 and first.waits_checked == 0
+    assert (second.abandoned, second.waits_checked) == (0, 0)
+    for run_id in (failed, cancelled, resolved_late):
+        [wait] = stack.store.waits_for_run(run_id)
+        assert wait.status == WaitStatus.abandoned and wait.abandoned_at is not None
+    assert stack.store.undelivered_waits(due_only=False) == []
+
+
+async def reconcile_twice(
+    stack: Stack, emulator_app: Any, settings: Settings, now: datetime
+) -> tuple[ReconcileReport, ReconcileReport]:
+    transport = httpx.ASGITransport(app=emulator_app)
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        async with (
+            PrefectGateway() as gateway,
+            MedicalApi("http://emulator.test", api_key_for("reconcile-ended"), transport=transport) as api,
+        ):
+            first = await reconcile_once(stack.store, api, gateway, settings, now)
+            second = await reconcile_once(stack.store, api, gateway, settings, now)
+    return first, second
