@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
     def replay_command(message_id: str = typer.Argument(..., help="meta.messageId of a stored message")) -> None:
         """Dispatch a stored message again (the dispatcher picks it up at once)."""
         if not replay(open_store(Settings().database_url), message_id):
-            typer.echo(f"No stored message {message_id}", err=True)
+            typer.echo(f"No stored message {message_id}, or a dispatcher is working on it", err=True)
             raise typer.Exit(1)
         typer.echo(f"Message {message_id} queued for dispatch")
 

@@ -150,7 +150,8 @@ async def collect_status(store: Store, api: MedicalApi | None, now: datetime | N
 
 
 def replay(store: Store, message_id: str) -> bool:
-    """Put a stored message back in the queue (any state); False when no such message is stored."""
+    """Put a stored message back in the queue (any state but one a live dispatcher holds); False when no
+    such message is stored or a dispatcher is working on it."""
     return store.requeue_message(message_id)
 
 
