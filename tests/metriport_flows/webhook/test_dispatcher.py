@@ -307,10 +307,10 @@ async def test_a_slow_handler_keeps_its_claim_past_the_lease_by_extending_it(
     @router.register("medical.document-conversion", stage=Stage.documents)
     async def slow_conversion(message: DocumentConversionMessage, ctx: HandlerContext) -> DocumentsReady:
         handled.append(message.message_id)
-        await asyncio.sleep(2.5)  # the handler's work: five leases long
+        await asyncio.sleep(3)  # the handler's work: three leases long
         return DocumentsReady(outcome=Outcome.ready)
 
-    slow = Dispatcher(store, dispatcher.settings, gateway, dispatcher.api, router, lease=timedelta(seconds=0.5))
+    slow = Dispatcher(store, dispatcher.settings, gateway, dispatcher.api, router, lease=timedelta(seconds=1))
     wait = wait_for(store, "pat-slow", request_id="req-slow")
     message_id = put(store, conversion_message("pat-slow", request_id="req-slow"))
     work = asyncio.create_task(slow.dispatch_once())
