@@ -190,7 +190,8 @@ class WaitQueries(StoreBase):
     def note_wait_check_error(self, wait_id: str, error: str) -> None:
         """Why the reconciler's last look at this wait failed (the wait stays open)."""
         with self.session() as session:
-            session.execute(update(Wait).where(col(Wait.id) == wait_id).values(last_check_error=error[:500]))
+            statement = update(Wait).where(col(Wait.id) == wait_id).values(last_check_error=redact_urls(error)[:500])
+            session.execute(statement)
             session.commit()
 
     def resolve_wait(self, wait_id: str, result: StageResult) -> bool:

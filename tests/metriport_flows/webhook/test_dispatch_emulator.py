@@ -228,7 +228,7 @@ async def handled_within(p: Pipeline, patient_id: str, seconds: float) -> Consol
     )
     p.store.set_wait_request_id(wait.id, query.request_id)
     resolved = await p.resolved(wait.id)
-    [row] = [m for m in p.store.list_messages(limit=20) if m.wait_id == wait.id]
+    [row] = [m for m in p.store.list_messages(limit=20) if m.request_id == query.request_id]
     took = (resolved.resolved_at - row.received_at).total_seconds()
     assert took < seconds, f"the consolidated message waited {took:.1f} s"
     result = resolved.result_model()
