@@ -208,10 +208,10 @@ class Dispatcher:
         status = getattr(message, "status", None)
         registration = self.router.get(message.type)
         wait: Wait | None = None
+        if registration is not None and isinstance(message, GenericMessage):
+            await self._finish(row, None, f"unparseable {message.type}: {message.parse_error}")
+            return
         if registration is not None and registration.stage is not None:
-            if isinstance(message, GenericMessage):
-                await self._finish(row, None, f"unparseable {message.type}: {message.parse_error}")
-                return
             wait, path = await asyncio.to_thread(correlate, self.store, message, registration.stage)
             if wait is None:
                 await asyncio.to_thread(

@@ -20,6 +20,7 @@ from metriport_flows.client.messages import (
     PATIENT_ADMIT,
     PATIENT_DISCHARGE,
     PatientAdmitMessage,
+    PatientDischargeMessage,
 )
 from metriport_flows.domain.file_names import file_name, inside, private_folder
 from metriport_flows.webhook.router import HandlerContext, Router
@@ -36,7 +37,7 @@ def notification_path(bundle_dir: Path, patient_id: str, message_id: str) -> Pat
 
 @router.register(PATIENT_ADMIT)
 @router.register(PATIENT_DISCHARGE)
-async def patient_notification(message: PatientAdmitMessage, ctx: HandlerContext) -> None:
+async def patient_notification(message: PatientAdmitMessage | PatientDischargeMessage, ctx: HandlerContext) -> None:
     """Store the notification bundle while its URL is valid; the dispatcher then emits the event."""
     patient_id = message.patient_id
     if not patient_id or not message.payload.url:

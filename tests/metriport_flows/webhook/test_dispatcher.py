@@ -377,3 +377,13 @@ async def test_concurrent_deliveries_of_one_wait_resume_the_run_once(store: Stor
     assert direct.count(Delivery.delivered) + due.get(Delivery.delivered.value, 0) == 1
     assert store.get_wait(wait.id).status == WaitStatus.delivered
     assert await deliver_wait(store, gateway, wait.id) == Delivery.delivered and len(gateway.resumes) == 1
+
+
+async def test_an_unparseable_notification_is_recorded_not_retried(
+    store: Store, dispatcher: Dispatcher, gateway: RecordingGateway
+) -> None:
+    bad = put(store, {"meta": {"messageId": str(uuid.uuid4()), "type": "patient.admit"}, "payload": "not an object"})
+    await dispatcher.dispatch_once()
+    row = store.get_message(bad)
+    assert row.status == MessageStatus.done and row.attempts == 0 and "unparseable" in (row.detail or "")
+    assert gateway.events[-1].id == message_event_id(bad)
