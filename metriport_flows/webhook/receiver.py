@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from metriport_flows.client.messages import InvalidMessage, PingMessage, parse_message
-from metriport_flows.client.signing import SIGNATURE_HEADER
+from metriport_flows.client.signing import SIGNATURE_HEADER, WebhookSigner
 from metriport_flows.settings import Settings, get_settings
 from metriport_flows.store import Store, open_store
 from metriport_flows.webhook.webhook_key import load_webhook_signer
@@ -49,13 +49,18 @@ def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None, run_dispatcher: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    store: Store | None = None,
+    run_dispatcher: bool = True,
+    signer: WebhookSigner | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store or await asyncio.to_thread(open_store, settings.database_url)
-        app.state.signer = await load_webhook_signer(settings)
+        app.state.signer = signer or await load_webhook_signer(settings)
         dispatcher_task = None
         if run_dispatcher:
             from metriport_flows.webhook.dispatcher import run_dispatcher as run

@@ -23,6 +23,13 @@ async def load_webhook_signer(settings: Settings) -> WebhookSigner:
         return WebhookSigner(settings.metriport_webhook_key.get_secret_value())
     from prefect.blocks.system import Secret
 
+    from metriport_flows.prefect_api import configured_api_url
+
+    if configured_api_url() is None:  # reading a block without it would start a temporary Prefect server
+        raise WebhookKeyMissing(
+            f"no webhook key: set METRIPORT_WEBHOOK_KEY, or PREFECT_API_URL with the Prefect Secret block "
+            f"{settings.webhook_key_block!r}"
+        )
     try:
         block = await Secret.aload(settings.webhook_key_block)
     except Exception as exc:  # not found, or Prefect unreachable: say which setting is missing
