@@ -131,6 +131,10 @@ class StageWait:
             self.store.set_wait_request_id(self._wait().id, request_id)
             self.request_id = request_id
 
+    def abandon(self, reason: str) -> None:
+        """The run ends without this wait (its start call was refused): close it for good."""
+        self.store.abandon_wait(self._wait().id, reason)
+
     def _wait(self) -> Wait:
         if self.wait is None:
             raise RuntimeError("register() the wait before using it")

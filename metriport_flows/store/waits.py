@@ -199,6 +199,17 @@ class WaitQueries(StoreBase):
             wait_id, (WaitStatus.resolved, WaitStatus.delivered), status=WaitStatus.consumed.value, consumed_at=utcnow()
         )
 
+    def abandon_wait(self, wait_id: str, reason: str) -> bool:
+        """Close an open wait whose run ends without it, so nothing asks Metriport about it again."""
+        return self._move_wait(
+            wait_id,
+            (WaitStatus.open,),
+            status=WaitStatus.abandoned.value,
+            resolved_at=utcnow(),
+            next_delivery_at=None,
+            last_delivery_error=reason[:500],
+        )
+
     def retry_delivery(self, wait_id: str, *, error: str | None, delay: timedelta) -> None:
         statement = (
             update(Wait)
