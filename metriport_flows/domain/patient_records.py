@@ -14,11 +14,11 @@ import json
 from collections import Counter
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import BaseModel, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from metriport_flows.client.models import RESOURCE_TYPES
 from metriport_flows.domain.ids import ID_PATTERN
@@ -48,9 +48,19 @@ OptionalDate = Annotated[date | None, WithJsonSchema({"type": "string", "format"
 OptionalSeconds = Annotated[float | None, WithJsonSchema({"type": "number", "minimum": 0})]
 
 
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    """No `"default": null` in the form: the UI would send that null, which the field's type refuses; an
+    empty field is left out of the parameters instead, and the model's default (None) applies."""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None:
+            del field["default"]
+
+
 class PatientRecordsParams(BaseModel):
     """One patient's records: documents, then the consolidated FHIR bundle. Only the patient id is needed;
     leave the other fields empty for their defaults."""
+
+    model_config = ConfigDict(json_schema_extra=_no_null_defaults)
 
     patient_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN, description="Metriport patient id")
     facility_id: OptionalId = Field(
