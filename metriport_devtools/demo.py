@@ -224,7 +224,7 @@ def summary_table(patients: list[DemoPatient], width: int = 200) -> Table:
     (the demo prints the bundle folder under the table)."""
     wide = width >= WIDE_COLUMNS
     table = Table(title="Summary", title_justify="left", box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
-    names = ("patient id", "outcome", "documents", "resources", "bundle file", "seconds")
+    names: tuple[str, ...] = ("patient id", "outcome", "documents", "resources", "bundle file", "seconds")
     if not wide:
         names = ("patient", "outcome", "docs", "res", "s")
     ids = [p.patient_id if wide else p.patient_id[:SHORT_ID] for p in patients]

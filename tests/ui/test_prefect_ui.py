@@ -85,7 +85,7 @@ def start_from_custom_run_form(page: Page, stack: LocalStack, screenshots: Path,
     for label, value in fields.items():
         # The form's labels are not bound to their inputs: the field is the first input after its label.
         page.locator(
-            f"xpath=//*[normalize-space(text())='{label}']/following::*[self::textarea or self::input][1]"
+            f"xpath=//*[starts-with(normalize-space(text()), '{label}')]/following::*[self::textarea or self::input][1]"
         ).fill(value)
     shoot(page, screenshots, "custom-run-form")
     page.get_by_role("button", name="Submit").click()
@@ -118,7 +118,7 @@ def test_a_run_from_the_custom_run_form_completes_and_its_artifact_shows_the_res
     shown = open_run(page, local_stack, run_id, screenshots, "run-completed")
     assert f"patient-records · {patient_id}" in shown and "Completed" in shown
 
-    page.get_by_role("tab", name="Artifacts").click()
+    page.get_by_text("Artifacts", exact=True).first.click()
     page.get_by_text(f"patient-records-{patient_id}").first.click()
     page.get_by_text(f"Patient records: {patient_id}").wait_for(timeout=TIMEOUT_MS)
     shoot(page, screenshots, "artifact")
