@@ -101,6 +101,19 @@ def run_for_patient(stack: LocalStack, patient_id: str) -> str | None:
     return next((str(r["id"]) for r in runs if r["parameters"]["request"]["patient_id"] == patient_id), None)
 
 
+def choose_outcome(page: Page, outcome: str) -> None:
+    """The Resume form's Outcome field: a native select or the UI's own listbox, whichever it renders."""
+    field = page.locator(
+        "xpath=//*[normalize-space(text())='Outcome']/following::*[self::select or @role='combobox' or "
+        "contains(@class, 'p-select') or contains(@class, 'p-combobox')][1]"
+    )
+    if field.evaluate("element => element.tagName") == "SELECT":
+        field.select_option(outcome)
+    else:
+        field.click()
+        page.locator("[role=option]", has_text=re.compile(rf"^\s*{outcome}\s*$")).first.click()
+
+
 def open_run(page: Page, stack: LocalStack, run_id: str, screenshots: Path, name: str) -> str:
     page.goto(f"{stack.prefect_url}/runs/flow-run/{run_id}")
     page.wait_for_load_state("networkidle")
@@ -163,10 +176,10 @@ def test_a_suspended_run_resumed_from_the_resume_form_with_timeout_ends_with_tha
         open_run(page, local_stack, run_id, screenshots, "run-suspended")
         page.get_by_role("button", name="Resume").click()
         shoot(page, screenshots, "resume-form")
-        page.locator(
-            "xpath=//*[normalize-space(text())='Outcome']/following::*[self::select or self::button][1]"
-        ).click()
-        page.get_by_role("option", name="timeout").click()
+        try:
+            choose_outcome(page, "timeout")
+        finally:
+            shoot(page, screenshots, "resume-form-outcome")
         shoot(page, screenshots, "resume-form-filled")
         page.get_by_role("button", name="Submit").click()
         run = wait_for_final_state(local_stack, run_id)
