@@ -102,16 +102,18 @@ def run_for_patient(stack: LocalStack, patient_id: str) -> str | None:
 
 
 def choose_outcome(page: Page, outcome: str) -> None:
-    """The Resume form's Outcome field: a native select or the UI's own listbox, whichever it renders."""
+    """The Resume form's Outcome field: a native select, or the UI's searchable combobox."""
     field = page.locator(
         "xpath=//*[normalize-space(text())='Outcome']/following::*[self::select or @role='combobox' or "
         "contains(@class, 'p-select') or contains(@class, 'p-combobox')][1]"
     )
-    if field.evaluate("element => element.tagName") == "SELECT":
-        field.select_option(outcome)
-    else:
-        field.click()
-        page.locator("[role=option]", has_text=re.compile(rf"^\s*{outcome}\s*$")).first.click()
+    native = field if field.evaluate("element => element.tagName") == "SELECT" else field.locator("select")
+    if native.count():
+        native.first.select_option(outcome)
+        return
+    field.click()  # the UI's searchable combobox: type to filter, then pick the option
+    page.keyboard.type(outcome)
+    page.get_by_text(outcome, exact=True).last.click()
 
 
 def open_run(page: Page, stack: LocalStack, run_id: str, screenshots: Path, name: str) -> str:
