@@ -79,8 +79,7 @@ def deployment_id(stack: LocalStack) -> str:
 
 
 def start_from_custom_run_form(page: Page, stack: LocalStack, screenshots: Path, fields: dict[str, str]) -> str:
-    """Fill the Custom run form, submit, and return the id of the run it created (the UI goes back to the
-    deployment's runs tab; the run is the one for this patient)."""
+    """Fill the Custom run form, submit, and return the id of the run it created (the one for this patient)."""
     page.goto(f"{stack.prefect_url}/deployments/deployment/{deployment_id(stack)}/run")
     for label, value in fields.items():
         # The form's labels are not bound to their inputs: the field is the first input after its label.
@@ -89,10 +88,12 @@ def start_from_custom_run_form(page: Page, stack: LocalStack, screenshots: Path,
         ).fill(value)
     shoot(page, screenshots, "custom-run-form")
     page.get_by_role("button", name="Submit").click()
-    page.wait_for_url(re.compile(r".*/deployments/deployment/.*tab=Runs.*"), timeout=TIMEOUT_MS)
-    return Retrying(
-        retry=retry_if_result(lambda found: found is None), stop=stop_after_delay(30), wait=wait_fixed(0.5)
+    found: str | None = Retrying(
+        retry=retry_if_result(lambda found: found is None), stop=stop_after_delay(60), wait=wait_fixed(0.5)
     )(run_for_patient, stack, fields["Patient Id"])
+    shoot(page, screenshots, "submitted")
+    assert found is not None, "the form created no run"
+    return found
 
 
 def run_for_patient(stack: LocalStack, patient_id: str) -> str | None:
