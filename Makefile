@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: install lint test demo bench clean
+.PHONY: install lint test demo bench clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The UI test's browser: Debian's chromium, installed when missing and apt-get can (as root, as on CI);
+# otherwise the test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+		|| echo "chromium is not installed and cannot be installed here: the UI test skips"; }
+
+test: lint chromium
 	@echo "$(if $(PG_ANSWERS),PostgreSQL answers: the inbox tests run on it too,PostgreSQL does not answer: the inbox tests run on SQLite only)"
 	$(WITH_PG) $(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -19,13 +19,17 @@ HOT_WINDOW_SECONDS, SOFT_DEADLINE_SECONDS, HARD_DEADLINE_SECONDS.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import cast
 
 from prefect import flow
 from prefect.runtime import flow_run
 
+from metriport_flows.client.errors import NotFound
 from metriport_flows.domain.patient_records import (
     MAX_CONSOLIDATED_ATTEMPTS,
+    PatientNotFound,
     PatientRecordsParams,
     PatientRecordsResult,
     check_documents,
@@ -39,9 +43,27 @@ from tasks.metriport import start_consolidated_query, start_document_query
 from tasks.waits import StageWait, stage_seconds
 
 
-@flow(name="patient-records", persist_result=True)
+def patient_run_name() -> str:
+    """`patient-records · <patient id>`: the runs list says whose records each run fetches (ids only)."""
+    request = flow_run.get_parameters().get("request")
+    patient_id = request.patient_id if isinstance(request, PatientRecordsParams) else (request or {}).get("patient_id")
+    return f"patient-records · {patient_id}"
+
+
+@asynccontextmanager
+async def closed_if_patient_unknown(wait: StageWait) -> AsyncIterator[None]:
+    """A start call Metriport answers 404 ends the run with a plain message and closes its wait."""
+    try:
+        yield
+    except NotFound:
+        error = PatientNotFound(wait.patient_id or "")
+        wait.abandon(str(error))
+        raise error from None
+
+
+@flow(name="patient-records", persist_result=True, flow_run_name=patient_run_name)
 async def patient_records(request: PatientRecordsParams) -> PatientRecordsResult:
-    """Documents, then the consolidated bundle, for one patient."""
+    """One patient's records: documents, then the consolidated FHIR bundle."""
     store = get_store()
     run_id = str(flow_run.get_id())
     deadlines = request.deadlines(get_settings())
@@ -49,27 +71,29 @@ async def patient_records(request: PatientRecordsParams) -> PatientRecordsResult
 
     documents_wait = StageWait(store, run_id, patient_id, Stage.documents, 1, deadlines)
     documents_wait.register()
-    documents_wait.set_request_id(
-        await start_document_query(run_id, patient_id, request.facility_id, request.override, Stage.documents, 1)
-    )
+    async with closed_if_patient_unknown(documents_wait):
+        documents_wait.set_request_id(
+            await start_document_query(run_id, patient_id, request.facility_id, request.override, Stage.documents, 1)
+        )
     documents = cast(DocumentsReady, await documents_wait.result())
     check_documents(documents, patient_id)
 
     for attempt in range(1, MAX_CONSOLIDATED_ATTEMPTS + 1):
         consolidated_wait = StageWait(store, run_id, patient_id, Stage.consolidated, attempt, deadlines)
         consolidated_wait.register()
-        consolidated_wait.set_request_id(
-            await start_consolidated_query(
-                run_id,
-                patient_id,
-                request.conversion_type,
-                list(request.resources),
-                request.date_from,
-                request.date_to,
-                Stage.consolidated,
-                attempt,
+        async with closed_if_patient_unknown(consolidated_wait):
+            consolidated_wait.set_request_id(
+                await start_consolidated_query(
+                    run_id,
+                    patient_id,
+                    request.conversion_type,
+                    list(request.resources),
+                    request.date_from,
+                    request.date_to,
+                    Stage.consolidated,
+                    attempt,
+                )
             )
-        )
         consolidated = cast(ConsolidatedReady, await consolidated_wait.result())
         if consolidated_next_step(consolidated, attempt, patient_id) == "done":
             break

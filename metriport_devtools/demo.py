@@ -15,14 +15,21 @@ import asyncio
 import os
 import shutil
 import time
+from collections import Counter
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterId,
+    FlowRunFilterTags,
+)
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import arun_deployment
 from prefect.settings import (
@@ -31,11 +38,14 @@ from prefect.settings import (
     Settings,
     temporary_settings,
 )
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
-from metriport_devtools.stack import LocalStack, saved_stack_running
+from metriport_devtools.stack import STATE_FILE, LocalStack, saved_stack_running
 from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.models import Demographics
 from metriport_flows.domain.cohort import CohortReport
@@ -176,33 +186,76 @@ async def read_outcome(run: FlowRun, patient: DemoPatient) -> None:
     patient.result = PatientRecordsResult.model_validate(result)
 
 
-def live_table(patients: list[DemoPatient], elapsed: float) -> Table:
+# Below this width the demo shows one short line per patient; at or above it, the full tables.
+WIDE_COLUMNS = 120
+SHORT_ID = 8
+STAGE_COLOURS = {"done": "green", "failed": "red"}
+
+
+def is_wide(console: Console) -> bool:
+    return console.width >= WIDE_COLUMNS
+
+
+def _coloured(stage: str) -> str:
+    return f"[{STAGE_COLOURS.get(stage, 'yellow')}]{stage}[/]"
+
+
+def live_table(patients: list[DemoPatient], elapsed: float, wide: bool = True) -> Table:
+    """Each run's stage: every column on a wide terminal; short ids and the stage, one line each, else."""
     table = Table(title=f"patient-records runs ({elapsed:.0f} s)", title_justify="left")
-    for column in ("patient id", "kind", "flow run", "stage", "seconds"):
-        table.add_column(column, justify="right" if column == "seconds" else "left", no_wrap=column != "stage")
-    colours = {"done": "green", "failed": "red"}
+    if wide:
+        for column in ("patient id", "kind", "flow run", "stage", "seconds"):
+            table.add_column(column, justify="right" if column == "seconds" else "left", no_wrap=True)
+        for p in patients:
+            table.add_row(p.patient_id, p.kind, p.flow_run_id[:8], _coloured(p.stage), f"{p.seconds:.1f}")
+        return table
+    table.add_column("patient", no_wrap=True)
+    table.add_column("stage", no_wrap=True, min_width=len("waiting for consolidated data (suspended)"))
+    table.add_column("s", justify="right", no_wrap=True)
     for p in patients:
-        stage = f"[{colours.get(p.stage, 'yellow')}]{p.stage}[/]"
-        table.add_row(p.patient_id, p.kind, p.flow_run_id[:8], stage, f"{p.seconds:.1f}")
+        table.add_row(p.patient_id[:SHORT_ID], _coloured(p.stage), f"{p.seconds:.0f}")
     return table
 
 
-def summary_table(patients: list[DemoPatient]) -> Table:
-    table = Table(title="Summary", title_justify="left")
-    for column in ("patient id", "outcome", "documents", "resources", "bundle file", "seconds"):
+def _outcome(p: DemoPatient) -> str:
+    """completed, failed with its message, or the stage an unfinished run was left in."""
+    if p.result:
+        return "[green]completed[/]"
+    return f"[red]failed: {p.error}[/]" if p.error else f"[yellow]{p.stage} (unfinished)[/]"
+
+
+def summary_table(patients: list[DemoPatient], width: int = 200) -> Table:
+    """One line per patient that fits `width`: ids and numbers whole, the outcome (and on a wide terminal
+    the bundle file) share the rest, cut with an ellipsis; below WIDE_COLUMNS short ids and no file names
+    (the demo prints the bundle folder under the table)."""
+    wide = width >= WIDE_COLUMNS
+    table = Table(title="Summary", title_justify="left", box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
+    names: tuple[str, ...] = ("patient id", "outcome", "documents", "resources", "bundle file", "seconds")
+    if not wide:
+        names = ("patient", "outcome", "docs", "res", "s")
+    ids = [p.patient_id if wide else p.patient_id[:SHORT_ID] for p in patients]
+    widths = {name: len(name) for name in names}
+    widths[names[0]] = max([len(names[0]), *map(len, ids)])
+    widths[names[-1]] = 5
+    chrome = 3 * len(names) + 1  # edges, dividers (spaces in the narrow box) and each cell's padding
+    rest = max(width - chrome - sum(widths.values()) + len("outcome") + (len("bundle file") if wide else 0), 20)
+    bundle = min(56, rest // 2) if wide else 0
+    widths["outcome"] = rest - bundle
+    if wide:
+        widths["bundle file"] = bundle
+    for name in names:
+        numeric = name not in ("patient id", "patient", "outcome", "bundle file")
         table.add_column(
-            column,
-            justify="right" if column in ("documents", "resources", "seconds") else "left",
-            no_wrap=column == "patient id",
-            overflow="fold",
-        )
-    for p in patients:
+            name, justify="right" if numeric else "left", no_wrap=True, overflow="ellipsis", width=widths[name] + 2
+        )  # a column's width counts its padding
+    for p, patient_id in zip(patients, ids, strict=True):
         r = p.result
-        outcome = "[green]completed[/]" if r else f"[red]{p.stage}: {p.error or 'unfinished'}[/]"
         documents = "-" if p.documents is None else str(p.documents)
         resources = "-" if r is None else str(r.bundle.total_resources)
-        bundle = (Path(r.bundle.path).name if r.bundle.path else "(empty bundle)") if r else "-"
-        table.add_row(p.patient_id, outcome, documents, resources, bundle, f"{p.seconds:.1f}")
+        row = [patient_id, _outcome(p), documents, resources]
+        if wide:
+            row.append("-" if r is None else Path(r.bundle.path).name if r.bundle.path else "(empty bundle)")
+        table.add_row(*row, f"{p.seconds:.1f}")
     return table
 
 
@@ -218,12 +271,13 @@ async def follow_runs(stack: LocalStack, patients: list[DemoPatient], console: C
     with _bound_to(stack):
         async with PrefectClient(api=stack.prefect_api_url) as client:
             await start_runs(client, patients)
-            with Live(live_table(patients, 0), console=console, refresh_per_second=4) as live:
+            wide = is_wide(console)
+            with Live(live_table(patients, 0, wide), console=console, refresh_per_second=4) as live:
                 while any(p.stage not in FINAL_STAGES for p in patients) and time.monotonic() - began < timeout:
                     await refresh(client, store, patients)
-                    live.update(live_table(patients, time.monotonic() - began))
+                    live.update(live_table(patients, time.monotonic() - began, wide))
                     await asyncio.sleep(0.5)
-                live.update(live_table(patients, time.monotonic() - began))
+                live.update(live_table(patients, time.monotonic() - began, wide))
     store.dispose()
 
 
@@ -234,6 +288,37 @@ def _bound_to(stack: LocalStack) -> AbstractContextManager[Settings]:
     )
 
 
+def cohort_progress(run_label: str, stages: list[str], total: int, elapsed: float) -> Group:
+    """The cohort's patient runs: a bar of finished ones and a live count per stage (fits 80 columns)."""
+    counts = Counter(stages)
+    counts["not started"] = total - len(stages)
+    finished = counts["done"] + counts["failed"]
+    order = ("not started", "starting", *sorted(set(counts) - {"not started", "starting", "done", "failed"}))
+    parts = [f"{_coloured(stage)} {counts[stage]}" for stage in (*order, "done", "failed") if counts[stage]]
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(ProgressBar(total=max(total, 1), completed=finished, width=40), f"{finished}/{total} ended")
+    return Group(f"{run_label} ({elapsed:.0f} s)", bar, Text.from_markup(" · ".join(parts)))
+
+
+async def cohort_stages(client: PrefectClient, store: Store, since: datetime) -> list[str]:
+    """The stage of every patient-records run the cohort started (tagged `cohort`, created since `since`)."""
+    runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["cohort"]),
+            # Prefect types the bound as its own DateTime; an aware datetime is what it compares.
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=cast(Any, since)),
+        )
+    )
+    return [
+        stage_of(
+            run.state.type if run.state else None,
+            run.state.name if run.state else None,
+            store.waits_for_run(str(run.id)),
+        )
+        for run in runs
+    ]
+
+
 async def refresh_cohort(
     stack: LocalStack, patients: list[DemoPatient], console: Console, timeout: float
 ) -> CohortReport | None:
@@ -242,17 +327,23 @@ async def refresh_cohort(
         "params": {"patient_ids": [p.patient_id for p in patients], "poll_seconds": 1.0, "follow_minutes": timeout / 60}
     }
     began = time.monotonic()
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    store = Store(stack.database_url)
     with _bound_to(stack):
         async with PrefectClient(api=stack.prefect_api_url) as client:
             run = await arun_deployment(
                 COHORT_DEPLOYMENT, client=client, timeout=0, as_subflow=False, parameters=parameters
             )
-            with console.status(f"cohort-refresh run {str(run.id)[:8]}: {len(patients)} patient-records runs"):
+            label = f"cohort-refresh run {str(run.id)[:8]}: {len(patients)} patient-records runs"
+            with Live(cohort_progress(label, [], len(patients), 0), console=console, refresh_per_second=4) as live:
                 while time.monotonic() - began < timeout + 30:
                     run = await client.read_flow_run(run.id)
+                    stages = await cohort_stages(client, store, since)
+                    live.update(cohort_progress(label, stages, len(patients), time.monotonic() - began))
                     if run.state is not None and run.state.is_final():
                         break
                     await asyncio.sleep(1.0)
+            store.dispose()
             if run.state is None or not run.state.is_final():
                 console.print(f"[red]cohort-refresh did not finish within {timeout:.0f} s[/]")
                 return None
@@ -270,6 +361,21 @@ def cohort_table(report: CohortReport) -> Table:
         table.add_column(column.replace("_", " "), justify="right")
     table.add_row(*(str(value) for value in report.counts().values()))
     return table
+
+
+def print_kept(console: Console, stack: LocalStack, root: Path) -> None:
+    """Where the kept stack answers, and the exact commands that reach it."""
+    stack_option = "" if root == DEFAULT_ROOT else f" --stack {root}"
+    root_option = "" if root == DEFAULT_ROOT else f" --root {root}"
+    console.print("Left running (--keep):")
+    console.print(f"  Prefect UI   {stack.prefect_url}")
+    console.print(f"  Prefect API  {stack.prefect_api_url}")
+    console.print(f"  Emulator     {stack.emulator_url}")
+    console.print(f"  Receiver     {stack.webhook_url}")
+    console.print(f"  Data, logs   {_shown_path(stack.root)} (inbox.db, bundles/, logs/, {STATE_FILE})")
+    console.print(f"  Status:      .venv/bin/metriport-flows status{stack_option}")
+    console.print(f"  Reconcile:   .venv/bin/metriport-flows reconcile{stack_option}")
+    console.print(f"  Stop:        .venv/bin/metriport-dev demo --stop{root_option}")
 
 
 def prepare_root(root: Path) -> None:
@@ -299,22 +405,25 @@ def run_demo(
     try:
         with console.status("Starting Prefect server, emulator, receiver and deployments..."):
             stack.start()
-        console.print(f"Stack up in {time.monotonic() - began:.1f} s; logs in {stack.logs_dir}")
+        console.print(f"Stack up in {time.monotonic() - began:.1f} s; logs in {_shown_path(stack.logs_dir)}")
         patients = asyncio.run(create_patients(stack, list(seed_keys or SEED_PATIENTS), others))
         console.print(f"Created a facility and {len(patients)} patients; starting one run each")
         asyncio.run(follow_runs(stack, patients, console, RUNS_TIMEOUT_SECONDS))
         console.print()
-        console.print(summary_table(patients))
+        console.print(summary_table(patients, console.width))
         console.print(f"Bundle files are in {_shown_path(stack.bundle_dir)}/<patient id>/")
         if cohort:
             report = asyncio.run(refresh_cohort(stack, patients, console, RUNS_TIMEOUT_SECONDS))
             if report is not None:
                 console.print(cohort_table(report))
-        console.print(f"Prefect UI: {stack.prefect_url}  (flow runs, their artifacts and events)")
     finally:
         if keep:
-            console.print(f"Left running (--keep). Stop it with: metriport-dev demo --stop --root {root}")
+            print_kept(console, stack, root)
         else:
             stack.stop()
+            console.print(
+                "The stack is stopped (Prefect server, emulator, receiver, deployments). "
+                "To explore the Prefect UI afterwards, keep it running: make demo DEMO_ARGS=--keep"
+            )
     console.print(f"Demo wall time: {time.monotonic() - began:.1f} s")
     return patients, report

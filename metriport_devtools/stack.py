@@ -289,8 +289,13 @@ class LocalStack:
             "process_groups": self.pids(),
             "prefect_home": str(self.prefect_home),
             "prefect_ui": self.prefect_url,
+            "prefect_api_url": self.prefect_api_url,
             "receiver": self.receiver_url,
             "emulator": self.emulator_url,
+            # What `metriport-flows status` and `reconcile` read to find this stack (no secrets).
+            "database_url": self.database_url,
+            "bundle_dir": str(self.bundle_dir),
+            "metriport_base_url": self.emulator_url,
         }
         private_file(self.root / STATE_FILE).write_text(json.dumps(state, indent=2))
 

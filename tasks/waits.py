@@ -21,6 +21,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, cast
 
 from metriport_flows.domain.stages import (
     RESULT_MODELS,
@@ -39,12 +41,40 @@ POLL_SECONDS = 0.2
 Suspend = Callable[[type[StageResult], str], Awaitable[StageResult]]
 
 
-async def prefect_suspend(model: type[StageResult], key: str) -> StageResult:
+async def prefect_suspend(model: type[StageResult], key: str, message: str | None = None) -> StageResult:
     """Suspend the current flow run until it is resumed with `model` input (no Prefect timeout: the
-    deadlines are ours). On a re-run where `key` already fired it returns that input at once."""
-    from prefect.flow_runs import asuspend_flow_run
+    deadlines are ours). On a re-run where `key` already fired it returns that input at once.
 
-    return await asuspend_flow_run(wait_for_input=model, key=key, timeout=None)
+    The steps of Prefect 3.9's `asuspend_flow_run` for the current run, with one addition: the Suspended
+    state carries `message` (what the run waits for), which the UI shows as the state message; Prefect's
+    own function proposes the state without one."""
+    from prefect._flow_run_suspension import mark_flow_run_suspension_requested
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import State
+    from prefect.context import FlowRunContext
+    from prefect.exceptions import Pause
+    from prefect.input.run_input import RunInput, keyset_from_paused_state, run_input_subclass_from_type
+    from prefect.states import Suspended
+    from prefect.utilities.engine import propose_state
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        raise RuntimeError("Flow runs can only be suspended from within a flow run.")
+    flow_run_id = context.flow_run.id
+    run_logger().info("Suspending flow run (%s); the dispatcher resumes it", message or key)
+    proposed: State[Any] = Suspended(timeout_seconds=None, pause_key=key, message=message)
+    input_model: type[RunInput] = cast(type[RunInput], run_input_subclass_from_type(cast(Any, model)))
+    keyset = keyset_from_paused_state(proposed)
+    proposed.state_details.run_input_keyset = cast(dict[str, str], keyset)
+    async with get_client() as client:
+        state = await propose_state(client=client, state=proposed, flow_run_id=flow_run_id)
+        if state.is_running():  # this key fired before: the run was resumed, its input is stored
+            return cast(StageResult, await input_model.aload(keyset))
+        if not state.is_paused():
+            raise RuntimeError(f"Flow run cannot be suspended. Received unexpected state from API: {state}")
+        await input_model.asave(keyset)
+    mark_flow_run_suspension_requested(flow_run_id, state)
+    raise Pause(state=state)
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -139,6 +169,10 @@ class StageWait:
             self.store.set_wait_request_id(self._wait().id, request_id)
             self.request_id = request_id
 
+    def abandon(self, reason: str) -> None:
+        """The run ends without this wait (its start call was refused): close it for good."""
+        self.store.abandon_wait(self._wait().id, reason)
+
     def _wait(self) -> Wait:
         if self.wait is None:
             raise RuntimeError("register() the wait before using it")
@@ -151,10 +185,16 @@ class StageWait:
         )
         return result
 
+    def waiting_for(self) -> str:
+        """The Suspended state's message: what the run waits for (ids only)."""
+        request = f", request {self.request_id}" if self.request_id else ""
+        return f"waiting for Metriport: {self.key}{request}"
+
     async def result(
-        self, suspend: Suspend = prefect_suspend, fired: Callable[[], set[str]] = fired_pause_keys
+        self, suspend: Suspend | None = None, fired: Callable[[], set[str]] = fired_pause_keys
     ) -> StageResult:
         """The stage's resolution: from the store, a fired pause key, the hot window, or a suspend."""
+        suspend = suspend or partial(prefect_suspend, message=self.waiting_for())
         wait = stored_wait(self.store, self._wait().id)
         stored = wait.result_model()
         if stored is not None:

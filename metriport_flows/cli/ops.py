@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from metriport_flows.cli.target import Target, TargetError, require_existing_database, resolve_target
 from metriport_flows.settings import Settings
-from metriport_flows.store import open_store
+from metriport_flows.store import Store, open_store
 from metriport_flows.webhook.operations import (
     BadDuration,
     StatusReport,
@@ -23,6 +25,7 @@ from metriport_flows.webhook.operations import (
     purge,
     replay,
 )
+from metriport_flows.webhook.prefect_api import PrefectApiMissing, require_api_url
 
 
 def _age(seconds: float | None) -> str:
@@ -87,19 +90,35 @@ def _older_than(value: str) -> timedelta:
         raise typer.BadParameter(str(exc)) from exc
 
 
+STACK_HELP = "A local stack's folder (reads its stack.json); default: ./.demo when a kept demo runs there"
+
+
+def _target(stack: Path | None) -> Target:
+    """What the command talks to, said on stderr (stdout stays clean for --json); a clear error else."""
+    try:
+        target = resolve_target(stack)
+        require_existing_database(target.settings.database_url)
+    except TargetError as exc:
+        typer.secho(f"metriport-flows: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+    typer.echo(target.describe(), err=True)
+    return target
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def status(
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object for machines"),
         ask_metriport: bool = typer.Option(True, help="Ask Metriport for its failed webhook deliveries"),
+        stack: Path | None = typer.Option(None, "--stack", help=STACK_HELP),
     ) -> None:
-        """Open waits, the inbox backlog, failed webhook deliveries and the last reconcile pass."""
+        """Open waits, the inbox backlog, failed webhook deliveries and the last reconcile pass (read-only)."""
         from metriport_flows.client.api import MedicalApi, default_retry
 
-        settings = Settings()
+        settings = _target(stack).settings
 
         async def gather() -> StatusReport:
-            store = open_store(settings.database_url)
+            store = Store(settings.database_url)  # no migration: status only reads
             if not ask_metriport:
                 return await collect_status(store, None)
             # A status screen answers fast: one quick retry, not the flows' patient backoff.
@@ -131,12 +150,24 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"Purged the bodies of {count} message(s) received more than {older_than} ago")
 
     @app.command("reconcile")
-    def reconcile_command(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON")) -> None:
+    def reconcile_command(
+        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
+        stack: Path | None = typer.Option(None, "--stack", help=STACK_HELP),
+    ) -> None:
         """One reconcile pass now (the `reconcile/every-minute` deployment does this every minute)."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         from metriport_flows.webhook.reconciler import reconcile_with
 
-        settings = Settings()
-        report = asyncio.run(reconcile_with(settings, open_store(settings.database_url)))
+        target = _target(stack)
+        try:
+            api_url = target.prefect_api_url or require_api_url("reconcile (it resumes runs)")
+        except PrefectApiMissing as exc:
+            typer.secho(f"metriport-flows: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
+        settings = target.settings
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            report = asyncio.run(reconcile_with(settings, open_store(settings.database_url)))
         if as_json:
             typer.echo(report.model_dump_json(indent=2))
             return

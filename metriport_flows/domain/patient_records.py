@@ -14,11 +14,11 @@ import json
 from collections import Counter
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from metriport_flows.client.models import RESOURCE_TYPES
 from metriport_flows.domain.ids import ID_PATTERN
@@ -38,11 +38,32 @@ PATIENT_RECORDS_PARAMETER = "request"
 MAX_CONSOLIDATED_ATTEMPTS = 2
 
 
+# A date as the form and the server check it when the run is created (Prefect's server does not check
+# JSON Schema's "format", so the pattern does); pydantic parses it into a `date` when the run starts.
+ISO_DATE_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"
+# Optional fields are shown as plain inputs (an empty one means "the default"), not as a choice whose
+# second branch the UI renders as 'Property is type "None"'.
+OptionalId = Annotated[str | None, WithJsonSchema({"type": "string", "maxLength": 64, "pattern": ID_PATTERN})]
+OptionalDate = Annotated[date | None, WithJsonSchema({"type": "string", "format": "date", "pattern": ISO_DATE_PATTERN})]
+OptionalSeconds = Annotated[float | None, WithJsonSchema({"type": "number", "minimum": 0})]
+
+
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    """No `"default": null` in the form: the UI would send that null, which the field's type refuses; an
+    empty field is left out of the parameters instead, and the model's default (None) applies."""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None:
+            del field["default"]
+
+
 class PatientRecordsParams(BaseModel):
-    """The run's parameters: the Prefect UI renders this as the deployment's form. Ids only."""
+    """One patient's records: documents, then the consolidated FHIR bundle. Only the patient id is needed;
+    leave the other fields empty for their defaults."""
+
+    model_config = ConfigDict(json_schema_extra=_no_null_defaults)
 
     patient_id: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN, description="Metriport patient id")
-    facility_id: str | None = Field(
+    facility_id: OptionalId = Field(
         None,
         max_length=64,
         pattern=ID_PATTERN,
@@ -51,17 +72,17 @@ class PatientRecordsParams(BaseModel):
     resources: list[ResourceType] = Field(
         default_factory=list, description="FHIR resource types to fetch; empty means all of them"
     )
-    date_from: date | None = Field(None, description="Only data from this date (inclusive)")
-    date_to: date | None = Field(None, description="Only data up to this date (inclusive)")
+    date_from: OptionalDate = Field(None, description="Only data from this date (inclusive), YYYY-MM-DD")
+    date_to: OptionalDate = Field(None, description="Only data up to this date (inclusive), YYYY-MM-DD")
     conversion_type: ConversionType = Field("json", description="json (FHIR bundle), pdf or html summary")
     override: bool = Field(False, description="Force Metriport to download the documents again")
-    soft_deadline_seconds: float | None = Field(
+    soft_deadline_seconds: OptionalSeconds = Field(
         None, gt=0, description="After this the reconciler asks Metriport; default from settings"
     )
-    hard_deadline_seconds: float | None = Field(
+    hard_deadline_seconds: OptionalSeconds = Field(
         None, gt=0, description="After this a wait ends as timeout and the run fails; default from settings"
     )
-    hot_window_seconds: float | None = Field(
+    hot_window_seconds: OptionalSeconds = Field(
         None, ge=0, description="How long a wait watches in-process before suspending; default from settings"
     )
 
@@ -115,6 +136,11 @@ class RecordsError(Exception):
 
 class DocumentsFailed(RecordsError):
     pass
+
+
+class PatientNotFound(RecordsError):
+    def __init__(self, patient_id: str) -> None:
+        super().__init__(f"patient {patient_id} not found at Metriport")
 
 
 class ConsolidatedFailed(RecordsError):

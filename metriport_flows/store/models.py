@@ -60,7 +60,7 @@ class WaitStatus(StrEnum):
     resolved = "resolved"  # a result is stored; not yet delivered to the run
     delivered = "delivered"  # the suspended run was resumed with the result
     consumed = "consumed"  # the run read the result itself while still running
-    abandoned = "abandoned"  # the run ended another way (failed, cancelled): nothing waits for it any more
+    abandoned = "abandoned"  # the run ended another way (failed, cancelled, Metriport does not know the patient)
 
 
 def _uuid() -> str:

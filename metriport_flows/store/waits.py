@@ -255,15 +255,18 @@ class WaitQueries(StoreBase):
             delivering_until=None,
         )
 
-    def abandon_wait(self, wait_id: str) -> bool:
-        """Close an open or resolved wait whose run ended another way (failed, cancelled): nothing polls
-        it or delivers it again. Compare-and-set: False when it was delivered, consumed or closed."""
+    def abandon_wait(self, wait_id: str, reason: str | None = None) -> bool:
+        """Close an open or resolved wait whose run ended another way (failed, cancelled, or a patient
+        Metriport does not know): nothing polls it or delivers it again. Compare-and-set: False when it
+        was delivered, consumed or closed."""
         return self._move_wait(
             wait_id,
             (WaitStatus.open, WaitStatus.resolved),
             status=WaitStatus.abandoned.value,
             abandoned_at=utcnow(),
             delivering_until=None,
+            next_delivery_at=None,
+            last_delivery_error=reason[:500] if reason else None,
         )
 
     def mark_wait_consumed(self, wait_id: str) -> bool:

@@ -22,7 +22,7 @@ from metriport_flows.client.signing import SIGNATURE_HEADER
 from metriport_flows.settings import Settings, get_settings
 from metriport_flows.store import Store, open_store
 from metriport_flows.store.inbox import rejected_message_id, unstorable_field
-from metriport_flows.webhook.webhook_key import load_webhook_signer
+from metriport_flows.webhook.webhook_key import WebhookKeyring, load_webhook_signer
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +62,18 @@ async def _reject(store: Store, body: bytes, reason: str) -> JSONResponse:
     return JSONResponse({"received": message_id, "duplicate": True, "rejected": reason})
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None, run_dispatcher: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    store: Store | None = None,
+    run_dispatcher: bool = True,
+    signer: WebhookKeyring | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store or await asyncio.to_thread(open_store, settings.database_url)
-        app.state.signer = await load_webhook_signer(settings)
+        app.state.signer = signer or await load_webhook_signer(settings)
         dispatcher_task = None
         if run_dispatcher:
             from metriport_flows.webhook.dispatcher import run_dispatcher as run

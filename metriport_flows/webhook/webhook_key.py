@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from metriport_flows.client.signing import WebhookSigner
 from metriport_flows.settings import Settings
+from metriport_flows.webhook.prefect_api import configured_api_url
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,11 @@ async def load_webhook_signer(settings: Settings) -> WebhookKeyring:
         logger.info("webhook key: from METRIPORT_WEBHOOK_KEY (rotates with a restart)")
         key = settings.metriport_webhook_key.get_secret_value()
         return WebhookKeyring([key], refresh_seconds=refresh, grace_seconds=grace)
+    if configured_api_url() is None:  # reading a block without it would start a temporary Prefect server
+        raise WebhookKeyMissing(
+            f"no webhook key: set METRIPORT_WEBHOOK_KEY, or PREFECT_API_URL with the Prefect Secret block "
+            f"{settings.webhook_key_block!r}"
+        )
     load = secret_block_loader(settings.webhook_key_block)
     keys = await load()
     logger.info("webhook key: from Prefect Secret block %r", settings.webhook_key_block)

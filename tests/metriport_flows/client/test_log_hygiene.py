@@ -58,10 +58,16 @@ def test_an_error_answer_that_quotes_a_signed_url_is_redacted() -> None:
 
 def test_error_columns_never_hold_a_signed_url(store: Store) -> None:
     store.insert_message(message_id="m-1", type="medical.consolidated-data", body=b"{}")
-    store.retry_message(
-        "m-1", status=MessageStatus.error, delay=timedelta(0), error=f"HTTPStatusError: for url 'http://x{SIGNED}'"
+    assert [row.message_id for row in store.claim_pending(owner="test")] == ["m-1"]
+    assert store.retry_message(
+        "m-1",
+        owner="test",
+        status=MessageStatus.error,
+        delay=timedelta(0),
+        error=f"HTTPStatusError: for url 'http://x{SIGNED}'",
     )
-    store.finish_message("m-1", status=MessageStatus.done, detail=f"see https://x{SIGNED}")
+    assert [row.message_id for row in store.claim_pending(owner="test")] == ["m-1"]
+    assert store.finish_message("m-1", owner="test", status=MessageStatus.done, detail=f"see https://x{SIGNED}")
     row = store.get_message("m-1")
     assert row is not None and "Signature" not in (row.last_error or "") + (row.detail or "")
 

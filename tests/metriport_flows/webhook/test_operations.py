@@ -123,7 +123,7 @@ def test_status_json_shape(cli, store: Store, emulator) -> None:
         cli, store, "status", "--json", METRIPORT_BASE_URL=emulator.base_url, METRIPORT_API_KEY=emulator.api_key
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert set(report) == {"generated_at", "open_waits", "backlog", "webhooks", "last_reconcile"}
     [wait] = report["open_waits"]
     assert (wait["wait_id"], wait["flow_run_id"], wait["stage"], wait["attempt"], wait["request_id"]) == (
@@ -149,7 +149,7 @@ def test_status_json_shape(cli, store: Store, emulator) -> None:
 def test_status_reports_an_unreachable_metriport(cli, store: Store) -> None:
     result = invoke(cli, store, "status", "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["webhooks"]["error"].startswith("could not ask Metriport")
     assert (report["open_waits"], report["backlog"], report["last_reconcile"]) == ([], [], None)
 

@@ -1,0 +1,29 @@
+"""Whether a Prefect API is configured: without PREFECT_API_URL, Prefect quietly starts a temporary
+local server in a subprocess (which can outlive the process that started it). The product never lets
+that happen: each entry point that talks to Prefect checks here first and says what is missing.
+"""
+
+from __future__ import annotations
+
+
+class PrefectApiMissing(RuntimeError):
+    """PREFECT_API_URL is not set; the message says what needs it."""
+
+
+def configured_api_url() -> str | None:
+    """PREFECT_API_URL as Prefect reads it (environment, profile or .env), or None."""
+    from prefect.settings import PREFECT_API_URL
+
+    value = PREFECT_API_URL.value()
+    return str(value) if value else None
+
+
+def require_api_url(needed_by: str) -> str:
+    """PREFECT_API_URL, or a `PrefectApiMissing` naming who needs it (never a temporary server)."""
+    url = configured_api_url()
+    if url is None:
+        raise PrefectApiMissing(
+            f"PREFECT_API_URL is not set: {needed_by} needs a Prefect server "
+            "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)"
+        )
+    return url
