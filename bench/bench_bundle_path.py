@@ -28,6 +28,7 @@ from typing import TypeVar, cast
 
 import httpx
 
+from metriport_devtools.demo import DEMO_FACILITY
 from metriport_devtools.stack import LocalStack
 from metriport_flows.client.messages import CONSOLIDATED_DATA, PATIENT_ADMIT, parse_message
 from metriport_flows.domain.stages import ConsolidatedReady, Stage
@@ -35,11 +36,6 @@ from metriport_flows.store import InboxMessage, MessageStatus, Store
 
 T = TypeVar("T")
 
-FACILITY = {
-    "name": "Bench Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
-}
 PATIENT = {
     "firstName": "Jane",
     "lastName": "Bench",
@@ -88,7 +84,7 @@ def main(megabytes: int, others: int) -> None:
         headers = {"x-api-key": stack.api_key}
         api = httpx.Client(base_url=f"{stack.emulator_url}/medical/v1", headers=headers, timeout=30)
         control = httpx.Client(base_url=f"{stack.emulator_url}/_sandbox", timeout=30)
-        facility = api.post("/facility", json=FACILITY).raise_for_status().json()["id"]
+        facility = api.post("/facility", json=DEMO_FACILITY).raise_for_status().json()["id"]
         patient = api.post("/patient", params={"facilityId": facility}, json=PATIENT).raise_for_status().json()["id"]
         api.post("/document/query", params={"patientId": patient, "facilityId": facility}).raise_for_status()
         until(

@@ -21,17 +21,13 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from metriport_devtools.stack import LocalStack, Service, free_port, poll_until
 from metriport_flows.store import MessageStatus, Store
 from metriport_flows.webhook.receiver import WEBHOOK_PATH
+from tests.fixtures.sandbox import FACILITY
 
 pytestmark = pytest.mark.e2e
 
 CLI = str(Path(sys.executable).parent / "metriport-flows")
 MESSAGES = 40
 ROTATE_AFTER = 15
-FACILITY = {
-    "name": "Rotation Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
-}
 PATIENT = {
     "firstName": "Rota",
     "lastName": "Tion",

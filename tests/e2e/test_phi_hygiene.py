@@ -29,15 +29,11 @@ from prefect.client.schemas.objects import StateType
 from metriport_devtools.stack import LocalStack
 from metriport_flows.store import Store
 from metriport_sandbox.seed import SEED_PATIENTS
+from tests.fixtures.sandbox import FACILITY
 from tests.fixtures.stack import run_patient_records, wait_for_final_state
 
 pytestmark = pytest.mark.e2e
 
-FACILITY = {
-    "name": "Hygiene Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
-}
 SEEDS_RUN_HERE = ("jane", "andreas")
 # The inbox columns that hold errors (the bodies hold PHI by design; they are purged, not scanned).
 INBOX_ERROR_COLUMNS = {"inbox_message": {"last_error", "detail"}, "wait": {"last_delivery_error"}}

@@ -44,6 +44,7 @@ from metriport_flows.webhook.reconciler import (
     ReconcileReport,
     reconcile_with,
 )
+from tests.fixtures.sandbox import FACILITY
 from tests.fixtures.stack import (
     run_deployment_on,
     run_patient_records,
@@ -59,11 +60,6 @@ DOWNLOAD, CONVERSION, CONSOLIDATED = (
     "medical.document-conversion",
     "medical.consolidated-data",
 )
-FACILITY = {
-    "name": "Reconcile E2E Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
-}
 STACK_ENV_PREFIXES = ("PREFECT_", "METRIPORT_", "DATABASE_URL", "BUNDLE_DIR", "HOT_WINDOW_SECONDS")
 
 

@@ -26,6 +26,7 @@ from metriport_devtools.processes import venv_bin
 from metriport_devtools.stack import LocalStack, poll_until
 from metriport_flows.domain.stages import ConsolidatedReady, Outcome
 from metriport_flows.store import Store
+from tests.fixtures.sandbox import FACILITY
 from tests.fixtures.stack import prefect_client, run_patient_records, wait_for_final_state
 
 pytestmark = pytest.mark.e2e
@@ -34,11 +35,6 @@ BRANCH = "deployed"
 HOT_WINDOW_SECONDS = 2.0
 REPLY_SECONDS = HOT_WINDOW_SECONDS + 1.5  # every stage suspends: resumes go through the worker too
 COMMAND_TIMEOUT = 120.0
-FACILITY = {
-    "name": "Work Pool Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
-}
 PATIENT = {
     "firstName": "Kyla",  # a seed first name: the emulator has documents for her
     "lastName": "Workpool",

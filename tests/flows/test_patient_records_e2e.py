@@ -31,6 +31,7 @@ from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.patient_records import PatientRecordsResult
 from metriport_flows.domain.stages import ConsolidatedReady, Outcome, ResolvedBy, Stage
 from metriport_flows.store import Store, Wait, WaitStatus
+from tests.fixtures.sandbox import FACILITY
 from tests.fixtures.stack import (
     run_patient_records,
     wait_for_final_state,
@@ -39,11 +40,6 @@ from tests.fixtures.stack import (
 
 pytestmark = pytest.mark.e2e
 
-FACILITY = {
-    "name": "E2E Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
-}
 DOWNLOAD, CONVERSION, CONSOLIDATED = (
     "medical.document-download",
     "medical.document-conversion",

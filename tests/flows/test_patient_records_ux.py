@@ -13,6 +13,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 
 from metriport_devtools.stack import LocalStack
 from metriport_flows.store import Store, WaitStatus
+from tests.fixtures.sandbox import FACILITY
 from tests.fixtures.stack import run_patient_records, wait_for_final_state, wait_for_state_name
 
 pytestmark = pytest.mark.e2e
@@ -65,10 +66,3 @@ def test_a_suspended_run_says_what_it_waits_for(
         sandbox_control.post("/config", json={"delay": [0, 0]}).raise_for_status()
     run = wait_for_final_state(local_stack, run_id, timeout=180)
     assert run.state is not None and run.state.type == StateType.COMPLETED, run.state.message
-
-
-FACILITY = {
-    "name": "UX Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
-}

@@ -43,13 +43,9 @@ from tests.fixtures.inbox import (
     make_settings,
     serve,
 )
+from tests.fixtures.sandbox import FACILITY
 
 EMULATOR = "http://emulator.test"
-FACILITY = {
-    "name": "Reconcile Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "OR", "zip": "97477", "country": "USA"},
-}
 
 OWNER = "dispatcher-test"
 

@@ -10,13 +10,7 @@ import time
 import httpx
 
 from metriport_flows.client.signing import SIGNATURE_HEADER, WebhookSigner, compact_json
-from tests.fixtures.sandbox import JANE, person
-
-FACILITY = {
-    "name": "Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Eugene", "state": "OR", "zip": "97401"},
-}
+from tests.fixtures.sandbox import FACILITY, JANE, person
 
 
 def api(emulator) -> httpx.Client:

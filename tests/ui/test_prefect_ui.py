@@ -18,6 +18,7 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from metriport_devtools.stack import LocalStack
 from metriport_flows.store import Store
+from tests.fixtures.sandbox import FACILITY
 from tests.fixtures.stack import read_flow_run, wait_for_final_state, wait_for_state_name
 
 pytestmark = pytest.mark.e2e
@@ -30,11 +31,6 @@ if CHROMIUM is None:
     )
 
 Page = sync_api.Page
-FACILITY = {
-    "name": "UI Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"},
-}
 TIMEOUT_MS = 120_000
 
 

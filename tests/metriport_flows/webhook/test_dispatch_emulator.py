@@ -34,12 +34,8 @@ from metriport_flows.webhook.receiver import WEBHOOK_PATH, create_app
 from metriport_sandbox.config import SandboxConfig
 from metriport_sandbox.seed import SEED_PATIENTS
 from tests.fixtures.inbox import RecordingGateway, download_message, make_settings, serve
+from tests.fixtures.sandbox import FACILITY
 
-FACILITY = {
-    "name": "Receiver Test Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Phoenix", "state": "AZ", "zip": "85300", "country": "USA"},
-}
 NOBODY = {
     "firstName": "Nomen",
     "lastName": "Nescio",

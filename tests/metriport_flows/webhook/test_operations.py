@@ -19,12 +19,8 @@ from metriport_flows.store import MessageStatus, Store, utcnow
 from metriport_flows.webhook.operations import BadDuration, parse_duration
 from metriport_flows.webhook.reconciler import HEARTBEAT
 from tests.fixtures.inbox import conversion_message
+from tests.fixtures.sandbox import FACILITY
 
-FACILITY = {
-    "name": "Ops Clinic",
-    "npi": "1234567893",
-    "address": {"addressLine1": "1 Main St", "city": "Springfield", "state": "OR", "zip": "97477", "country": "USA"},
-}
 NOBODY = {
     "firstName": "Zed",
     "lastName": "Nobody",
