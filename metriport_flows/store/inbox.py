@@ -118,6 +118,9 @@ class InboxQueries(StoreBase):
         return inserted
 
     def get_message(self, message_id: str) -> InboxMessage | None:
+        """The row, or None; an id no row can hold (NUL, not UTF-8, too long) is simply not found."""
+        if unstorable_field({"message_id": message_id}) is not None:
+            return None
         with self.session() as session:
             return session.get(InboxMessage, message_id)
 

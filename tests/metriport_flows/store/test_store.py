@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, text
 
 from metriport_flows.domain.stages import (
@@ -244,3 +245,8 @@ def test_heartbeat_upsert(store: Store) -> None:
     store.record_heartbeat("dispatcher", {"claimed": 2})
     beat = store.get_heartbeat("dispatcher")
     assert beat.detail == {"claimed": 2} and beat.at <= utcnow()
+
+
+@pytest.mark.parametrize("message_id", ["m-\x00", "m-\ud800", "m" * 201])
+def test_an_id_no_row_can_have_is_simply_not_found(store: Store, message_id: str) -> None:
+    assert store.get_message(message_id) is None
