@@ -192,6 +192,12 @@ SHORT_ID = 8
 STAGE_COLOURS = {"done": "green", "failed": "red"}
 
 
+def short_id(patient_id: str) -> str:
+    """The id's last digits: Metriport's uuidv7 ids begin with their creation time, so patients created
+    together share the first ones."""
+    return patient_id[-SHORT_ID:]
+
+
 def is_wide(console: Console) -> bool:
     return console.width >= WIDE_COLUMNS
 
@@ -213,7 +219,7 @@ def live_table(patients: list[DemoPatient], elapsed: float, wide: bool = True) -
     table.add_column("stage", no_wrap=True, min_width=len("waiting for consolidated data (suspended)"))
     table.add_column("s", justify="right", no_wrap=True)
     for p in patients:
-        table.add_row(p.patient_id[:SHORT_ID], _coloured(p.stage), f"{p.seconds:.0f}")
+        table.add_row(short_id(p.patient_id), _coloured(p.stage), f"{p.seconds:.0f}")
     return table
 
 
@@ -233,7 +239,7 @@ def summary_table(patients: list[DemoPatient], width: int = 200) -> Table:
     names: tuple[str, ...] = ("patient id", "outcome", "documents", "resources", "bundle file", "seconds")
     if not wide:
         names = ("patient", "outcome", "docs", "res", "s")
-    ids = [p.patient_id if wide else p.patient_id[:SHORT_ID] for p in patients]
+    ids = [p.patient_id if wide else short_id(p.patient_id) for p in patients]
     widths = {name: len(name) for name in names}
     widths[names[0]] = max([len(names[0]), *map(len, ids)])
     widths[names[-1]] = 5

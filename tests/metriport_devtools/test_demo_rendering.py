@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from metriport_devtools.demo import DemoPatient, cohort_progress, live_table, print_kept, summary_table
+from metriport_devtools.demo import DemoPatient, cohort_progress, live_table, print_kept, short_id, summary_table
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.patient_records import BundleSummary, PatientRecordsResult
 
@@ -28,7 +28,8 @@ STAGES = [
 def _patients() -> list[DemoPatient]:
     patients = []
     for index, stage in enumerate(STAGES):
-        patient_id = f"{index:02d}8f3c2a-6b1d-4e7f-9a0b-c1d2e3f4a5b6"
+        # Metriport's ids are uuidv7: patients created in one millisecond share their first 12 digits.
+        patient_id = f"01a23b03-3740-7ab3-8b0c-39320{index:02d}b24fd"
         patient = DemoPatient(kind="seed" if index % 2 else "no documents", patient_id=patient_id, stage=stage)
         patient.flow_run_id = f"{index:02d}e1d2c3-0000-4000-8000-000000000000"
         patient.finished = patient.started + 12.5
@@ -63,7 +64,7 @@ def test_live_table_shows_every_stage_on_one_line_per_patient(width: int) -> Non
     lines = _render(width, live_table(patients, 42.0, wide=width >= 120))
     assert all(len(line) <= width for line in lines)
     for patient in patients:
-        shown = patient.patient_id if width >= 120 else patient.patient_id[:8]
+        shown = patient.patient_id if width >= 120 else short_id(patient.patient_id)
         rows = [line for line in lines if shown in line]
         assert len(rows) == 1, (patient.stage, lines)
         assert patient.stage in rows[0]
@@ -76,7 +77,7 @@ def test_summary_shows_every_outcome_on_one_line_per_patient(width: int) -> None
     assert all(len(line) <= width for line in lines)
     assert len(lines) <= len(patients) + 6, "rows folded over several lines"
     for patient in patients:
-        shown = patient.patient_id if width >= 120 else patient.patient_id[:8]
+        shown = patient.patient_id if width >= 120 else short_id(patient.patient_id)
         [row] = [line for line in lines if line.lstrip("│ ").startswith(shown)]
         expected = "completed" if patient.result else "failed: patient" if patient.error else patient.stage
         assert expected in row
