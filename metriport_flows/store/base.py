@@ -9,6 +9,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.sql.dml import UpdateBase
 from sqlmodel import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
@@ -28,6 +29,13 @@ class StoreBase:
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
+
+    def _changed(self, statement: UpdateBase) -> int:
+        """Run one UPDATE in its own transaction; how many rows it changed (compare-and-set: 0 or 1)."""
+        with self.session() as session:
+            count = session.exec(statement).rowcount
+            session.commit()
+        return count
 
     def _insert(self, model: type) -> Any:
         return (postgresql.insert if self.is_postgres else sqlite.insert)(model)

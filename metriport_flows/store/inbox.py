@@ -20,6 +20,8 @@ from metriport_flows.store.models import (
 )
 
 CLAIM_LEASE = timedelta(minutes=5)
+# A row nobody holds: what finishing, retrying, requeueing or orphaning it leaves in its claim columns.
+RELEASED_CLAIM: dict[str, None] = {"claimed_at": None, "claimed_by": None, "lease_until": None}
 
 
 def unstorable_field(values: Mapping[str, str | None]) -> str | None:
@@ -200,10 +202,7 @@ class InboxQueries(StoreBase):
             )
             .values(lease_until=utcnow() + lease)
         )
-        with self.session() as session:
-            count = session.exec(statement).rowcount
-            session.commit()
-        return count
+        return self._changed(statement)
 
     def finish_message(
         self,
@@ -224,15 +223,10 @@ class InboxQueries(StoreBase):
                 finished_at=utcnow(),
                 wait_id=wait_id,
                 detail=redact_urls(detail or "")[:500] or None,
-                claimed_at=None,
-                claimed_by=None,
-                lease_until=None,
+                **RELEASED_CLAIM,
             )
         )
-        with self.session() as session:
-            finished = session.exec(statement).rowcount == 1
-            session.commit()
-        return finished
+        return self._changed(statement) == 1
 
     def retry_message(
         self,
@@ -252,16 +246,11 @@ class InboxQueries(StoreBase):
                 status=MessageStatus(status).value,
                 attempts=col(InboxMessage.attempts) + 1,
                 next_attempt_at=utcnow() + delay,
-                claimed_at=None,
-                claimed_by=None,
-                lease_until=None,
+                **RELEASED_CLAIM,
                 last_error=(redact_urls(error)[:2000] if error else col(InboxMessage.last_error)),
             )
         )
-        with self.session() as session:
-            moved = session.exec(statement).rowcount == 1
-            session.commit()
-        return moved
+        return self._changed(statement) == 1
 
     def release_claims(self, message_ids: list[str], *, owner: str) -> int:
         """A stopping owner hands its unfinished rows back: due again now, attempts unchanged."""
@@ -275,15 +264,10 @@ class InboxQueries(StoreBase):
             .values(
                 status=MessageStatus.pending.value,
                 next_attempt_at=utcnow(),
-                claimed_at=None,
-                claimed_by=None,
-                lease_until=None,
+                **RELEASED_CLAIM,
             )
         )
-        with self.session() as session:
-            count = session.exec(statement).rowcount
-            session.commit()
-        return count
+        return self._changed(statement)
 
     def requeue_message(self, message_id: str) -> bool:
         """Dispatch this message again now (the ops `replay` command); never a row whose owner still
@@ -298,16 +282,11 @@ class InboxQueries(StoreBase):
             .values(
                 status=MessageStatus.pending.value,
                 next_attempt_at=now,
-                claimed_at=None,
-                claimed_by=None,
-                lease_until=None,
+                **RELEASED_CLAIM,
                 finished_at=None,
             )
         )
-        with self.session() as session:
-            found = session.exec(statement).rowcount == 1
-            session.commit()
-        return found
+        return self._changed(statement) == 1
 
     def orphan_unmatched(self, older_than: timedelta) -> int:
         """Unmatched messages that no wait claimed within `older_than` stop being retried (kept)."""
@@ -319,10 +298,7 @@ class InboxQueries(StoreBase):
             )
             .values(status=MessageStatus.orphan.value, finished_at=utcnow())
         )
-        with self.session() as session:
-            count = session.exec(statement).rowcount
-            session.commit()
-        return count
+        return self._changed(statement)
 
     def backlog(self) -> list[tuple[str, int, datetime | None]]:
         statement = (
@@ -344,10 +320,7 @@ class InboxQueries(StoreBase):
             )
             .values(body=None)
         )
-        with self.session() as session:
-            count = session.exec(statement).rowcount
-            session.commit()
-        return count
+        return self._changed(statement)
 
     # -- heartbeats ---------------------------------------------------------------------------
 

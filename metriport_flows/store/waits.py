@@ -117,10 +117,7 @@ class WaitQueries(StoreBase):
             .where(col(InboxMessage.status) == MessageStatus.unmatched.value, or_(*keys))
             .values(next_attempt_at=utcnow())
         )
-        with self.session() as session:
-            count = session.exec(statement).rowcount
-            session.commit()
-        return count
+        return self._changed(statement)
 
     def get_wait(self, wait_id: str) -> Wait | None:
         with self.session() as session:
@@ -212,10 +209,7 @@ class WaitQueries(StoreBase):
                 next_delivery_at=now,
             )
         )
-        with self.session() as session:
-            won = session.exec(statement).rowcount == 1
-            session.commit()
-        return won
+        return self._changed(statement) == 1
 
     def _move_wait(self, wait_id: str, from_statuses: tuple[WaitStatus, ...], **values: Any) -> bool:
         statement = (
@@ -223,10 +217,7 @@ class WaitQueries(StoreBase):
             .where(col(Wait.id) == wait_id, col(Wait.status).in_([s.value for s in from_statuses]))
             .values(**values)
         )
-        with self.session() as session:
-            moved = session.exec(statement).rowcount == 1
-            session.commit()
-        return moved
+        return self._changed(statement) == 1
 
     def claim_delivery(self, wait_id: str, lease: timedelta) -> bool:
         """Compare-and-set: the one caller that may resume the run for this resolved wait now; anyone else
@@ -241,10 +232,7 @@ class WaitQueries(StoreBase):
             )
             .values(delivering_until=now + lease)
         )
-        with self.session() as session:
-            claimed = session.exec(statement).rowcount == 1
-            session.commit()
-        return claimed
+        return self._changed(statement) == 1
 
     def mark_wait_delivered(self, wait_id: str) -> bool:
         return self._move_wait(
