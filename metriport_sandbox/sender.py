@@ -216,13 +216,35 @@ class WebhookSender:
         sent: bool,
         url: str | None = None,
     ) -> None:
+        self._delivery(
+            (request.message_id, request.type, request.request_id, request.patient_id),
+            kind,
+            body,
+            (status, http_status, millis, detail),
+            sent=sent,
+            url=url,
+        )
+
+    def _delivery(
+        self,
+        message: tuple[str | None, str | None, str | None, str | None],
+        kind: str,
+        body: bytes | None,
+        outcome: tuple[str, int | None, int, str | None],
+        *,
+        sent: bool,
+        url: str | None,
+    ) -> None:
+        """One row of `/_sandbox/deliveries`: (message id, type, request id, patient id), how it went."""
+        message_id, type_, request_id, patient_id = message
+        status, http_status, millis, detail = outcome
         self.deliveries.append(
             {
                 "seq": len(self.deliveries),
-                "message_id": request.message_id,
-                "type": request.type,
-                "request_id": request.request_id,
-                "patient_id": request.patient_id,
+                "message_id": message_id,
+                "type": type_,
+                "request_id": request_id,
+                "patient_id": patient_id,
                 "kind": kind,
                 "sent": sent,
                 "status": status,
@@ -257,24 +279,13 @@ class WebhookSender:
             if pong != ping:
                 status, detail = "failure", "Bad response from webhook call"
         settings.webhook_enabled, settings.status_detail = (status == "success", detail)
-        self.deliveries.append(
-            {
-                "seq": len(self.deliveries),
-                "message_id": message_id,
-                "type": "ping",
-                "request_id": None,
-                "patient_id": None,
-                "kind": "first",
-                "sent": True,
-                "status": status,
-                "http_status": http_status,
-                "duration_ms": millis,
-                "detail": detail,
-                "sha256": hashlib.sha256(body).hexdigest(),
-                "size": len(body),
-                "url": settings.webhook_url,
-                "at": now_iso(),
-            }
+        self._delivery(
+            (message_id, "ping", None, None),
+            "first",
+            body,
+            (status, http_status, millis, detail),
+            sent=True,
+            url=settings.webhook_url,
         )
 
     async def send_sample(self, tenant: Tenant, payload: dict) -> dict:
@@ -288,24 +299,13 @@ class WebhookSender:
             settings.webhook_url, settings.webhook_key, body, self.core.config.webhook_timeout, box
         )
         meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
-        self.deliveries.append(
-            {
-                "seq": len(self.deliveries),
-                "message_id": meta.get("messageId"),
-                "type": meta.get("type"),
-                "request_id": meta.get("requestId"),
-                "patient_id": None,
-                "kind": "sample",
-                "sent": True,
-                "status": status,
-                "http_status": http_status,
-                "duration_ms": millis,
-                "detail": detail,
-                "sha256": hashlib.sha256(body).hexdigest(),
-                "size": len(body),
-                "url": settings.webhook_url,
-                "at": now_iso(),
-            }
+        self._delivery(
+            (meta.get("messageId"), meta.get("type"), meta.get("requestId"), None),
+            "sample",
+            body,
+            (status, http_status, millis, detail),
+            sent=True,
+            url=settings.webhook_url,
         )
         answer: Any = None
         if box:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 
 from metriport_flows.client.log_hygiene import redact_urls
@@ -68,28 +69,20 @@ class InboxQueries(StoreBase):
     ) -> bool:
         """True when stored, False when this messageId was already there (a duplicate delivery)."""
         now = received_at or utcnow()
-        statement = (
-            self._insert(InboxMessage)
-            .values(
-                message_id=message_id,
-                type=type,
-                request_id=request_id or None,
-                patient_id=patient_id,
-                flow_run_id=flow_run_id,
-                stage=stage,
-                body=body.decode("utf-8") if isinstance(body, bytes) else body,
-                received_at=now,
-                status=MessageStatus.pending.value,
-                attempts=0,
-                next_attempt_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["message_id"])
-            .returning(col(InboxMessage.message_id))
+        statement = self._insert(InboxMessage).values(
+            message_id=message_id,
+            type=type,
+            request_id=request_id or None,
+            patient_id=patient_id,
+            flow_run_id=flow_run_id,
+            stage=stage,
+            body=body.decode("utf-8") if isinstance(body, bytes) else body,
+            received_at=now,
+            status=MessageStatus.pending.value,
+            attempts=0,
+            next_attempt_at=now,
         )
-        with self.session() as session:
-            inserted = session.execute(statement).first() is not None
-            session.commit()
-        return inserted
+        return self._inserted(statement)
 
     def insert_rejected(self, *, body: bytes, reason: str) -> bool:
         """Keep a signed body the inbox cannot hold as a message; True when new, False for a re-delivery.
@@ -98,24 +91,24 @@ class InboxQueries(StoreBase):
         """
         now = utcnow()
         text = body.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
-        statement = (
-            self._insert(InboxMessage)
-            .values(
-                message_id=rejected_message_id(body),
-                type=MessageStatus.rejected.value,
-                body=text,
-                received_at=now,
-                status=MessageStatus.rejected.value,
-                attempts=0,
-                next_attempt_at=now,
-                finished_at=now,
-                detail=reason[:500],
-            )
-            .on_conflict_do_nothing(index_elements=["message_id"])
-            .returning(col(InboxMessage.message_id))
+        statement = self._insert(InboxMessage).values(
+            message_id=rejected_message_id(body),
+            type=MessageStatus.rejected.value,
+            body=text,
+            received_at=now,
+            status=MessageStatus.rejected.value,
+            attempts=0,
+            next_attempt_at=now,
+            finished_at=now,
+            detail=reason[:500],
         )
+        return self._inserted(statement)
+
+    def _inserted(self, statement: postgresql.Insert | sqlite.Insert) -> bool:
+        """Insert the row unless its messageId is there already; True when it was new."""
+        once = statement.on_conflict_do_nothing(index_elements=["message_id"])
         with self.session() as session:
-            inserted = session.execute(statement).first() is not None
+            inserted = session.execute(once.returning(col(InboxMessage.message_id))).first() is not None
             session.commit()
         return inserted
 
