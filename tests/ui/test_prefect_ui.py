@@ -180,7 +180,12 @@ def test_a_suspended_run_resumed_from_the_resume_form_with_timeout_ends_with_tha
         finally:
             shoot(page, screenshots, "resume-form-outcome")
         shoot(page, screenshots, "resume-form-filled")
-        page.get_by_role("button", name="Submit").click()
+        with page.expect_response(lambda r: r.url.endswith(f"/flow_runs/{run_id}/resume")) as resumed:
+            page.get_by_role("button", name="Submit").click()
+        answer = resumed.value
+        assert answer.ok and "ACCEPT" in answer.text(), (
+            f"the Resume form's call answered {answer.status}: {answer.text()}"
+        )
         run = wait_for_final_state(local_stack, run_id)
     finally:
         sandbox_control.post("/config", json={"delay": [0, 0]}).raise_for_status()
