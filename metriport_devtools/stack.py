@@ -11,8 +11,10 @@ webhook URL with `POST /settings`, read the key from the answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from metriport_devtools.processes import (
     StackError,
     environ_of,
     free_port,
+    group_alive,
     group_members,
     http_ok,
     poll_until,
@@ -135,6 +138,8 @@ class LocalStack:
             "METRIPORT_API_KEY": self.api_key,
             "HOT_WINDOW_SECONDS": str(self.hot_window_seconds),
             "ENVIRONMENT": "local",
+            # Prefect's shortest flow heartbeat: the reconciler calls a run silent after three missed ones.
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
         }
         if self.webhook_key:
             env["METRIPORT_WEBHOOK_KEY"] = self.webhook_key
@@ -268,6 +273,30 @@ class LocalStack:
             if httpx.get(f"{self.prefect_api_url}/deployments/name/{name}", timeout=2.0).status_code != 200:
                 return False
         return True
+
+    def crash(self, name: str) -> None:
+        """SIGKILL the service's whole process group (a flow-run child of `serve` too), as a lost machine."""
+        service = self.services[name]
+        if service.process is None:
+            return
+        pgid = service.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        service.process.wait()
+        poll_until(lambda: not group_alive(pgid), timeout=10, what=f"waiting for {name}'s processes to die")
+
+    def restart(self, name: str) -> None:
+        """Start a service again with the same command, port and environment; return once it answers."""
+        service = self.services[name]
+        service.start()
+        self._save_state()
+        checks = {
+            "prefect-server": lambda: http_ok(f"{self.prefect_api_url}/health"),
+            "receiver": lambda: http_ok(f"{self.receiver_url}/healthz"),
+            "emulator": lambda: http_ok(f"{self.emulator_url}/_sandbox/deliveries", any_status=True),
+        }
+        check = checks.get(name, service.alive)
+        poll_until(check, timeout=self.startup_timeout, what=f"waiting for {name} to come back", service=service)
 
     def stop(self) -> None:
         """Stop in reverse dependency order; safe to call twice."""

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     hot_window_seconds: float = Field(30.0, description="How long a wait watches its row before suspending")
     soft_deadline_seconds: float = Field(600.0, description="After this the reconciler asks Metriport")
     hard_deadline_seconds: float = Field(6 * 3600.0, description="After this a wait resolves as timeout")
+    revive_attempts: int = Field(3, ge=0, description="How often the reconciler brings one crashed run back")
 
     environment: str = Field("local", description="local, staging or production")
 

@@ -99,6 +99,17 @@ async def api_calls(backend: BackendDep, tenant: str | None = None) -> dict[str,
     return backend.api_calls(tenant)
 
 
+@router.get("/document-query-posts")
+async def document_query_posts(backend: BackendDep) -> dict[str, int]:
+    """Accepted POST /document/query calls per patient id (a flow run must make one per patient)."""
+    return {
+        patient.id: patient.dq_posts
+        for tenant in backend.tenants.values()
+        for patient in tenant.patients.values()
+        if patient.dq_posts
+    }
+
+
 @router.get("/downloads")
 async def downloads(backend: BackendDep) -> list[dict[str, Any]]:
     return backend.downloads

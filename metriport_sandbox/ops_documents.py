@@ -46,6 +46,7 @@ class DocumentOps:
         metadata = validation.metadata(body)
         if facility_id and facility_id not in patient.facility_ids:
             raise bad_request("Patient not associated with given facility")
+        patient.dq_posts += 1
         current = patient.document_query
         if current is not None and current.processing:
             return dict(current.progress)

@@ -135,6 +135,7 @@ class Patient:
     bulk_download: BulkDownload | None = None
     bundle_size: int | None = None
     dq_count: int = 0
+    dq_posts: int = 0  # every accepted POST /document/query, a no-op on a running query included
 
     @property
     def etag(self) -> str:

@@ -140,3 +140,16 @@ class Heartbeat(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=100)
     at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON(), nullable=False))
+
+
+class RunRevival(SQLModel, table=True):
+    """How often the reconciler brought a crashed flow run back (the bound on attempts lives here)."""
+
+    __tablename__ = "run_revival"
+
+    flow_run_id: str = Field(primary_key=True, max_length=64)
+    attempts: int = 0
+    last_revived_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_crash_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_reason: str | None = Field(default=None, max_length=500)
+    given_up_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))

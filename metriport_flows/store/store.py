@@ -14,10 +14,11 @@ from typing import Any
 
 from metriport_flows.store.inbox import InboxQueries
 from metriport_flows.store.models import Heartbeat, utcnow
+from metriport_flows.store.revivals import RevivalQueries
 from metriport_flows.store.waits import WaitQueries
 
 
-class Store(WaitQueries, InboxQueries):
+class Store(WaitQueries, InboxQueries, RevivalQueries):
     def record_heartbeat(self, name: str, detail: Mapping[str, Any] | None = None) -> None:
         values = {"name": name, "at": utcnow(), "detail": dict(detail or {})}
         statement = self._insert(Heartbeat).values(**values)

@@ -133,6 +133,11 @@ class WaitQueries(StoreBase):
     def waits_for_run(self, flow_run_id: UUID | str) -> list[Wait]:
         return self._waits(col(Wait.flow_run_id) == str(flow_run_id))
 
+    def live_waits_for_run(self, flow_run_id: UUID | str) -> list[Wait]:
+        """The run's waits still to be read by it: open, or resolved and not yet delivered."""
+        live = (WaitStatus.open.value, WaitStatus.resolved.value)
+        return self._waits(col(Wait.flow_run_id) == str(flow_run_id), col(Wait.status).in_(live))
+
     def open_waits(self) -> list[Wait]:
         return self._waits(col(Wait.status) == WaitStatus.open.value)
 

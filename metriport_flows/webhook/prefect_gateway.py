@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from datetime import datetime
 from types import TracebackType
 from typing import TypeVar
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import State, StateType
 from prefect.events import emit_event
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.exceptions import ObjectNotFound
+from prefect.states import Scheduled
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -27,10 +37,11 @@ from tenacity import (
 from metriport_flows.client.errors import is_transient
 from metriport_flows.domain.stages import StageResult
 from metriport_flows.webhook.events import PlannedEvent
-from metriport_flows.webhook.protocols import ResumeAnswer, RunView
+from metriport_flows.webhook.protocols import ResumeAnswer, RunSummary, RunView
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+RUNS_PAGE = 200
 
 
 class PrefectGateway:
@@ -64,6 +75,14 @@ class PrefectGateway:
                 async with self._semaphore:
                     return await fn(self._client)
         raise AssertionError("unreachable: AsyncRetrying reraises")
+
+    @property
+    def heartbeat_seconds(self) -> float | None:
+        """Prefect's `PREFECT_FLOWS_HEARTBEAT_FREQUENCY` as a run's engine applies it (at least 30 s)."""
+        from prefect.settings import get_current_settings
+
+        value = get_current_settings().flows.heartbeat_frequency
+        return None if value is None else float(max(value, 30))
 
     async def read_flow_run(self, flow_run_id: UUID | str) -> RunView | None:
         async def read(client: PrefectClient) -> RunView | None:
@@ -99,3 +118,50 @@ class PrefectGateway:
             payload=planned.payload,
             id=planned.id,
         )
+
+    async def runs_in_state(self, state_type: str, started_after: datetime) -> list[RunSummary]:
+        """Flow runs now in `state_type` that started after `started_after` (at most `RUNS_PAGE`)."""
+        run_filter = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(state_type)])),
+            start_time=FlowRunFilterStartTime.model_validate({"after_": started_after}),
+        )
+
+        async def read(client: PrefectClient) -> list[RunSummary]:
+            runs = await client.read_flow_runs(flow_run_filter=run_filter, limit=RUNS_PAGE)
+            return [
+                RunSummary(str(run.id), state_type, run.state.timestamp, run.state.message)
+                if run.state
+                else RunSummary(str(run.id), state_type, None)
+                for run in runs
+            ]
+
+        return await self._call(read)
+
+    async def heartbeating(self, flow_run_ids: Collection[str], since: datetime) -> set[str]:
+        """The runs among `flow_run_ids` whose process sent Prefect's `prefect.flow-run.heartbeat` since."""
+        if not flow_run_ids:
+            return set()
+        resources = {f"prefect.flow-run.{run_id}": run_id for run_id in flow_run_ids}
+        event_filter = EventFilter(
+            occurred=EventOccurredFilter.model_validate({"since": since}),
+            event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+            resource=EventResourceFilter(id=list(resources), distinct=True),
+        )
+
+        async def read(client: PrefectClient) -> set[str]:
+            page = await client.read_events(filter=event_filter, limit=len(resources))
+            return {resources[event.resource.id] for event in page.events if event.resource.id in resources}
+
+        return await self._call(read)
+
+    async def set_state(self, flow_run_id: str, state_type: str, message: str) -> None:
+        """Force the run into `state_type` (Crashed, Scheduled for now, Failed) with `message`."""
+        kind = StateType(state_type)
+        state: State[object] = (
+            Scheduled(message=message) if kind == StateType.SCHEDULED else State(type=kind, message=message)
+        )
+
+        async def set_state(client: PrefectClient) -> None:
+            await client.set_flow_run_state(UUID(flow_run_id), state, force=True)
+
+        await self._call(set_state)

@@ -6,7 +6,9 @@ or the emulator-backed client. Typing against these keeps the webhook side free 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -52,12 +54,31 @@ class ResumeAnswer:
         return self.status == "ACCEPT"
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """A flow run found by its state: its id and since when it has been in that state."""
+
+    id: str
+    state_type: str
+    state_since: datetime | None
+    state_message: str | None = None
+
+
 class Gateway(Protocol):
-    """The Prefect calls: read a run, resume it with a stage's result, emit an event."""
+    """The Prefect calls: read a run, resume it with a stage's result, emit an event; and for crashed
+    runs, find them, see which still send heartbeats, and set their state."""
+
+    @property
+    def heartbeat_seconds(self) -> float | None:
+        """How often a run's process sends Prefect a heartbeat (None: it sends none)."""
+        ...
 
     async def read_flow_run(self, flow_run_id: str) -> RunView | None: ...
     async def resume(self, flow_run_id: str, run_input: StageResult) -> ResumeAnswer: ...
     def emit(self, planned: PlannedEvent) -> None: ...
+    async def runs_in_state(self, state_type: str, started_after: datetime) -> list[RunSummary]: ...
+    async def heartbeating(self, flow_run_ids: Collection[str], since: datetime) -> set[str]: ...
+    async def set_state(self, flow_run_id: str, state_type: str, message: str) -> None: ...
 
 
 class Metriport(Protocol):

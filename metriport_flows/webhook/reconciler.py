@@ -6,7 +6,8 @@ lives three minutes, and a dispatcher can die holding a claim. One `reconcile_on
      expired (their dispatcher died); a row whose owner still extends its lease is never taken over;
   2. calls `POST /settings/webhook/retry` when `GET /settings/webhook` reports failed deliveries (the
      re-sent messages carry no `meta.data`; the dispatcher correlates them by requestId / patient);
-  3. closes (`abandoned`) the open waits past their soft deadline whose run has ended another way
+  3. brings back runs that crashed, or whose process went silent, under the same id (bounded; see
+     `revival.py`), and closes (`abandoned`) the open waits past their soft deadline whose run has ended another way
      (failed or cancelled after registering it): nobody asks about them again;
      for the other open waits past their soft deadline asks Metriport (`GET /document/query`, the consolidated
      query and its stored webhook) and resolves what has finished; a consolidated bundle is downloaded at
@@ -46,6 +47,7 @@ from metriport_flows.webhook.dispatcher import Dispatcher
 from metriport_flows.webhook.handlers import metriport_router
 from metriport_flows.webhook.handlers.consolidated import bundle_path
 from metriport_flows.webhook.protocols import Gateway, Metriport
+from metriport_flows.webhook.revival import revive_crashed_runs
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,9 @@ class ReconcileReport(BaseModel):
     resolved_expired: int = Field(0, description="Consolidated URL expired or query forgotten: re-request")
     timed_out: int = Field(0, description="Past the hard deadline: resolved as timeout")
     abandoned: int = Field(0, description="Open waits whose run had ended (failed, cancelled): closed")
+    silent: int = Field(0, description="Running runs without heartbeats (process gone): marked Crashed")
+    revived: int = Field(0, description="Crashed runs scheduled again under the same id")
+    revivals_given_up: int = Field(0, description="Crashed runs past the revival bound: failed")
     lost_races: int = Field(0, description="Someone else resolved the wait first (compare-and-set)")
     delivered: int = Field(0, description="Resolved waits handed to their runs")
     errors: int = Field(0, description="Calls that failed this pass; retried next pass")
@@ -270,6 +275,7 @@ async def reconcile_once(
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("redispatch", lambda: redispatch_stuck(store, api, gateway, settings, now, report)),
         ("webhook retry", lambda: retry_failed_webhooks(api, report)),
+        ("crashed runs", lambda: revive_crashed_runs(store, gateway, settings, now, report)),
         ("ended runs", lambda: close_waits_of_ended_runs(store, gateway, now, report)),
         ("soft deadlines", lambda: check_soft_deadlines(store, api, settings, now, report)),
         ("hard deadlines", lambda: asyncio.to_thread(check_hard_deadlines, store, now, report)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.fixtures.sandbox import flush, setup_patient
+from tests.fixtures.sandbox import JANE, flush, setup_patient
 
 
 async def test_url_lifetimes_are_configurable_at_run_time(emulator_asgi_client):
@@ -51,3 +51,19 @@ async def test_bad_fault_spec_and_config_are_400(emulator_asgi_client):
         await client.post("/_sandbox/notifications", json={"patientId": "nope", "type": "patient.admit"})
     ).status_code == 404
     assert (await client.post("/_sandbox/bulk-patient-create/nope/complete")).status_code == 404
+
+
+async def test_document_query_posts_are_counted_per_patient_a_no_op_on_a_running_query_included(
+    emulator_asgi_client,
+):
+    client = emulator_asgi_client
+    await client.post("/_sandbox/config", json={"delay": "1,1"})
+    _, patient_id = await setup_patient(client)
+    _, other_id = await setup_patient(client, {**JANE, "firstName": "Ollie", "lastName": "Brown"})
+    first = (await client.post("/medical/v1/document/query", params={"patientId": patient_id})).json()
+    again = (await client.post("/medical/v1/document/query", params={"patientId": patient_id})).json()
+    assert again["requestId"] == first["requestId"], "a running query answers a second start"
+    await client.post("/medical/v1/document/query", params={"patientId": other_id})
+    posts = (await client.get("/_sandbox/document-query-posts")).json()
+    assert (posts[patient_id], posts[other_id]) == (2, 1)
+    await flush(client)
