@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlmodel import col
 
 from metriport_flows.store.base import StoreBase
-from metriport_flows.store.models import RunRevival, Wait, utcnow
+from metriport_flows.store.models import RunRevival, utcnow
 
 
 class RevivalQueries(StoreBase):
-    def runs_with_waits(self, flow_run_ids: Collection[str]) -> set[str]:
-        """The runs among `flow_run_ids` that registered a wait: the product's runs, the only ones revived."""
-        if not flow_run_ids:
-            return set()
-        statement = select(col(Wait.flow_run_id)).where(col(Wait.flow_run_id).in_(list(flow_run_ids))).distinct()
-        with self.session() as session:
-            return set(session.scalars(statement))
-
     def get_revival(self, flow_run_id: str) -> RunRevival | None:
         with self.session() as session:
             return session.get(RunRevival, flow_run_id)

@@ -17,12 +17,15 @@ from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
     FlowRunFilter,
-    FlowRunFilterStartTime,
+    FlowRunFilterExpectedStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import State, StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import emit_event
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.exceptions import ObjectNotFound
@@ -119,15 +122,24 @@ class PrefectGateway:
             id=planned.id,
         )
 
-    async def runs_in_state(self, state_type: str, started_after: datetime) -> list[RunSummary]:
-        """Flow runs now in `state_type` that started after `started_after` (at most `RUNS_PAGE`)."""
+    async def runs_in_state(
+        self, state_type: str, flow_names: Collection[str], expected_after: datetime
+    ) -> list[RunSummary]:
+        """Runs of the flows `flow_names` now in `state_type`, expected to start after `expected_after`
+        (at most `RUNS_PAGE`, the longest in that state first)."""
         run_filter = FlowRunFilter(
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(state_type)])),
-            start_time=FlowRunFilterStartTime.model_validate({"after_": started_after}),
+            expected_start_time=FlowRunFilterExpectedStartTime.model_validate({"after_": expected_after}),
         )
+        flow_filter = FlowFilter(name=FlowFilterName(any_=list(flow_names)))
 
         async def read(client: PrefectClient) -> list[RunSummary]:
-            runs = await client.read_flow_runs(flow_run_filter=run_filter, limit=RUNS_PAGE)
+            runs = await client.read_flow_runs(
+                flow_filter=flow_filter,
+                flow_run_filter=run_filter,
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=RUNS_PAGE,
+            )
             return [
                 RunSummary(str(run.id), state_type, run.state.timestamp, run.state.message)
                 if run.state

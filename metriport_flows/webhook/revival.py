@@ -1,12 +1,12 @@
 """Runs that lost their process are brought back, a bounded number of times (docs/design.md, "Crashes").
 
-A run crashes when its process dies under it (the Prefect server was away for a moment, the machine
-went down) or goes silent when its whole worker dies (it stays Running with nobody behind it; Prefect's
-flow heartbeats stop). Either way its waits are stored and its start calls are cached under its id, so
-scheduling the same run again makes it re-run from the top and carry on where it was: stored
-resolutions are read, started queries are not started again. Only runs that registered a wait are
-touched (the product's own), at most `Settings.revive_attempts` times each; past that the run is
-failed with a message saying so, and its waits are closed.
+A run crashes when its process dies under it (the Prefect server was away for a moment) or goes silent
+when its whole worker dies (it stays Running or Pending with nobody behind it; Prefect's flow
+heartbeats stop). Its waits are stored and its start calls are cached under its id, so scheduling the
+same run again makes it re-run from the top and carry on where it was: stored resolutions are read,
+started queries are not started again. Only the product's flows (`REVIVED_FLOWS`) are touched, each
+run at most `Settings.revive_attempts` times; past that the run is failed with a message saying so,
+and its waits are closed.
 """
 
 from __future__ import annotations
@@ -22,9 +22,13 @@ from metriport_flows.webhook.protocols import Gateway
 
 logger = logging.getLogger(__name__)
 
-# A run is silent (its process gone) after this many missed heartbeats.
+# The product's flows: re-run from the top, each carries on where it was (start calls cached under the
+# run's id, waits stored, child runs keyed by the parent's id). `reconcile` is not among them: a crashed
+# pass is simply the next minute's pass.
+REVIVED_FLOWS = ("patient-records", "cohort-refresh", "bulk-patient-create", "bulk-document-download")
+# A run is silent (its process gone) after this many missed heartbeats; a Pending run as long.
 MISSED_HEARTBEATS = 3
-# Runs that started longer ago than the hard deadline plus this are not looked at.
+# Runs expected to start longer ago than the hard deadline plus this are not looked at.
 HORIZON_MARGIN = timedelta(hours=1)
 
 
@@ -43,18 +47,24 @@ class Crash:
     reason: str
 
 
-async def silent_runs(store: Store, gateway: Gateway, now: datetime, started_after: datetime) -> list[Crash]:
-    """The product's Running runs with no heartbeat for `MISSED_HEARTBEATS` beats: their process is gone."""
+async def silent_runs(gateway: Gateway, now: datetime, expected_after: datetime) -> list[Crash]:
+    """Running runs without a heartbeat for `MISSED_HEARTBEATS` beats, and runs Pending as long: their
+    process is gone (or never started: the worker died after taking the run)."""
     beat = gateway.heartbeat_seconds
     if beat is None:
         return []
     silence = timedelta(seconds=beat * MISSED_HEARTBEATS)
-    running = await gateway.runs_in_state("RUNNING", started_after)
-    quiet = {run.id: run.state_since for run in running if run.state_since and run.state_since <= now - silence}
-    ours = store.runs_with_waits(set(quiet))
-    alive = await gateway.heartbeating(ours, since=now - silence)
-    reason = f"no heartbeat for {int(silence.total_seconds())} s while Running: its process is gone"
-    return [Crash(run_id, quiet[run_id], reason) for run_id in sorted(ours - alive) if quiet[run_id]]
+    seconds = int(silence.total_seconds())
+    crashes = []
+    for state, reason in (
+        ("RUNNING", f"no heartbeat for {seconds} s while Running: its process is gone"),
+        ("PENDING", f"Pending for over {seconds} s: its process never started or is gone"),
+    ):
+        runs = await gateway.runs_in_state(state, REVIVED_FLOWS, expected_after)
+        quiet = {run.id: run.state_since for run in runs if run.state_since and run.state_since <= now - silence}
+        alive = await gateway.heartbeating(set(quiet), since=now - silence) if state == "RUNNING" else set()
+        crashes += [Crash(run_id, at, reason) for run_id, at in sorted(quiet.items()) if at and run_id not in alive]
+    return crashes
 
 
 async def revive(store: Store, gateway: Gateway, settings: Settings, crash: Crash) -> bool | None:
@@ -81,16 +91,15 @@ async def revive(store: Store, gateway: Gateway, settings: Settings, crash: Cras
 async def revive_crashed_runs(
     store: Store, gateway: Gateway, settings: Settings, now: datetime, report: RevivalCounts
 ) -> None:
-    """Silent Running runs are marked Crashed; every crashed run of the product is revived or given up."""
-    started_after = now - timedelta(seconds=settings.hard_deadline_seconds) - HORIZON_MARGIN
-    crashed = await gateway.runs_in_state("CRASHED", started_after)
-    ours = store.runs_with_waits({run.id for run in crashed})
+    """Silent runs are marked Crashed; every crashed run of the product's flows is revived or given up."""
+    expected_after = now - timedelta(seconds=settings.hard_deadline_seconds) - HORIZON_MARGIN
+    crashed = await gateway.runs_in_state("CRASHED", REVIVED_FLOWS, expected_after)
     crashes = [
         Crash(run.id, run.state_since, (run.state_message or "crashed")[:200])
         for run in crashed
-        if run.id in ours and run.state_since is not None
+        if run.state_since is not None
     ]
-    for silent in await silent_runs(store, gateway, now, started_after):
+    for silent in await silent_runs(gateway, now, expected_after):
         await gateway.set_state(silent.run_id, "CRASHED", silent.reason)
         report.silent += 1
         crashes.append(silent)

@@ -17,7 +17,7 @@ from metriport_flows.settings import Settings
 from metriport_flows.store import Store, WaitStatus, utcnow
 from metriport_flows.webhook.protocols import RunView
 from metriport_flows.webhook.reconciler import ReconcileReport
-from metriport_flows.webhook.revival import revive_crashed_runs
+from metriport_flows.webhook.revival import REVIVED_FLOWS, revive_crashed_runs
 from tests.fixtures.inbox import RecordingGateway, make_settings
 
 
@@ -53,12 +53,13 @@ async def one_pass(store: Store, gateway: RecordingGateway, settings: Settings) 
     return report
 
 
-async def test_a_crashed_run_with_waits_is_scheduled_again_and_others_are_left_alone(store, settings) -> None:
+async def test_a_crashed_run_is_scheduled_again_and_others_are_left_alone(store, settings) -> None:
     gateway = RecordingGateway()
     crashed = run_with_wait(store, gateway, "CRASHED")
     suspended = run_with_wait(store, gateway, "PAUSED")
-    stranger = str(uuid.uuid4())  # a crashed run of some other flow: it registered no wait
+    stranger = str(uuid.uuid4())  # a crashed run of some other flow of the workspace
     crash(gateway, stranger)
+    gateway.flow_names[stranger] = "someone-elses-flow"
 
     report = await one_pass(store, gateway, settings)
 
@@ -87,21 +88,28 @@ async def test_past_the_bound_the_run_is_failed_with_a_clear_message_and_its_wai
     assert (await one_pass(store, gateway, settings)).revivals_given_up == 0, "given up once"
 
 
-async def test_a_running_run_without_heartbeats_is_marked_crashed_and_revived(store, settings) -> None:
+async def test_runs_without_heartbeats_or_pending_too_long_are_marked_crashed_and_revived(store, settings) -> None:
     gateway = RecordingGateway(heartbeat_seconds=30)
     silent = run_with_wait(store, gateway, "RUNNING")
     beating = run_with_wait(store, gateway, "RUNNING")
     fresh = run_with_wait(store, gateway, "RUNNING")  # Running for less than three beats: not judged yet
+    stuck = run_with_wait(store, gateway, "PENDING")  # its worker died after taking it
+    starting = run_with_wait(store, gateway, "PENDING")
     now = utcnow()
-    gateway.since |= {silent: now - timedelta(minutes=5), beating: now - timedelta(minutes=5), fresh: now}
+    long_ago = now - timedelta(minutes=5)
+    gateway.since |= {silent: long_ago, beating: long_ago, fresh: now, stuck: long_ago, starting: now}
     gateway.beats[silent] = [now - timedelta(minutes=4)]
     gateway.beats[beating] = [now - timedelta(seconds=20)]
 
     report = await one_pass(store, gateway, settings)
 
-    assert (report.silent, report.revived) == (1, 1)
-    assert [(run, state) for run, state, _ in gateway.state_changes] == [(silent, "CRASHED"), (silent, "SCHEDULED")]
-    assert "no heartbeat for 90 s" in gateway.state_changes[0][2]
+    assert (report.silent, report.revived) == (2, 2)
+    changes = [(run, state) for run, state, _ in gateway.state_changes]
+    assert sorted(changes) == sorted(
+        [(silent, "CRASHED"), (stuck, "CRASHED"), (silent, "SCHEDULED"), (stuck, "SCHEDULED")]
+    )
+    messages = {run: message for run, state, message in gateway.state_changes if state == "CRASHED"}
+    assert "no heartbeat for 90 s" in messages[silent] and "Pending for over 90 s" in messages[stuck]
 
 
 async def test_without_heartbeats_configured_no_running_run_is_judged(store, settings) -> None:
@@ -119,3 +127,13 @@ async def test_reconcilers_at_once_revive_a_run_once(store, settings) -> None:
     reports = await asyncio.gather(*passes)
     assert sum(r.revived for r in reports) == 1
     assert store.get_revival(run_id).attempts == 1
+
+
+def test_the_revived_flows_are_the_products_flows_by_their_real_names() -> None:
+    from flows.bulk_document_download import bulk_document_download
+    from flows.bulk_patient_create import bulk_patient_create
+    from flows.cohort_refresh import cohort_refresh
+    from flows.patient_records import patient_records
+
+    flows = (patient_records, cohort_refresh, bulk_patient_create, bulk_document_download)
+    assert set(REVIVED_FLOWS) == {flow.name for flow in flows}
