@@ -107,7 +107,8 @@ class Core:
         return self.config.url_lifetimes.get(kind, DEFAULT_LIFETIMES[kind])
 
     def sign_url(self, path: str, kind: str) -> str:
-        return self.config.public_url.rstrip("/") + self.signer.sign(path, self.lifetime(kind))
+        expired = kind == "consolidated" and self.faults.chance(self.faults.url_expired, "url_expired", path)
+        return self.config.public_url.rstrip("/") + self.signer.sign(path, 0 if expired else self.lifetime(kind))
 
     # -- tenants and API checks ------------------------------------------------------------------
     def tenant(self, tenant_id: str) -> Tenant:

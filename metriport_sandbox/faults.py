@@ -9,7 +9,17 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, fields
 
-RATE_KEYS = ("duplicate", "drop", "reorder", "api_5xx", "api_429", "stuck_dq", "dq_failed", "consolidated_failed")
+RATE_KEYS = (
+    "duplicate",
+    "drop",
+    "reorder",
+    "api_5xx",
+    "api_429",
+    "stuck_dq",
+    "dq_failed",
+    "consolidated_failed",
+    "url_expired",
+)
 
 
 @dataclass
@@ -23,6 +33,7 @@ class FaultScenario:
     stuck_dq: float = 0.0
     dq_failed: float = 0.0
     consolidated_failed: float = 0.0
+    url_expired: float = 0.0  # a consolidated bundle URL is issued already expired
     url_lifetime: int | None = None
     op_5xx: dict[str, float] = field(default_factory=dict)
     op_429: dict[str, float] = field(default_factory=dict)

@@ -215,3 +215,17 @@ async def test_count_and_medical_record_summary(emulator_asgi_client):
         await client.get(f"/medical/v1/patient/{patient_id}/medical-record", params={"conversionType": "pdf"})
     ).json()["url"]
     assert "X-Amz-Expires=180" in url and (await client.get(url)).content.startswith(b"%PDF")
+
+
+async def test_url_expired_fault_issues_consolidated_urls_already_expired(emulator_asgi_client, webhook_receiver):
+    client = emulator_asgi_client
+    await set_webhook(client, webhook_receiver.url)
+    patient_id = await seeded_patient(client)
+    await client.post("/_sandbox/faults", json={"spec": "url_expired=1.0"})
+    await client.post(consolidated_url(patient_id), params={"conversionType": "json"})
+    await flush(client)
+    message = webhook_receiver.wait_for(1, "medical.consolidated-data")[0].json()
+    url = message["patients"][0]["bundle"]["entry"][0]["resource"]["content"][0]["attachment"]["url"]
+    assert (await client.get(url)).status_code == 403
+    document_url = (await client.get("/medical/v1/document/download-url", params={"fileName": "demo3.pdf"})).json()
+    assert (await client.get(document_url["url"])).status_code == 200, "only consolidated URLs expire"
