@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: install lint test demo bench clean chromium
+.PHONY: install lint test demo bench chaos clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ demo: install
 
 bench: install
 	$(WITH_PG) $(BIN)/python bench/run_all.py
+
+# The chaos run: 500 patients, Metriport's faults on, the receiver, serve and Prefect server killed under it.
+chaos: install
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo data .pytest_cache

@@ -36,6 +36,12 @@ class CohortParams(BaseModel):
     conversion_type: ConversionType = Field("json", description="json (FHIR bundle), pdf or html summary")
     override: bool = Field(False, description="Force Metriport to download the documents again")
     hot_window_seconds: float | None = Field(None, ge=0, description="Per-run hot window; default from settings")
+    soft_deadline_seconds: float | None = Field(
+        None, gt=0, description="Per-run soft deadline (the reconciler asks Metriport); default from settings"
+    )
+    hard_deadline_seconds: float | None = Field(
+        None, gt=0, description="Per-run hard deadline (a wait ends as timeout); default from settings"
+    )
     create_interval_seconds: float = Field(
         0.5, ge=0, le=60, description="Pause between run creations (the embedded server refuses bursts)"
     )
@@ -58,6 +64,8 @@ class CohortParams(BaseModel):
             conversion_type=self.conversion_type,
             override=self.override,
             hot_window_seconds=self.hot_window_seconds,
+            soft_deadline_seconds=self.soft_deadline_seconds,
+            hard_deadline_seconds=self.hard_deadline_seconds,
         )
         return {PATIENT_RECORDS_PARAMETER: request.model_dump(mode="json", exclude_defaults=True)}
 

@@ -74,9 +74,16 @@ def test_check_patient_ids_reports_positions_only():
 def test_no_ids_means_every_patient_and_run_parameters_match_patient_records():
     assert CohortParams().all_patients is True
     assert CohortParams(patient_ids=["p-1"]).all_patients is False
-    params = CohortParams(patient_ids=["p-1"], conversion_type="pdf", hot_window_seconds=2)
+    params = CohortParams(patient_ids=["p-1"], conversion_type="pdf", hot_window_seconds=2, hard_deadline_seconds=90)
     parameters = params.run_parameters("p-1")
-    assert parameters == {"request": {"patient_id": "p-1", "conversion_type": "pdf", "hot_window_seconds": 2.0}}
+    assert parameters == {
+        "request": {
+            "patient_id": "p-1",
+            "conversion_type": "pdf",
+            "hot_window_seconds": 2.0,
+            "hard_deadline_seconds": 90,
+        }
+    }
     assert PatientRecordsParams.model_validate(parameters["request"]).patient_id == "p-1"
 
 
