@@ -66,9 +66,16 @@ async def set_config(request: Request, backend: BackendDep) -> dict:
             backend.limiter.window_seconds = float(body["rate_limit_window"])
         if "patient_limit" in body:
             config.patient_limit = int(body["patient_limit"])
+        if "hold_document_queries" in body:
+            released = backend.document_queries_released
+            released.clear() if body["hold_document_queries"] else released.set()
     except (ValueError, TypeError, AttributeError, IndexError) as exc:
         raise bad_request(str(exc)) from None
-    return {**config.model_dump(mode="json", exclude={"url_secret"}), "rate_limits": backend.limiter.limits}
+    return {
+        **config.model_dump(mode="json", exclude={"url_secret"}),
+        "rate_limits": backend.limiter.limits,
+        "hold_document_queries": not backend.document_queries_released.is_set(),
+    }
 
 
 @router.get("/deliveries")

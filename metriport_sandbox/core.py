@@ -50,6 +50,10 @@ class Core:
         self._api_calls: dict[tuple[str, str], int] = {}
         self._tasks: set[asyncio.Task] = set()
         self._pings_due = 0
+        # A test control, not Metriport: document queries started while held finish only once released,
+        # so a test can make several start calls land on one running query whatever the machine's load.
+        self.document_queries_released = asyncio.Event()
+        self.document_queries_released.set()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def reset(self) -> None:

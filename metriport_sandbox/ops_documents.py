@@ -119,6 +119,7 @@ class DocumentOps:
         rng: random.Random,
     ) -> None:
         await asyncio.sleep(delay / 2)
+        await self.core.document_queries_released.wait()
         if tenant.patients.get(patient.id) is not patient or patient.document_query is not query:
             return
         if self.core.config.mode == "sandbox":

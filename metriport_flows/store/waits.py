@@ -154,12 +154,13 @@ class WaitQueries(StoreBase):
     def waits_past_hard_deadline(self, now: datetime | None = None) -> list[Wait]:
         return self._waits(col(Wait.status) == WaitStatus.open.value, col(Wait.hard_deadline) <= (now or utcnow()))
 
-    def find_wait_by_request_id(self, request_id: str, stage: Stage | str | None = None) -> Wait | None:
+    def waits_for_request(self, request_id: str, stage: Stage | str | None = None) -> list[Wait]:
+        """Every wait that recorded this request id, newest first: two runs for one patient share
+        Metriport's query (a second start call answers with the running one's id)."""
         conditions = [col(Wait.request_id) == request_id]
         if stage is not None:
             conditions.append(col(Wait.stage) == Stage(stage).value)
-        waits = self._waits(*conditions, order=col(Wait.created_at).desc(), limit=1)
-        return waits[0] if waits else None
+        return self._waits(*conditions, order=col(Wait.created_at).desc())
 
     def latest_wait_for_run(self, flow_run_id: UUID | str, stage: Stage | str) -> Wait | None:
         waits = self._waits(

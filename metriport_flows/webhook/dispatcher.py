@@ -29,10 +29,11 @@ from metriport_flows.client.messages import (
     WebhookMessage,
     parse_message,
 )
-from metriport_flows.domain.stages import ResolvedBy, Stage, StageResult
+from metriport_flows.domain.stages import ResolvedBy, StageResult
 from metriport_flows.settings import Settings
 from metriport_flows.store import InboxMessage, MessageStatus, Store, Wait, WaitStatus
 from metriport_flows.store.inbox import CLAIM_LEASE
+from metriport_flows.webhook.correlation import correlate
 from metriport_flows.webhook.delivery import deliver_due, deliver_wait
 from metriport_flows.webhook.events import WAIT_RESOLVED, message_event, wait_event
 from metriport_flows.webhook.handlers import metriport_router
@@ -48,40 +49,6 @@ ORPHAN_EVERY = 60.0
 
 def retry_delay(attempts: int, *, cap: float) -> timedelta:
     return timedelta(seconds=min(0.5 * 2 ** min(attempts, 12), cap))
-
-
-def correlate(store: Store, message: WebhookMessage, stage: Stage) -> tuple[Wait | None, str]:
-    """The wait this message ends: by meta.requestId, then meta.data.flowRunId, then the patient's
-    latest wait of the stage; never a wait the message cannot belong to (see `belongs`)."""
-    if message.request_id:
-        wait = store.find_wait_by_request_id(message.request_id, stage)
-        if wait is not None and belongs(wait, message, same_run=True):
-            return wait, "request_id"
-    if message.flow_run_id:
-        wait = store.latest_wait_for_run(message.flow_run_id, stage)
-        if wait is not None and belongs(wait, message, same_run=True):
-            return wait, "flow_run_id"
-    if message.patient_id:
-        wait = store.latest_wait_for_patient(message.patient_id, stage)
-        if wait is not None and belongs(wait, message, same_run=False):
-            return wait, "patient"
-    return None, "none"
-
-
-def belongs(wait: Wait, message: WebhookMessage, *, same_run: bool) -> bool:
-    """An old or foreign message never ends a new run's wait: one sent before the wait was registered
-    (`meta.when`), or carrying another request id, is not its answer. A message with a request id found
-    only through the patient waits until the wait has recorded that id (the start call's answer), which
-    wakes it; one without a request id (the sandbox's conversion message) must be sent after the wait
-    was registered."""
-    sent = message.meta.when_at
-    if sent is not None and sent < wait.created_at:
-        return False
-    if message.request_id:
-        if wait.request_id:
-            return wait.request_id == message.request_id
-        return same_run
-    return sent is not None or same_run
 
 
 class Dispatcher:
@@ -207,13 +174,13 @@ class Dispatcher:
         message = parse_message(row.body)
         status = getattr(message, "status", None)
         registration = self.router.get(message.type)
-        wait: Wait | None = None
+        waits: list[Wait] = []
         if registration is not None and isinstance(message, GenericMessage):
             await self._finish(row, None, f"unparseable {message.type}: {message.parse_error}")
             return
         if registration is not None and registration.stage is not None:
-            wait, path = await asyncio.to_thread(correlate, self.store, message, registration.stage)
-            if wait is None:
+            found, path = await asyncio.to_thread(correlate, self.store, message, registration.stage)
+            if not found:
                 await asyncio.to_thread(
                     self.store.retry_message,
                     row.message_id,
@@ -222,12 +189,14 @@ class Dispatcher:
                     delay=retry_delay(row.attempts, cap=300),
                 )
                 return
-            if wait.status != WaitStatus.open:
-                await self._finish(row, wait, f"late: wait already {wait.status} (via {path})", status=status)
+            waits = [wait for wait in found if wait.status == WaitStatus.open]
+            if not waits:
+                await self._finish(row, found[0], f"late: wait already {found[0].status} (via {path})", status=status)
                 return
         if registration is None:
             await self._finish(row, None, "recorded (no handler)", status=status)
             return
+        wait = waits[0] if waits else None
         context = HandlerContext(
             store=self.store, settings=self.settings, api=self.api, gateway=self.gateway, row=row, wait=wait
         )
@@ -235,31 +204,36 @@ class Dispatcher:
         if result is None or wait is None:
             await self._finish(row, wait, "recorded", status=status)
             return
-        await self._resolve(row, message, wait, result, status)
+        await self._resolve(row, message, waits, result, status)
 
     async def _resolve(
-        self, row: InboxMessage, message: WebhookMessage, wait: Wait, result: StageResult, status: str | None
+        self, row: InboxMessage, message: WebhookMessage, waits: list[Wait], result: StageResult, status: str | None
     ) -> None:
-        result = result.model_copy(
-            update={
-                "message_id": message.message_id,
-                "resolved_by": ResolvedBy.webhook,
-                "request_id": result.request_id or message.request_id or wait.request_id,
-            }
-        )
-        won = await asyncio.to_thread(self.store.resolve_wait, wait.id, result)
-        if not won:
-            await self._finish(row, wait, "late: wait resolved meanwhile", status=status)
+        """The handler's result ends every wait given (the runs sharing one Metriport query), each once."""
+        resolved: list[Wait] = []
+        for wait in waits:
+            own = result.model_copy(
+                update={
+                    "message_id": message.message_id,
+                    "resolved_by": ResolvedBy.webhook,
+                    "request_id": result.request_id or message.request_id or wait.request_id,
+                }
+            )
+            if await asyncio.to_thread(self.store.resolve_wait, wait.id, own):
+                done = await asyncio.to_thread(self.store.get_wait, wait.id)
+                if done is None:
+                    raise RuntimeError(f"wait {wait.id} vanished after it was resolved")
+                resolved.append(done)
+        if not resolved:
+            await self._finish(row, waits[0], "late: wait resolved meanwhile", status=status)
             return
-        resolved = await asyncio.to_thread(self.store.get_wait, wait.id)
-        if resolved is None:
-            raise RuntimeError(f"wait {wait.id} vanished after it was resolved")
-        logger.info("wait %s resolved %s by message %s", wait.id, result.outcome.value, message.message_id)
-        await self._finish(
-            row, resolved, f"resolved {result.outcome.value}", status=status, outcome=result.outcome.value
-        )
-        self.gateway.emit(wait_event(WAIT_RESOLVED, resolved, message_id=message.message_id))
-        await deliver_wait(self.store, self.gateway, wait.id)
+        outcome = result.outcome.value
+        shared = f" ({len(resolved)} waits share its request id)" if len(resolved) > 1 else ""
+        await self._finish(row, resolved[0], f"resolved {outcome}{shared}", status=status, outcome=outcome)
+        for done in resolved:
+            logger.info("wait %s resolved %s by message %s", done.id, outcome, message.message_id)
+            self.gateway.emit(wait_event(WAIT_RESOLVED, done, message_id=message.message_id))
+            await deliver_wait(self.store, self.gateway, done.id)
 
     async def deliver(self) -> dict[str, int]:
         return await deliver_due(self.store, self.gateway)

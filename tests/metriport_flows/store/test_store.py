@@ -215,8 +215,8 @@ def test_deadlines_and_lookups(store: Store) -> None:
     assert [w.id for w in store.waits_past_soft_deadline()] == [late.id]
     assert store.waits_past_hard_deadline() == []
     assert [w.id for w in store.waits_past_hard_deadline(utcnow() + timedelta(hours=7))] != []
-    assert store.find_wait_by_request_id("req-d").id == late.id
-    assert store.find_wait_by_request_id("req-d", stage="consolidated") is None
+    assert store.waits_for_request("req-d")[0].id == late.id
+    assert store.waits_for_request("req-d", stage="consolidated") == []
     assert store.latest_wait_for_patient("pat-d", "documents").id == late.id
     assert len(store.open_waits()) == 2
     store.note_wait_progress(late.id, {"documents": 7})

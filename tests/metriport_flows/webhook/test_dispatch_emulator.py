@@ -30,7 +30,7 @@ from metriport_flows.settings import Settings
 from metriport_flows.store import InboxMessage, MessageStatus, Store, Wait, WaitStatus, utcnow
 from metriport_flows.webhook.dispatcher import Dispatcher
 from metriport_flows.webhook.handlers import metriport_router
-from metriport_flows.webhook.protocols import Metriport
+from metriport_flows.webhook.protocols import Metriport, RunView
 from metriport_flows.webhook.receiver import WEBHOOK_PATH, create_app
 from metriport_sandbox.config import SandboxConfig
 from metriport_sandbox.seed import SEED_PATIENTS
@@ -267,3 +267,53 @@ async def test_a_slow_bulk_download_never_delays_a_consolidated_message(
         assert p.store.get_wait(bulk_wait.id).status == WaitStatus.open, "the bulk download is still under way"
         bulk = (await p.resolved(bulk_wait.id, timeout=120)).result_model()
     assert bulk is not None and bulk.outcome == Outcome.ready
+
+
+def suspended_runs(p: Pipeline, patient_id: str, stage: str, count: int) -> list[tuple[str, Wait]]:
+    """`count` runs of one patient, each suspended on its own wait of `stage`."""
+    runs = [p.wait(patient_id, stage) for _ in range(count)]
+    for run, wait in runs:
+        p.gateway.runs[run] = RunView("PAUSED", "Suspended", wait.pause_key)
+    return runs
+
+
+async def test_two_runs_of_one_patient_sharing_a_document_query_both_end(
+    emulator_server, sqlite_store: Store, tmp_path: Path
+) -> None:
+    slow = emulator_server(SandboxConfig(delay=(1.0, 1.0), retry_pause_max=0.0))  # the first query still runs
+    async with pipeline(slow.base_url, slow.api_key, sqlite_store, tmp_path) as p:
+        jane = await p.api.create_patient(p.facility_id, SEED_PATIENTS["jane"].demographics())
+        runs = suspended_runs(p, jane.id, "documents", 2)
+        for run, wait in runs:  # Metriport answers the second start with the running query's request id
+            started = await p.api.start_document_query(jane.id, p.facility_id, metadata={"flowRunId": run})
+            p.store.set_wait_request_id(wait.id, started.request_id)
+        request_ids = {p.store.get_wait(wait.id).request_id for _, wait in runs}
+        assert len(request_ids) == 1, "the emulator keeps one document query in flight per patient"
+        for _, wait in runs:
+            result = (await p.resolved(wait.id)).result_model()
+            assert isinstance(result, DocumentsReady) and result.outcome == Outcome.ready
+            assert result.request_id in request_ids
+        await until(lambda: len(p.gateway.resumes) >= 2, 10)
+        assert sorted(run for run, _ in p.gateway.resumes) == sorted(run for run, _ in runs)
+
+
+async def test_two_runs_of_one_patient_sharing_a_consolidated_query_both_get_the_bundle(
+    emulator_server, sqlite_store: Store, tmp_path: Path
+) -> None:
+    slow = emulator_server(SandboxConfig(delay=(1.0, 1.0), retry_pause_max=0.0))  # the first query still runs
+    async with pipeline(slow.base_url, slow.api_key, sqlite_store, tmp_path) as p:
+        jane = await p.api.create_patient(p.facility_id, SEED_PATIENTS["jane"].demographics())
+        await documents_ready(p, jane.id)
+        runs = suspended_runs(p, jane.id, "consolidated", 2)
+        for run, wait in runs:
+            query = await p.api.start_consolidated_query(
+                jane.id, "json", metadata={"flowRunId": run, "stage": "consolidated"}
+            )
+            p.store.set_wait_request_id(wait.id, query.request_id)
+        assert len({p.store.get_wait(wait.id).request_id for _, wait in runs}) == 1
+        results = [(await p.resolved(wait.id)).result_model() for _, wait in runs]
+        for result in results:
+            assert isinstance(result, ConsolidatedReady) and result.outcome == Outcome.ready and result.bundle_path
+            assert hashlib.sha256(Path(result.bundle_path).read_bytes()).hexdigest() == result.sha256
+        await until(lambda: len(p.gateway.resumes) >= 2, 10)
+        assert sorted(run for run, _ in p.gateway.resumes) == sorted(run for run, _ in runs)
