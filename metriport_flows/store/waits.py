@@ -99,8 +99,19 @@ class WaitQueries(StoreBase):
         return True
 
     def set_wait_request_id(self, wait_id: str, request_id: str) -> None:
+        """Record the start call's answer. The deadlines count from the first answer, when Metriport was
+        asked: a run may wait long between registering and asking (for a rate-limit slot, or crashed and
+        queued for its revival), and that time is not Metriport's."""
         with self.session() as session:
-            session.execute(update(Wait).where(col(Wait.id) == wait_id).values(request_id=request_id))
+            wait = session.get(Wait, wait_id)
+            if wait is None:
+                return
+            if wait.request_id is None and wait.status == WaitStatus.open.value:
+                since_registered = max(utcnow() - wait.created_at, timedelta(0))
+                wait.soft_deadline += since_registered
+                wait.hard_deadline += since_registered
+            wait.request_id = request_id
+            session.add(wait)
             session.commit()
         self._wake_unmatched(patient_id=None, request_id=request_id)
 

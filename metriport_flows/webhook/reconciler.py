@@ -13,7 +13,9 @@ lives three minutes, and a dispatcher can die holding a claim. One `reconcile_on
      query and its stored webhook) and resolves what has finished; a consolidated bundle is downloaded at
      once, and a URL that expired (or a query Metriport forgot) resolves as `expired`, so the flow
      re-requests with a new pause key;
-  4. resolves waits past their hard deadline as `timeout`, so the run ends Failed with a clear message;
+  4. resolves waits past their hard deadline as `timeout`, so the run ends Failed with a clear message.
+     Deadlines count from the start call's answer; a wait whose run has not asked Metriport yet (it waits
+     for a rate-limit slot, or crashed and waits for its revival) is left to that run;
   5. delivers every resolved wait not yet delivered (resume, through the dispatcher's delivery).
 Resolution is compare-and-set in the store, so two passes (or a pass and the dispatcher) resolve a wait
 once. The report holds counts only; it is the `reconcile` heartbeat's detail.
@@ -75,6 +77,7 @@ class ReconcileReport(BaseModel):
     resolved_failed: int = 0
     resolved_expired: int = Field(0, description="Consolidated URL expired or query forgotten: re-request")
     timed_out: int = Field(0, description="Past the hard deadline: resolved as timeout")
+    not_asked: int = Field(0, description="Past a deadline before their run asked Metriport: left to the run")
     abandoned: int = Field(0, description="Open waits whose run had ended (failed, cancelled): closed")
     silent: int = Field(0, description="Running runs without heartbeats (process gone): marked Crashed")
     revived: int = Field(0, description="Crashed runs scheduled again under the same id")
@@ -199,6 +202,9 @@ async def check_soft_deadlines(
     for wait in store.waits_past_soft_deadline(now):
         if wait.stage not in (Stage.documents.value, Stage.consolidated.value) or not wait.patient_id:
             continue  # no status endpoint for bulk jobs: only the hard deadline ends them
+        if not wait.request_id:
+            report.not_asked += 1  # nothing to look up yet; an earlier query's answer is not this wait's
+            continue
         report.waits_checked += 1
         try:
             await check_wait(store, api, settings, wait, report)
@@ -222,14 +228,25 @@ async def check_wait(store: Store, api: Metriport, settings: Settings, wait: Wai
     _count(report, result, store.resolve_wait(wait.id, result))
 
 
-def check_hard_deadlines(store: Store, now: datetime, report: ReconcileReport) -> None:
-    for wait in store.waits_past_hard_deadline(now):
-        result = timeout_result(wait, now)
+async def check_hard_deadlines(store: Store, gateway: Gateway, now: datetime, report: ReconcileReport) -> None:
+    """Past the hard deadline a wait ends as `timeout`, unless Metriport was never asked and its run is
+    still coming to ask (running towards its start call, or crashed and waiting for its revival): that
+    run's own end or revival bound closes it (`abandoned`)."""
+    for wait in await asyncio.to_thread(store.waits_past_hard_deadline, now):
         try:
-            _count(report, result, store.resolve_wait(wait.id, result))
+            if not wait.request_id and await _yet_to_ask(gateway, wait):
+                report.not_asked += 1
+                continue
+            result = timeout_result(wait, now)
+            _count(report, result, await asyncio.to_thread(store.resolve_wait, wait.id, result))
         except Exception as exc:  # the next wait is still timed out
             report.wait_errors += 1
             logger.warning("Reconciler could not time out wait %s: %s", wait.id, type(exc).__name__)
+
+
+async def _yet_to_ask(gateway: Gateway, wait: Wait) -> bool:
+    run = await gateway.read_flow_run(wait.flow_run_id)
+    return run is not None and not run.has_ended and not (run.is_paused and run.pause_key == wait.pause_key)
 
 
 async def retry_failed_webhooks(api: Metriport, report: ReconcileReport) -> None:
@@ -278,7 +295,7 @@ async def reconcile_once(
         ("crashed runs", lambda: revive_crashed_runs(store, gateway, settings, now, report)),
         ("ended runs", lambda: close_waits_of_ended_runs(store, gateway, now, report)),
         ("soft deadlines", lambda: check_soft_deadlines(store, api, settings, now, report)),
-        ("hard deadlines", lambda: asyncio.to_thread(check_hard_deadlines, store, now, report)),
+        ("hard deadlines", lambda: check_hard_deadlines(store, gateway, now, report)),
         ("delivery", lambda: deliver_resolved(store, gateway, report)),
     ]
     for name, step in steps:

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -385,7 +384,7 @@ def test_a_wait_past_its_hard_deadline_fails_the_run(
 ) -> None:
     """Metriport never answers; the reconciler's hard-deadline check resolves the wait as timeout and the
     dispatcher resumes the suspended run with it."""
-    from metriport_flows.webhook.reconciler import ReconcileReport, check_hard_deadlines
+    from tests.e2e.test_reconcile_e2e import reconcile_here
 
     patient_id = new_patient(stack_api, facility_id, "Chris")
     with emulator(sandbox_control, faults={"stuck_patients": [patient_id]}):
@@ -393,9 +392,8 @@ def test_a_wait_past_its_hard_deadline_fails_the_run(
             local_stack, {"patient_id": patient_id, "soft_deadline_seconds": 1, "hard_deadline_seconds": 2}
         )
         wait_for_state_name(local_stack, run_id, "Suspended", timeout=RUN_TIMEOUT)
-        report = ReconcileReport(started_at=datetime.now(UTC))
-        check_hard_deadlines(stack_store, datetime.now(UTC), report)
-        assert report.timed_out >= 1
+        report = reconcile_here(local_stack, stack_store)
+        assert report.timed_out >= 1, report
         run = wait_for_final_state(local_stack, run_id, timeout=RUN_TIMEOUT)
     assert_failed(run, f"Document query for patient {patient_id} passed its hard deadline")
     (wait,) = stack_store.waits_for_run(run_id)

@@ -360,3 +360,41 @@ async def test_failed_query_and_empty_bundle_are_resolved_from_status(store, emu
     assert (bundle.outcome, bundle.empty, bundle.bundle_path) == (Outcome.ready, True, None)
     documents = store.get_wait(failed.id).result_model()
     assert (documents.outcome, documents.resolved_by) == (Outcome.failed, ResolvedBy.reconciler)
+
+
+async def test_a_wait_whose_run_has_not_asked_metriport_yet_is_left_to_its_run(
+    store, emulator, gateway, settings
+) -> None:
+    """Seen in the chaos run: runs killed with the serve process between registering a wait and the start
+    call waited 35 minutes for their revival; the hard deadline failed them though Metriport was never
+    asked. An earlier query's answer is not theirs either."""
+    patient_id, earlier = await documents_done(emulator)
+    wait = waiting(store, gateway, patient_id, Stage.documents, hard=60)
+    for state_type, name in (("RUNNING", "Running"), ("SCHEDULED", "Late")):  # towards its start call; revived
+        gateway.runs[wait.flow_run_id] = RunView(state_type, name, None)
+        report = await reconcile(store, emulator, gateway, settings, ahead=61)
+        assert (report.resolved, report.waits_checked, report.not_asked) == (0, 0, 2), report
+        assert store.get_wait(wait.id).status == WaitStatus.open
+
+    await emulator.faults(stuck_patients=[patient_id])  # the run's own query never finishes
+    started = await emulator.api.start_document_query(patient_id, emulator.facility_id)
+    asked_at = utcnow()
+    store.set_wait_request_id(wait.id, started.request_id)
+    asked = store.get_wait(wait.id)
+    assert asked.hard_deadline - asked_at >= timedelta(seconds=59), "the deadlines count from the start call"
+    assert asked.soft_deadline - wait.soft_deadline == asked.hard_deadline - wait.hard_deadline
+    gateway.runs[wait.flow_run_id] = RunView("PAUSED", "Suspended", wait.pause_key)
+    report = await reconcile(store, emulator, gateway, settings, ahead=61)
+    assert (report.still_processing, report.timed_out) == (1, 1) and earlier != started.request_id
+
+
+async def test_a_wait_without_a_request_id_whose_run_is_suspended_on_it_still_times_out(
+    store, emulator, gateway, settings
+) -> None:
+    """Nothing waits forever: a start call answered without a request id leaves the run suspended on a
+    wait nothing can match; the hard deadline ends it."""
+    patient_id = await emulator.patient("chris")
+    wait = waiting(store, gateway, patient_id, Stage.documents, hard=60)
+    report = await reconcile(store, emulator, gateway, settings, ahead=61)
+    assert (report.timed_out, report.delivered) == (1, 1)
+    assert store.get_wait(wait.id).result_model().outcome == Outcome.timeout
