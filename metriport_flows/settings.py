@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     soft_deadline_seconds: float = Field(600.0, description="After this the reconciler asks Metriport")
     hard_deadline_seconds: float = Field(6 * 3600.0, description="After this a wait resolves as timeout")
     revive_attempts: int = Field(3, ge=0, description="How often the reconciler brings one crashed run back")
+    document_download_attempts: int = Field(3, ge=1, description="Tries per document of a bulk download")
+    document_retry_backoff_seconds: float = Field(1.0, ge=0, description="First pause between those tries")
 
     environment: str = Field("local", description="local, staging or production")
 

@@ -23,6 +23,10 @@ class SandboxConfig(BaseModel):
     patient_limit: int = 20
     url_secret: str = "metriport-sandbox-url-secret"
     retry_pause_max: float = Field(0.2, description="pause between re-sent messages (0-200 ms, as Metriport)")
+    stall_documents: dict[str, int] = Field(
+        default_factory=dict, description="document id -> how many of its next downloads stall half-way"
+    )
+    stall_seconds: float = Field(30.0, description="how long a stalled download stops sending")
 
     @field_validator("delay")
     @classmethod

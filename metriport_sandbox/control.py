@@ -66,6 +66,10 @@ async def set_config(request: Request, backend: BackendDep) -> dict:
             backend.limiter.window_seconds = float(body["rate_limit_window"])
         if "patient_limit" in body:
             config.patient_limit = int(body["patient_limit"])
+        if "stall_documents" in body:
+            config.stall_documents = {str(k): int(v) for k, v in body["stall_documents"].items()}
+        if "stall_seconds" in body:
+            config.stall_seconds = float(body["stall_seconds"])
         if "hold_document_queries" in body:
             released = backend.document_queries_released
             released.clear() if body["hold_document_queries"] else released.set()
@@ -174,6 +178,8 @@ async def get_file(request: Request, backend: BackendDep) -> Response:
     if file.chunks is not None:
         return StreamingResponse(files.recorded_stream(backend, path, file), media_type=file.media_type)
     assert file.body is not None
+    if files.stalls(backend, path):
+        return StreamingResponse(files.stalled(backend, path, file), media_type=file.media_type)
     files.record(backend, path, file, 200, hashlib.sha256(file.body).hexdigest(), len(file.body))
     return Response(file.body, media_type=file.media_type)
 

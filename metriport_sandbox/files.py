@@ -7,10 +7,11 @@ target and the result CSV) and notifications. Every GET is recorded for `GET /_s
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -190,3 +191,23 @@ def bulk_upload(backend: "Backend", path: str, content: bytes) -> None:
     if job is None:
         raise FileMissing(path)
     backend.bulk.receive_bulk_csv(tenant, job, content)
+
+
+def stalls(backend: "Backend", path: str) -> bool:
+    """Whether this download of a document stalls (`stall_documents`, a test control): counts one down."""
+    parts = path.removeprefix("/_sandbox/files/").split("/")
+    left = backend.config.stall_documents
+    if len(parts) != 4 or parts[0] != "documents" or left.get(parts[2], 0) <= 0:
+        return False
+    left[parts[2]] -= 1
+    return True
+
+
+async def stalled(backend: "Backend", path: str, file: SandboxFile) -> AsyncIterator[bytes]:
+    """Half the file, then nothing for `stall_seconds` (a client's read timeout fires), then the rest."""
+    body = file.body or b""
+    half = len(body) // 2
+    yield body[:half]
+    await asyncio.sleep(backend.config.stall_seconds)
+    yield body[half:]
+    record(backend, path, file, 200, hashlib.sha256(body).hexdigest(), len(body))

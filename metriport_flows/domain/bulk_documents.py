@@ -4,7 +4,12 @@ The bulk-download message's URLs live 10 minutes (the single download URL 3), so
 every document at once: streamed to disk (files 0600, folders 0700), a few at a time, each hashed and
 its size checked against what the message announced. The manifest is what a flow run gets to see:
 ids, paths, sizes, sha256 and mime types. It holds no file names (Metriport's contain patient names,
-e.g. `JaneSmith.xml`) and no contents; files are named by document id.
+e.g. `JaneSmith.xml`), no URLs and no contents; files are named by document id.
+
+One bad document never costs the others: a network failure (a read timeout half-way) is retried per
+document; what still fails is `unavailable` in the manifest, and the message is retried later, which
+fetches only what the earlier manifest does not already hold intact. An unexpected error cancels the
+downloads still running (their partial files are removed), so nothing writes after the handler gave up.
 
 Requires nothing but a `MedicalApi`-like object with `download(url, dest)`; no Prefect.
 """
@@ -19,18 +24,22 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+import httpx
 from pydantic import BaseModel, Field
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from metriport_flows.client.errors import MetriportError, UrlExpired
+from metriport_flows.client.models import Downloaded
 from metriport_flows.domain.file_names import file_name, inside, private_folder
 
 DEFAULT_CONCURRENCY = 4
+UNAVAILABLE = "unavailable"
 
 
 class Downloader(Protocol):
-    async def download(self, url: str, dest: Path) -> Any: ...
+    async def download(self, url: str, dest: Path) -> Downloaded: ...
 
 
 class DocumentSource(BaseModel):
@@ -45,7 +54,9 @@ class DocumentSource(BaseModel):
 
 class ManifestEntry(BaseModel):
     id: str
-    status: str = Field(description="ok, expired (URL refused), size-mismatch, missing-url or error")
+    status: str = Field(
+        description="ok, expired (URL refused), size-mismatch, missing-url, unavailable (network, retried) or error"
+    )
     path: str | None = None
     size: int | None = None
     expected_size: int | None = None
@@ -69,6 +80,10 @@ class Manifest(BaseModel):
         return sum(1 for d in self.documents if d.status != "ok")
 
     @property
+    def unavailable(self) -> int:
+        return sum(1 for d in self.documents if d.status.startswith(UNAVAILABLE))
+
+    @property
     def expired(self) -> int:
         return sum(1 for d in self.documents if d.status == "expired")
 
@@ -90,7 +105,14 @@ def documents_dir(bundle_dir: Path, patient_id: str, request_id: str) -> Path:
     return private_folder(inside(bundle_dir, file_name(patient_id), "documents", file_name(request_id)))
 
 
-async def _fetch(api: Downloader, source: DocumentSource, folder: Path, gate: asyncio.Semaphore) -> ManifestEntry:
+class Retries(BaseModel):
+    attempts: int = 3
+    backoff_seconds: float = 1.0
+
+
+async def _fetch(
+    api: Downloader, source: DocumentSource, folder: Path, gate: asyncio.Semaphore, retries: Retries
+) -> ManifestEntry:
     entry = ManifestEntry(id=source.id, expected_size=source.size, mime_type=source.mime_type, status="ok")
     if not source.url:
         entry.status = "missing-url"
@@ -100,11 +122,20 @@ async def _fetch(api: Downloader, source: DocumentSource, folder: Path, gate: as
     except ValueError as exc:
         entry.status = f"error: {type(exc).__name__}"
         return entry
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(httpx.TransportError),
+        stop=stop_after_attempt(retries.attempts),
+        wait=wait_exponential(multiplier=retries.backoff_seconds, max=30),
+        reraise=True,
+    )
     async with gate:
         try:
-            downloaded = await api.download(source.url, dest)
+            downloaded: Downloaded = await retrying(api.download, source.url, dest)
         except UrlExpired:
             entry.status = "expired"
+            return entry
+        except httpx.TransportError as exc:
+            entry.status = f"{UNAVAILABLE}: {type(exc).__name__}"
             return entry
         except (MetriportError, OSError) as exc:
             entry.status = f"error: {type(exc).__name__}"
@@ -116,12 +147,47 @@ async def _fetch(api: Downloader, source: DocumentSource, folder: Path, gate: as
     return entry
 
 
+def _kept(earlier: ManifestEntry | None, source: DocumentSource) -> bool:
+    """An earlier attempt stored this document intact: its file is there with the size and hash it had."""
+    if earlier is None or earlier.status != "ok" or earlier.path is None or earlier.sha256 is None:
+        return False
+    path = Path(earlier.path)
+    if not path.is_file() or path.stat().st_size != earlier.size:
+        return False
+    return source.size is None or source.size == earlier.size
+
+
 async def download_documents(
-    api: Downloader, sources: Sequence[DocumentSource], folder: Path, concurrency: int = DEFAULT_CONCURRENCY
+    api: Downloader,
+    sources: Sequence[DocumentSource],
+    folder: Path,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    retries: Retries | None = None,
 ) -> list[ManifestEntry]:
-    """Fetch every document, at most `concurrency` at a time; one manifest entry each, in order."""
+    """Fetch every document not already kept by the folder's earlier manifest, at most `concurrency` at a
+    time; one manifest entry each, in order. An unexpected error cancels the rest (TaskGroup)."""
     gate = asyncio.Semaphore(max(1, concurrency))
-    return list(await asyncio.gather(*(_fetch(api, source, folder, gate) for source in sources)))
+    earlier = _earlier_entries(folder)
+    entries: dict[int, ManifestEntry] = {}
+    async with asyncio.TaskGroup() as group:
+        tasks = {
+            n: group.create_task(_fetch(api, source, folder, gate, retries or Retries()))
+            for n, source in enumerate(sources)
+            if not _kept(earlier.get(source.id), source)
+        }
+    for n, source in enumerate(sources):
+        entries[n] = tasks[n].result() if n in tasks else earlier[source.id]
+    return [entries[n] for n in range(len(sources))]
+
+
+def _earlier_entries(folder: Path) -> dict[str, ManifestEntry]:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        return {entry.id: entry for entry in read_manifest(path).documents}
+    except ValueError:  # a manifest we cannot read is no reason to keep anything
+        return {}
 
 
 def write_manifest(manifest: Manifest, folder: Path) -> Path:

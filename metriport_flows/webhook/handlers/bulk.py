@@ -1,8 +1,9 @@
 """Handlers for the two bulk messages: their URLs expire, so the files are fetched here, at once.
 
 `medical.document-bulk-download-urls` lists every document of a patient with a URL valid 10 minutes:
-download them all (streaming, a few at a time, size and sha256 checked), write a manifest, resolve the
-`bulk_download` wait with a pointer to it. `medical.bulk-patient-create` comes first as `processing`
+download them all (streaming, a few at a time, size and sha256 checked, each retried on network errors),
+write a manifest, resolve the `bulk_download` wait with a pointer to it. Documents still unavailable
+fail the message (recorded in the manifest), so the inbox retries it; the retry fetches only those. `medical.bulk-patient-create` comes first as `processing`
 (noted on the wait) and then as `completed` with a result CSV URL valid 3 minutes: store the CSV
 (0600), count succeeded and failed rows, resolve the `bulk_create` wait. A `failed` job ends the wait
 as failed; a job that never completes is ended by the reconciler's hard deadline.
@@ -25,6 +26,7 @@ from metriport_flows.domain.bulk_csv import parse_result_csv
 from metriport_flows.domain.bulk_documents import (
     DocumentSource,
     Manifest,
+    Retries,
     documents_dir,
     download_documents,
     extension_for,
@@ -43,6 +45,10 @@ from metriport_flows.webhook.router import HandlerContext, Router
 router = Router()
 
 DOWNLOAD_CONCURRENCY = 4
+
+
+class DocumentsUnavailable(Exception):
+    """Some documents could not be fetched (network) even after their retries: try the message later."""
 
 
 @router.register(BULK_DOWNLOAD_URLS, stage=Stage.bulk_download)
@@ -67,8 +73,13 @@ async def bulk_download_urls(message: BulkDownloadUrlsMessage, ctx: HandlerConte
     ]
     folder = documents_dir(ctx.settings.bundle_dir, patient.patient_id or "unknown", request_id or message.message_id)
     manifest = Manifest(patient_id=patient.patient_id or "", request_id=request_id, message_id=message.message_id)
-    manifest.documents = await download_documents(ctx.api, sources, folder, DOWNLOAD_CONCURRENCY)
+    retries = Retries(
+        attempts=ctx.settings.document_download_attempts, backoff_seconds=ctx.settings.document_retry_backoff_seconds
+    )
+    manifest.documents = await download_documents(ctx.api, sources, folder, DOWNLOAD_CONCURRENCY, retries)
     path = write_manifest(manifest, folder)
+    if manifest.unavailable:  # the inbox retries the message with backoff; the retry fetches only these
+        raise DocumentsUnavailable(f"{manifest.unavailable} of {len(sources)} document(s) unavailable for now")
     outcome = Outcome.expired if manifest.expired else Outcome.ready
     detail = f"{manifest.failed} of {len(sources)} document(s) not stored intact" if manifest.failed else None
     return ready(

@@ -108,8 +108,10 @@ async def pipeline(
     store: Store,
     tmp_path: Path,
     slow_documents: float | None = None,
+    timeout: float = 30,
+    **settings: Any,
 ) -> AsyncIterator[Pipeline]:
-    async with MedicalApi(emulator_base_url, api_key, timeout=30) as api:
+    async with MedicalApi(emulator_base_url, api_key, timeout=timeout) as api:
         key = (await api.update_settings("http://127.0.0.1:9/not-listening")).webhook_key.get_secret_value()
         settings = make_settings(
             tmp_path,
@@ -117,6 +119,7 @@ async def pipeline(
             metriport_webhook_key=SecretStr(key),
             metriport_base_url=emulator_base_url,
             metriport_api_key=SecretStr(api_key),
+            **settings,
         )
         with serve(create_app(settings, store, run_dispatcher=False)) as receiver_url:
             await api.update_settings(receiver_url + WEBHOOK_PATH)
