@@ -148,7 +148,7 @@ async def _fetch(
 
 
 def _kept(earlier: ManifestEntry | None, source: DocumentSource) -> bool:
-    """An earlier attempt stored this document intact: its file is there with the size and hash it had."""
+    """An earlier attempt stored this document intact: its file is there, as large as it was then."""
     if earlier is None or earlier.status != "ok" or earlier.path is None or earlier.sha256 is None:
         return False
     path = Path(earlier.path)
@@ -168,16 +168,13 @@ async def download_documents(
     time; one manifest entry each, in order. An unexpected error cancels the rest (TaskGroup)."""
     gate = asyncio.Semaphore(max(1, concurrency))
     earlier = _earlier_entries(folder)
-    entries: dict[int, ManifestEntry] = {}
     async with asyncio.TaskGroup() as group:
         tasks = {
             n: group.create_task(_fetch(api, source, folder, gate, retries or Retries()))
             for n, source in enumerate(sources)
             if not _kept(earlier.get(source.id), source)
         }
-    for n, source in enumerate(sources):
-        entries[n] = tasks[n].result() if n in tasks else earlier[source.id]
-    return [entries[n] for n in range(len(sources))]
+    return [tasks[n].result() if n in tasks else earlier[source.id] for n, source in enumerate(sources)]
 
 
 def _earlier_entries(folder: Path) -> dict[str, ManifestEntry]:
