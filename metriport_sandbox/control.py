@@ -169,7 +169,7 @@ async def get_file(request: Request, backend: BackendDep) -> Response:
         backend.signer.verify(path, request.query_params)
         file = files.resolve(backend, path)
     except UrlDenied as denied:
-        files.record(backend, path, None, 403)
+        files.record(backend, path, files.resolve_or_none(backend, path), 403)
         return Response(denied.xml(path), status_code=403, media_type="application/xml")
     except files.FileMissing:
         files.record(backend, path, None, 404)

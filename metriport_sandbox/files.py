@@ -89,6 +89,14 @@ def resolve(backend: "Backend", path: str) -> SandboxFile:
     raise FileMissing(path)
 
 
+def resolve_or_none(backend: "Backend", path: str) -> SandboxFile | None:
+    """The file a refused URL names, so the download log says whose file was refused."""
+    try:
+        return resolve(backend, path)
+    except FileMissing:
+        return None
+
+
 def _document(backend: "Backend", tenant, doc_id: str, name: str) -> SandboxFile:
     from metriport_sandbox.documents import document_bytes
 

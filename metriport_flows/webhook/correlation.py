@@ -17,23 +17,24 @@ from metriport_flows.store import Store, Wait, WaitStatus
 def correlate(store: Store, message: WebhookMessage, stage: Stage) -> tuple[list[Wait], str]:
     """The wait found (first, whatever its status) and the other open waits sharing its request id;
     how it was found."""
-    wait, path = _found(store, message, stage)
+    by_request = store.waits_for_request(message.request_id, stage) if message.request_id else []
+    wait, path = _found(store, message, stage, by_request)
     if wait is None:
         return [], path
-    request_id = message.request_id or wait.request_id
+    if not message.request_id and wait.request_id:
+        by_request = store.waits_for_request(wait.request_id, stage)
     sharing = [
         other
-        for other in (store.waits_for_request(request_id, stage) if request_id else [])
+        for other in by_request
         if other.id != wait.id and other.status == WaitStatus.open and belongs(other, message, same_run=True)
     ]
     return [wait, *reversed(sharing)], path
 
 
-def _found(store: Store, message: WebhookMessage, stage: Stage) -> tuple[Wait | None, str]:
-    if message.request_id:
-        newest = next(iter(store.waits_for_request(message.request_id, stage)), None)
-        if newest is not None and belongs(newest, message, same_run=True):
-            return newest, "request_id"
+def _found(store: Store, message: WebhookMessage, stage: Stage, by_request: list[Wait]) -> tuple[Wait | None, str]:
+    """`by_request`: the waits holding the message's request id, newest first."""
+    if by_request and belongs(by_request[0], message, same_run=True):
+        return by_request[0], "request_id"
     if message.flow_run_id:
         of_run = store.latest_wait_for_run(message.flow_run_id, stage)
         if of_run is not None and belongs(of_run, message, same_run=True):

@@ -227,5 +227,7 @@ async def test_url_expired_fault_issues_consolidated_urls_already_expired(emulat
     message = webhook_receiver.wait_for(1, "medical.consolidated-data")[0].json()
     url = message["patients"][0]["bundle"]["entry"][0]["resource"]["content"][0]["attachment"]["url"]
     assert (await client.get(url)).status_code == 403
+    refused = [d for d in (await client.get("/_sandbox/downloads")).json() if d["status"] == 403]
+    assert [(d["kind"], d["patient_id"]) for d in refused] == [("consolidated", patient_id)]
     document_url = (await client.get("/medical/v1/document/download-url", params={"fileName": "demo3.pdf"})).json()
     assert (await client.get(document_url["url"])).status_code == 200, "only consolidated URLs expire"

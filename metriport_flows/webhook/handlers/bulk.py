@@ -3,8 +3,8 @@
 `medical.document-bulk-download-urls` lists every document of a patient with a URL valid 10 minutes:
 download them all (streaming, a few at a time, size and sha256 checked, each retried on network errors),
 write a manifest, resolve the `bulk_download` wait with a pointer to it. Documents still unavailable
-fail the message (recorded in the manifest), so the inbox retries it; the retry fetches only those. `medical.bulk-patient-create` comes first as `processing`
-(noted on the wait) and then as `completed` with a result CSV URL valid 3 minutes: store the CSV
+fail the message (recorded in the manifest), so the inbox retries it; the retry fetches only those.
+`medical.bulk-patient-create` comes first as `processing` (noted on the wait) and then as `completed` with a result CSV URL valid 3 minutes: store the CSV
 (0600), count succeeded and failed rows, resolve the `bulk_create` wait. A `failed` job ends the wait
 as failed; a job that never completes is ended by the reconciler's hard deadline.
 """

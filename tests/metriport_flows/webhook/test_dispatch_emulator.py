@@ -11,12 +11,12 @@ import json
 import os
 import stat
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from pydantic import SecretStr
 from sqlalchemy import func, insert, select
@@ -44,6 +44,11 @@ NOBODY = {
     "genderAtBirth": "U",
     "address": [{"addressLine1": "2 Side St", "city": "Phoenix", "state": "AZ", "zip": "85300", "country": "USA"}],
 }
+
+
+class HasRequestId(Protocol):
+    @property
+    def request_id(self) -> str | None: ...
 
 
 @dataclass
@@ -280,6 +285,18 @@ def suspended_runs(p: Pipeline, patient_id: str, stage: str, count: int) -> list
     return runs
 
 
+async def started(
+    p: Pipeline, runs: list[tuple[str, Wait]], start: Callable[[str], Awaitable[HasRequestId]]
+) -> set[str]:
+    """Each run makes its start call in turn (Metriport answers the second with the running query's request
+    id) and records the answer on its wait; the request ids recorded."""
+    for run, wait in runs:
+        request_id = (await start(run)).request_id
+        assert request_id, "Metriport answers a start call with a request id"
+        p.store.set_wait_request_id(wait.id, request_id)
+    return {p.store.get_wait(wait.id).request_id for _, wait in runs}
+
+
 async def test_two_runs_of_one_patient_sharing_a_document_query_both_end(
     emulator_server, sqlite_store: Store, tmp_path: Path
 ) -> None:
@@ -287,10 +304,11 @@ async def test_two_runs_of_one_patient_sharing_a_document_query_both_end(
     async with pipeline(slow.base_url, slow.api_key, sqlite_store, tmp_path) as p:
         jane = await p.api.create_patient(p.facility_id, SEED_PATIENTS["jane"].demographics())
         runs = suspended_runs(p, jane.id, "documents", 2)
-        for run, wait in runs:  # Metriport answers the second start with the running query's request id
-            started = await p.api.start_document_query(jane.id, p.facility_id, metadata={"flowRunId": run})
-            p.store.set_wait_request_id(wait.id, started.request_id)
-        request_ids = {p.store.get_wait(wait.id).request_id for _, wait in runs}
+        request_ids = await started(
+            p,
+            runs,
+            lambda run: p.api.start_document_query(jane.id, p.facility_id, metadata={"flowRunId": run}),
+        )
         assert len(request_ids) == 1, "the emulator keeps one document query in flight per patient"
         for _, wait in runs:
             result = (await p.resolved(wait.id)).result_model()
@@ -308,12 +326,14 @@ async def test_two_runs_of_one_patient_sharing_a_consolidated_query_both_get_the
         jane = await p.api.create_patient(p.facility_id, SEED_PATIENTS["jane"].demographics())
         await documents_ready(p, jane.id)
         runs = suspended_runs(p, jane.id, "consolidated", 2)
-        for run, wait in runs:
-            query = await p.api.start_consolidated_query(
+        request_ids = await started(
+            p,
+            runs,
+            lambda run: p.api.start_consolidated_query(
                 jane.id, "json", metadata={"flowRunId": run, "stage": "consolidated"}
-            )
-            p.store.set_wait_request_id(wait.id, query.request_id)
-        assert len({p.store.get_wait(wait.id).request_id for _, wait in runs}) == 1
+            ),
+        )
+        assert len(request_ids) == 1
         results = [(await p.resolved(wait.id)).result_model() for _, wait in runs]
         for result in results:
             assert isinstance(result, ConsolidatedReady) and result.outcome == Outcome.ready and result.bundle_path
