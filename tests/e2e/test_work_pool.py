@@ -19,21 +19,23 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import FlowRun, StateType
 
 from metriport_devtools import project
-from metriport_devtools.processes import venv_bin
+from metriport_devtools.processes import Service, venv_bin
 from metriport_devtools.stack import LocalStack, poll_until
 from metriport_flows.domain.stages import ConsolidatedReady, Outcome
 from metriport_flows.store import Store
+from tests.fixtures.patients import emulator_settings
 from tests.fixtures.sandbox import FACILITY
-from tests.fixtures.stack import prefect_client, run_patient_records, wait_for_final_state
+from tests.fixtures.stack import prefect_client, run_patient_records, wait_for_final_state, wait_for_state_name
 
 pytestmark = pytest.mark.e2e
 
 BRANCH = "deployed"
 HOT_WINDOW_SECONDS = 2.0
 REPLY_SECONDS = HOT_WINDOW_SECONDS + 1.5  # every stage suspends: resumes go through the worker too
+HANDOVER_REPLY_SECONDS = 12.0  # time to stop one worker and start the other while the run is suspended
 COMMAND_TIMEOUT = 120.0
 PATIENT = {
     "firstName": "Kyla",  # a seed first name: the emulator has documents for her
@@ -104,53 +106,105 @@ def pool_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]
     assert not stack.any_alive(), f"processes of the stack survived stop(): {stack.pids()}"
 
 
-def test_deploy_all_from_a_fresh_clone_then_a_worker_elsewhere_runs_a_patient(
-    pool_stack: LocalStack, tmp_path: Path
-) -> None:
-    clone = fresh_clone((tmp_path / "clone").resolve())
+@pytest.fixture(scope="module")
+def pool(pool_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """`prefect deploy --all` run in a fresh clone, with the pool and the pull step's variables set."""
+    here = tmp_path_factory.mktemp("deploy")
+    clone = fresh_clone((here / "clone").resolve())
     pool = work_pool_name()
     prefect = venv_bin("prefect")
-    run_cli(pool_stack, [prefect, "work-pool", "create", pool, "--type", "process"], tmp_path)
-    run_cli(pool_stack, [prefect, "variable", "set", "metriport_flows_repository", clone.as_uri()], tmp_path)
-    run_cli(pool_stack, [prefect, "variable", "set", "metriport_flows_branch", BRANCH], tmp_path)
+    run_cli(pool_stack, [prefect, "work-pool", "create", pool, "--type", "process"], here)
+    run_cli(pool_stack, [prefect, "variable", "set", "metriport_flows_repository", clone.as_uri()], here)
+    run_cli(pool_stack, [prefect, "variable", "set", "metriport_flows_branch", BRANCH], here)
     run_cli(pool_stack, [prefect, "deploy", "--all"], clone)
+    return pool
 
-    worker_dir = tmp_path / "worker"
-    worker_dir.mkdir()
-    worker = pool_stack.start_service(
-        "worker", [prefect, "worker", "start", "--pool", pool], cwd=worker_dir, PREFECT_WORKER_QUERY_SECONDS="1"
+
+def start_worker(stack: LocalStack, pool: str, name: str, folder: Path) -> Service:
+    """A worker started in a folder of its own, with result storage of its own (as on another machine)."""
+    folder.mkdir()
+    worker = stack.start_service(
+        name,
+        [venv_bin("prefect"), "worker", "start", "--pool", pool, "--name", name],
+        cwd=folder,
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_LOCAL_STORAGE_PATH=str(folder / "results"),
     )
     poll_until(
-        lambda: any(w["status"] == "ONLINE" for w in workers(pool_stack, pool)),
+        lambda: any(w["name"] == name and w["status"] == "ONLINE" for w in workers(stack, pool)),
         timeout=COMMAND_TIMEOUT,
-        what="waiting for the worker",
+        what=f"waiting for {name}",
         service=worker,
     )
+    return worker
 
-    headers = {"x-api-key": pool_stack.api_key}
-    with httpx.Client(base_url=pool_stack.emulator_url, headers=headers, timeout=30.0) as api:
+
+def new_patient(stack: LocalStack, last_name: str) -> str:
+    headers = {"x-api-key": stack.api_key}
+    with httpx.Client(base_url=stack.emulator_url, headers=headers, timeout=30.0) as api:
         facility_id = api.post("/medical/v1/facility", json=FACILITY).raise_for_status().json()["id"]
-        patient = api.post("/medical/v1/patient", params={"facilityId": facility_id}, json=PATIENT)
-        patient_id = patient.raise_for_status().json()["id"]
+        patient = api.post(
+            "/medical/v1/patient", params={"facilityId": facility_id}, json=PATIENT | {"lastName": last_name}
+        )
+        return str(patient.raise_for_status().json()["id"])
 
-    run_id = run_patient_records(pool_stack, {"patient_id": patient_id})
-    run = wait_for_final_state(pool_stack, run_id, timeout=180)  # within pytest-timeout's 300 s
+
+def assert_completed_with_the_served_bundle(stack: LocalStack, run_id: str) -> FlowRun:
+    run = wait_for_final_state(stack, run_id, timeout=180)  # within pytest-timeout's 300 s
     assert run.state is not None, run
     assert run.state.type == StateType.COMPLETED, (run.state.name, run.state.message)
-    assert run.work_pool_name == pool
-
-    waits = Store(pool_stack.database_url).waits_for_run(run_id)
+    waits = Store(stack.database_url).waits_for_run(run_id)
     assert [w.stage for w in waits] == ["documents", "consolidated"]
     bundle = waits[-1].result_model()
     assert isinstance(bundle, ConsolidatedReady) and bundle.outcome == Outcome.ready and bundle.bundle_path
     assert hashlib.sha256(Path(bundle.bundle_path).read_bytes()).hexdigest() == bundle.sha256
-    served = httpx.get(f"{pool_stack.emulator_url}/_sandbox/downloads", timeout=30.0).json()
+    served = httpx.get(f"{stack.emulator_url}/_sandbox/downloads", timeout=30.0).json()
     assert {d["sha256"] for d in served if d["request_id"] == waits[-1].request_id and d["status"] == 200} == {
         bundle.sha256
     }
-    with prefect_client(pool_stack) as client:
+    with prefect_client(stack) as client:
         states = [state.name for state in client.read_flow_run_states(run.id)]
-    assert states.count("Suspended") == 2, f"both stages suspend and resume through the worker: {states}"
+    assert states.count("Suspended") == 2, f"both stages suspend and resume through a worker: {states}"
+    return run
+
+
+def document_queries(stack: LocalStack, patient_id: str) -> int:
+    posts = httpx.get(f"{stack.emulator_url}/_sandbox/document-query-posts", timeout=30.0).raise_for_status()
+    return int(posts.json().get(patient_id, 0))
+
+
+def test_deploy_all_from_a_fresh_clone_then_a_worker_elsewhere_runs_a_patient(
+    pool_stack: LocalStack, pool: str, tmp_path: Path
+) -> None:
+    worker = start_worker(pool_stack, pool, "worker-elsewhere", tmp_path / "worker")
+    patient_id = new_patient(pool_stack, "Workpool")
+    run = assert_completed_with_the_served_bundle(
+        pool_stack, run_patient_records(pool_stack, {"patient_id": patient_id})
+    )
+    assert run.work_pool_name == pool
+    assert document_queries(pool_stack, patient_id) == 1
+    worker.stop(pool_stack.grace_seconds)
+
+
+def test_a_run_suspended_on_one_worker_finishes_on_another_without_a_second_start_call(
+    pool_stack: LocalStack, pool: str, tmp_path: Path
+) -> None:
+    """The first worker is gone (its folder and result storage with it) once the run suspends; the
+    second worker runs the resumed run, which must not ask Metriport again: the stored wait holds the
+    request id whatever the second worker's result storage holds."""
+    first = start_worker(pool_stack, pool, "worker-a", tmp_path / "a")
+    patient_id = new_patient(pool_stack, "Handover")
+    with httpx.Client(base_url=f"{pool_stack.emulator_url}/_sandbox", timeout=30.0) as control:
+        with emulator_settings(control, delay=[HANDOVER_REPLY_SECONDS, HANDOVER_REPLY_SECONDS]):
+            run_id = run_patient_records(pool_stack, {"patient_id": patient_id})
+            wait_for_state_name(pool_stack, run_id, "Suspended", timeout=120)
+            first.stop(pool_stack.grace_seconds)
+            shutil.rmtree(tmp_path / "a")
+            second = start_worker(pool_stack, pool, "worker-b", tmp_path / "b")
+            assert_completed_with_the_served_bundle(pool_stack, run_id)
+    assert not first.group_alive()
+    assert document_queries(pool_stack, patient_id) == 1, "the resumed run asked Metriport again"
+    second.stop(pool_stack.grace_seconds)
 
 
 def workers(stack: LocalStack, pool: str) -> list[dict[str, object]]:
