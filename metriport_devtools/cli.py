@@ -41,6 +41,11 @@ def demo(
     cohort: bool = typer.Option(
         True, "--cohort/--no-cohort", help="Then refresh the same patients as a cohort-refresh run"
     ),
+    scale_out: bool = typer.Option(
+        False,
+        "--scale-out",
+        help="Prefect server and inbox on PostgreSQL (SCALE_OUT_POSTGRES_URL), two receivers, two work-pool workers",
+    ),
 ) -> None:
     """Start everything, fetch seven patients' records through Prefect, show them, stop."""
     console = Console()
@@ -62,7 +67,14 @@ def demo(
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     outcome, report = run_demo(
-        console, root=root, keep=keep, seed_keys=seed_keys, others=others, hot_window_seconds=hot_window, cohort=cohort
+        console,
+        root=root,
+        keep=keep,
+        seed_keys=seed_keys,
+        others=others,
+        hot_window_seconds=hot_window,
+        cohort=cohort,
+        scale_out=scale_out,
     )
     cohort_failed = cohort and (report is None or report.failed or report.waiting or report.not_started)
     if any(patient.result is None for patient in outcome) or cohort_failed:

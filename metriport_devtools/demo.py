@@ -45,6 +45,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from metriport_devtools.postgres import admin_url, answers
 from metriport_devtools.stack import STATE_FILE, LocalStack, saved_stack_running
 from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.models import Demographics
@@ -402,14 +403,19 @@ def run_demo(
     hot_window_seconds: float = 30.0,
     delay: tuple[float, float] = (0.0, 5.0),
     cohort: bool = True,
+    scale_out: bool = False,
 ) -> tuple[list[DemoPatient], CohortReport | None]:
     """The patients' rows and, with `cohort`, the cohort refresh's report (None when it did not finish)."""
     began = time.monotonic()
     report = None
     prepare_root(root)
-    stack = LocalStack(root, hot_window_seconds=hot_window_seconds, delay=delay)
+    if scale_out and not answers(admin_url()):
+        console.print(f"[yellow]PostgreSQL does not answer at {admin_url()}: running the embedded stack instead[/]")
+        scale_out = False
+    stack = LocalStack(root, hot_window_seconds=hot_window_seconds, delay=delay, scale_out=scale_out)
+    what = "on PostgreSQL, two receivers and two work-pool workers" if scale_out else "and deployments"
     try:
-        with console.status("Starting Prefect server, emulator, receiver and deployments..."):
+        with console.status(f"Starting Prefect server, emulator, receiver {what}..."):
             stack.start()
         console.print(f"Stack up in {time.monotonic() - began:.1f} s; logs in {_shown_path(stack.logs_dir)}")
         patients = asyncio.run(create_patients(stack, list(seed_keys or SEED_PATIENTS), others))

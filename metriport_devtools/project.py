@@ -20,3 +20,12 @@ def deployment_names() -> list[str]:
     from deployments.serve import deployment_names as declared_names
 
     return declared_names()
+
+
+def work_pool_name() -> str:
+    """The process work pool the root `prefect.yaml` deploys to."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from deployments.work_pool import declared_pool
+
+    return declared_pool()

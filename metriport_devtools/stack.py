@@ -2,7 +2,10 @@
 
 `LocalStack(root)` starts, in dependency order and each behind a readiness poll with a deadline:
 a Prefect server on SQLite, the Metriport emulator, the webhook receiver (with its dispatcher) and the
-served deployments. Everything lives under `root` (PREFECT_HOME, both SQLite files, bundles, one log
+served deployments. `LocalStack(root, scale_out=True)` runs the same on Prefect's distributed path:
+the Prefect server and the inbox on PostgreSQL (databases of their own, dropped at stop), two receiver
+processes on the one webhook socket (each with its dispatcher), and the deployments on a process work
+pool run by two workers. Everything lives under `root` (PREFECT_HOME, both SQLite files, bundles, one log
 per process). Each process gets its own process group, so `stop()` (also on Ctrl-C or an exception,
 through the context manager) ends it and every child it started: SIGTERM, then SIGKILL after a grace
 period. The emulator's webhook key reaches the receiver the way it would in production: set the
@@ -15,6 +18,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +27,7 @@ import httpx
 from pydantic import SecretStr
 
 from metriport_devtools import project
+from metriport_devtools.postgres import Databases
 from metriport_devtools.processes import (
     Service,
     StackError,
@@ -62,6 +67,8 @@ class LocalStack:
         startup_timeout: float = 120.0,
         grace_seconds: float = 10.0,
         extra_env: dict[str, str] | None = None,
+        scale_out: bool = False,
+        workers: int = 2,
     ) -> None:
         self.root = Path(root).resolve()
         self.hot_window_seconds = hot_window_seconds
@@ -73,6 +80,8 @@ class LocalStack:
         self.startup_timeout = startup_timeout
         self.grace_seconds = grace_seconds
         self.extra_env = dict(extra_env or {})
+        self.databases = Databases() if scale_out else None
+        self.workers = workers
         self.api_key = EMULATOR_API_KEY
         self.webhook_key: str | None = None
         self.services: dict[str, Service] = {}
@@ -94,7 +103,15 @@ class LocalStack:
 
     @property
     def database_url(self) -> str:
+        if self.databases is not None:
+            return self.databases.url("inbox", "psycopg")
         return f"sqlite:///{self.inbox_db_path}"
+
+    @property
+    def prefect_database_url(self) -> str:
+        if self.databases is not None:
+            return self.databases.url("prefect", "asyncpg")
+        return f"sqlite+aiosqlite:///{self.prefect_db_path}"
 
     @property
     def bundle_dir(self) -> Path:
@@ -194,10 +211,12 @@ class LocalStack:
         def ready(name: str) -> None:
             self.ready_after[name] = round(time.monotonic() - began, 2)
 
+        if self.databases is not None:
+            self.databases.create()
         prefect = self.start_service(
             "prefect-server",
             [venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)],
-            PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{self.prefect_db_path}",
+            PREFECT_API_DATABASE_CONNECTION_URL=self.prefect_database_url,
             PREFECT_UI_ENABLED="true",
             PREFECT_SERVER_LOGGING_LEVEL="WARNING",
         )
@@ -215,10 +234,15 @@ class LocalStack:
         ready("emulator")
 
         self.webhook_key = self._set_webhook_url()
-        receiver = self.start_service(
+        receiver_argv = [
+            venv_bin("metriport-flows"),
             "receiver",
-            [venv_bin("metriport-flows"), "receiver", "--host", "127.0.0.1", "--port", str(self.receiver_port)],
-        )
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.receiver_port),
+        ]
+        receiver = self.start_service("receiver", receiver_argv + (["--workers", "2"] if self.databases else []))
         poll_until(
             lambda: http_ok(f"{self.receiver_url}/healthz"),
             timeout=timeout,
@@ -240,7 +264,10 @@ class LocalStack:
             service=prefect,
         )
         ready("prefect-server")
-        if self.serve:
+        if self.serve and self.databases is not None:
+            self._start_workers()
+            ready("workers")
+        elif self.serve:
             served = self.start_service(
                 "serve",
                 [sys.executable, "-m", "deployments.serve"],
@@ -250,6 +277,38 @@ class LocalStack:
             )
             poll_until(self._deployments_served, timeout=timeout, what="waiting for the deployments", service=served)
             ready("serve")
+
+    def _start_workers(self) -> None:
+        """Deploy this checkout to the work pool, then start the workers, each in a folder of its own."""
+        pool = project.work_pool_name()
+        deploying = subprocess.run(
+            [sys.executable, "-m", "deployments.work_pool", pool],
+            cwd=project.ROOT,
+            env=self.child_env(),
+            capture_output=True,
+            text=True,
+            timeout=self.startup_timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if deploying.returncode != 0:
+            raise StackError(f"deploying to work pool {pool} failed:\n{deploying.stderr[-3000:]}")
+        for n in range(1, self.workers + 1):
+            name = f"worker-{n}"
+            folder = private_folder(self.root / name)
+            argv = [venv_bin("prefect"), "worker", "start", "--pool", pool, "--name", name]
+            worker = self.start_service(
+                name, argv + ["--limit", str(self.runner_process_limit)], cwd=folder, PREFECT_WORKER_QUERY_SECONDS="1"
+            )
+            poll_until(
+                lambda: name in self.online_workers(pool),
+                timeout=self.startup_timeout,
+                what=f"waiting for {name}",
+                service=worker,
+            )
+
+    def online_workers(self, pool: str) -> set[str]:
+        response = httpx.post(f"{self.prefect_api_url}/work_pools/{pool}/workers/filter", json={}, timeout=10.0)
+        return {w["name"] for w in response.raise_for_status().json() if w["status"] == "ONLINE"}
 
     def _set_webhook_url(self) -> str:
         """POST /settings: the emulator answers with the webhook key (kept across URL changes) and pings."""
@@ -302,6 +361,8 @@ class LocalStack:
         """Stop in reverse dependency order; safe to call twice."""
         for service in reversed(list(self.services.values())):
             service.stop(self.grace_seconds)
+        if self.databases is not None:
+            self.databases.drop()
         state = self.root / STATE_FILE
         if state.exists():
             state.unlink()
@@ -325,6 +386,7 @@ class LocalStack:
             "database_url": self.database_url,
             "bundle_dir": str(self.bundle_dir),
             "metriport_base_url": self.emulator_url,
+            "postgres_databases": self.databases.token if self.databases else None,
         }
         private_file(self.root / STATE_FILE).write_text(json.dumps(state, indent=2))
 
@@ -359,5 +421,8 @@ def stop_saved(root: Path, grace_seconds: float = 10.0) -> list[str]:
     groups = _saved_groups(root)
     for pgid in reversed(list(groups.values())):
         stop_group(pgid, grace_seconds)
+    state_path = Path(root) / STATE_FILE
+    if state_path.exists() and (token := json.loads(state_path.read_text()).get("postgres_databases")):
+        Databases(token=token).drop()
     (Path(root) / STATE_FILE).unlink(missing_ok=True)
     return list(reversed(list(groups)))

@@ -58,6 +58,9 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
         port: int = typer.Option(8000, help="Port to listen on"),
         dispatcher: bool = typer.Option(True, help="Run the dispatcher in this process too"),
+        workers: int = typer.Option(
+            1, min=1, help="Processes sharing the socket, each a receiver with its dispatcher on the one inbox"
+        ),
         log_level: str = typer.Option("info"),
     ) -> None:
         """Receive Metriport webhooks on POST /metriport/webhook (GET /healthz checks the database)."""
@@ -65,12 +68,18 @@ def register(app: typer.Typer) -> None:
 
         from metriport_flows.webhook.receiver import create_app
 
+        if workers > 1 and not dispatcher:
+            raise _refuse("--workers runs a dispatcher in every process; for receivers alone, start one per port")
         settings = get_settings()
         if dispatcher:
             _require_prefect("the dispatcher (it resumes the runs; or start with --no-dispatcher)")
         signer = _webhook_signer(settings)
         _check_port_free(host, port)
         configure_process_logging(log_level)
+        if workers > 1:
+            factory = "metriport_flows.webhook.receiver:app_from_environment"
+            uvicorn.run(factory, factory=True, workers=workers, host=host, port=port, log_level=log_level)
+            return
         app = create_app(settings, run_dispatcher=dispatcher, signer=signer)
         uvicorn.run(app, host=host, port=port, log_level=log_level)
 

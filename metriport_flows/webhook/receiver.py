@@ -131,3 +131,12 @@ def create_app(
         return JSONResponse({"status": "ok", "database": "ok"})
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The receiver with its dispatcher, configured from the environment: what each uvicorn worker
+    process builds when the receiver runs as several processes on one socket (`--workers`)."""
+    from metriport_flows.client.log_hygiene import quiet_http_logs
+
+    quiet_http_logs()
+    return create_app(get_settings())

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from prefect.client.schemas.objects import FlowRun, StateType
 
 from metriport_devtools import project
@@ -44,12 +43,6 @@ PATIENT = {
     "genderAtBirth": "F",
     "address": [{"addressLine1": "9 Test Rd", "city": "Springfield", "state": "IL", "zip": "62701", "country": "USA"}],
 }
-
-
-def work_pool_name() -> str:
-    return str(
-        yaml.safe_load((project.ROOT / "prefect.yaml").read_text())["definitions"]["work_pools"]["process_pool"]["name"]
-    )
 
 
 def fresh_clone(target: Path) -> Path:
@@ -111,7 +104,7 @@ def pool(pool_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> st
     """`prefect deploy --all` run in a fresh clone, with the pool and the pull step's variables set."""
     here = tmp_path_factory.mktemp("deploy")
     clone = fresh_clone((here / "clone").resolve())
-    pool = work_pool_name()
+    pool = project.work_pool_name()
     prefect = venv_bin("prefect")
     run_cli(pool_stack, [prefect, "work-pool", "create", pool, "--type", "process"], here)
     run_cli(pool_stack, [prefect, "variable", "set", "metriport_flows_repository", clone.as_uri()], here)

@@ -63,3 +63,10 @@ def test_second_receiver_on_busy_port_says_so_before_startup(tmp_path: Path) -> 
     assert f"port {port} on 127.0.0.1 is already in use" in done.stderr
     assert "startup complete" not in done.stderr + done.stdout
     assert not (tmp_path / "inbox.db").exists()
+
+
+def test_several_receiver_processes_without_their_dispatchers_are_refused(tmp_path: Path) -> None:
+    done = _run(tmp_path, "--no-dispatcher", "--workers", "2", METRIPORT_WEBHOOK_KEY="k" * 32)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert "--workers runs a dispatcher in every process" in done.stderr
+    assert not (tmp_path / "inbox.db").exists()
