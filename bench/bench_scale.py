@@ -1,0 +1,190 @@
+"""A cohort refresh of N patients on the embedded stack and on the scale-out stack, side by side.
+
+Run: .venv/bin/python bench/bench_scale.py [N] [HOT_WINDOW_SECONDS]   (default 1000 and 30)
+
+For each stack (embedded: Prefect on SQLite, `serve`; scale-out: Prefect and the inbox on PostgreSQL, two
+receiver processes, two work-pool workers) and each size (N/10, then N), a fresh stack under a temp
+folder, Metriport's rate limits raised (the emulator's and ours, so the stacks and not Metriport are
+measured), N patients with seed first names (so each has documents), one cohort-refresh run. Printed per
+run: runs created per second, patients completed per minute, per-patient time (created -> ended) median
+and p95, peak RSS of the stack's whole process tree, Prefect API errors the logs show (503, database
+locked); then the ratios scale-out / embedded at N and the per-patient cost at N over N/10 per stack
+(goal <= 1.2). The scale-out rows are skipped, with the reason, when PostgreSQL does not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from prefect.client.orchestration import PrefectClient
+from prefect.deployments import arun_deployment
+
+from metriport_devtools.chaos import COHORT_DEPLOYMENT, FACILITY, bound_to, patient_runs
+from metriport_devtools.postgres import admin_url, answers
+from metriport_devtools.processes import group_members
+from metriport_devtools.stack import LocalStack
+from metriport_flows.client.api import MedicalApi
+from metriport_flows.client.models import Demographics
+from metriport_flows.domain.cohort import CohortParams
+from metriport_sandbox.seed import SEED_PATIENTS
+
+RAISED = 1_000_000  # calls per window: Metriport's limits out of the way
+API_ERRORS = re.compile(r"503 Service Unavailable|database is locked|retryable status code")
+
+
+@dataclass
+class Result:
+    stack: str
+    patients: int
+    seconds: float
+    created_per_second: float
+    completed_per_minute: float
+    median: float
+    p95: float
+    peak_rss_mib: float
+    api_errors: int
+    completed: int
+
+    @property
+    def cost(self) -> float:
+        """Wall seconds per patient."""
+        return self.seconds / self.patients
+
+
+class TreeRss:
+    """Peak resident memory of every process in the stack's process groups, sampled each second."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack, self.peak_kib, self._stop = stack, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            pids = [pid for pgid in self.stack.pids().values() for pid in group_members(pgid)]
+            self.peak_kib = max(self.peak_kib, sum(rss_kib(pid) for pid in pids))
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+async def create_patients(stack: LocalStack, n: int) -> list[str]:
+    seeds = list(SEED_PATIENTS.values())
+    async with MedicalApi.from_settings(stack.settings()) as api:
+        facility = await api.create_facility(FACILITY)
+        ids = []
+        for k in range(n):
+            body = {**seeds[k % len(seeds)].demographics(), "lastName": f"Scale{k:05d}"}
+            ids.append((await api.create_patient(facility.id, Demographics.model_validate(body))).id)
+        return ids
+
+
+async def cohort(stack: LocalStack, n: int, hot_window: float) -> Result:
+    async with httpx.AsyncClient(base_url=f"{stack.emulator_url}/_sandbox", timeout=60) as control:
+        limits = {"documentQuery": RAISED, "consolidatedDataQuery": RAISED, "patientCreateOrUpdate": RAISED}
+        (await control.post("/config", json={"rate_limits": limits, "patient_limit": RAISED})).raise_for_status()
+    patient_ids = await create_patients(stack, n)
+    params = CohortParams(
+        patient_ids=patient_ids,
+        hot_window_seconds=hot_window,
+        create_interval_seconds=0.0,
+        manage_rate_limits=False,
+        follow_minutes=180,
+        poll_seconds=5.0,
+    )
+    since = datetime.now(UTC)
+    began = time.monotonic()
+    async with PrefectClient(api=stack.prefect_api_url) as client:
+        parameters = {"params": params.model_dump(mode="json", exclude_defaults=True)}
+        run = await arun_deployment(
+            COHORT_DEPLOYMENT, client=client, timeout=0, as_subflow=False, parameters=parameters
+        )
+        while not ((state := (await client.read_flow_run(run.id)).state) and state.is_final()):
+            await asyncio.sleep(5)
+        seconds = time.monotonic() - began
+        runs = await patient_runs(client, since)
+    created = sorted(r.created for r in runs if r.created)
+    spans = sorted((r.end_time - r.created).total_seconds() for r in runs if r.end_time and r.created)
+    completed = sum(1 for r in runs if r.state and r.state.is_completed())
+    first_to_last = (created[-1] - created[0]).total_seconds() if len(created) > 1 else 0.0
+    errors = sum(len(API_ERRORS.findall(log.read_text(errors="replace"))) for log in stack.logs_dir.glob("*.log"))
+    return Result(
+        stack="scale-out" if stack.databases else "embedded",
+        patients=n,
+        seconds=seconds,
+        created_per_second=(len(created) - 1) / first_to_last if first_to_last else float("nan"),
+        completed_per_minute=completed / seconds * 60,
+        median=statistics.median(spans) if spans else float("nan"),
+        p95=statistics.quantiles(spans, n=20, method="inclusive")[-1] if len(spans) > 1 else float("nan"),
+        peak_rss_mib=0.0,
+        api_errors=errors,
+        completed=completed,
+    )
+
+
+def measure(scale_out: bool, n: int, hot_window: float) -> Result:
+    env = {"METRIPORT_RATE_DOCUMENT_QUERY": str(RAISED), "METRIPORT_RATE_CONSOLIDATED_QUERY": str(RAISED)}
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        stack = LocalStack(Path(tmp), scale_out=scale_out, hot_window_seconds=hot_window, extra_env=env)
+        with stack, bound_to(stack), TreeRss(stack) as rss:
+            result = asyncio.run(cohort(stack, n, hot_window))
+        result.peak_rss_mib = rss.peak_kib / 1024
+    return result
+
+
+def main() -> int:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    hot_window = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
+    stacks = [False] + ([True] if answers(admin_url()) else [])
+    if len(stacks) == 1:
+        print(f"PostgreSQL does not answer at {admin_url()}: the scale-out stack is skipped")
+    results = {(s, size): measure(s, size, hot_window) for s in stacks for size in (max(1, n // 10), n)}
+    print(f"\ncohort refresh, hot window {hot_window:g} s, Metriport's rate limits raised")
+    print(
+        f"{'stack':<10}{'N':>6}{'done':>6}{'wall s':>9}{'created/s':>11}{'done/min':>10}"
+        f"{'median s':>10}{'p95 s':>8}{'peak MiB':>10}{'API errs':>10}"
+    )
+    for r in results.values():
+        print(
+            f"{r.stack:<10}{r.patients:>6}{r.completed:>6}{r.seconds:>9.1f}{r.created_per_second:>11.2f}"
+            f"{r.completed_per_minute:>10.1f}{r.median:>10.1f}{r.p95:>8.1f}{r.peak_rss_mib:>10.0f}{r.api_errors:>10}"
+        )
+    for s in stacks:
+        small, big = results[(s, max(1, n // 10))], results[(s, n)]
+        print(f"{big.stack}: per-patient cost at {n} / at {small.patients}: {big.cost / small.cost:.2f} (goal <= 1.2)")
+    if len(stacks) == 2:
+        embedded, scaled = results[(False, n)], results[(True, n)]
+        print(
+            f"scale-out / embedded at {n}: patients per minute {scaled.completed_per_minute / embedded.completed_per_minute:.2f}, "
+            f"runs created per second {scaled.created_per_second / embedded.created_per_second:.2f}, "
+            f"peak memory {scaled.peak_rss_mib / embedded.peak_rss_mib:.2f}"
+        )
+    return 0 if all(r.completed == r.patients for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
