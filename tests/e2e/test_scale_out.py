@@ -27,7 +27,7 @@ pytestmark = [
 ]
 
 COHORT = 6
-WORKER_LIMIT = 3  # the cohort's run and its six patients' runs cannot all fit in one worker
+WORKER_LIMIT = 4  # the cohort's run and its six patients' runs cannot all fit in one worker
 
 
 def databases_named(prefix: str) -> list[str]:
@@ -41,8 +41,8 @@ def scale_out_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS
     stack = LocalStack(
         tmp_path_factory.mktemp("scale-out"),
         scale_out=True,
-        hot_window_seconds=2.0,
-        delay=(3.5, 3.5),  # every stage suspends
+        hot_window_seconds=1.0,
+        delay=(2.0, 2.0),  # every stage suspends
         runner_process_limit=WORKER_LIMIT,
     )
     assert stack.databases is not None

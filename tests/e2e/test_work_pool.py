@@ -34,7 +34,7 @@ pytestmark = pytest.mark.e2e
 BRANCH = "deployed"
 HOT_WINDOW_SECONDS = 2.0
 REPLY_SECONDS = HOT_WINDOW_SECONDS + 1.5  # every stage suspends: resumes go through the worker too
-HANDOVER_REPLY_SECONDS = 12.0  # time to stop one worker and start the other while the run is suspended
+HANDOVER_REPLY_SECONDS = 8.0  # time to stop one worker and start the other while the run is suspended
 COMMAND_TIMEOUT = 120.0
 PATIENT = {
     "firstName": "Kyla",  # a seed first name: the emulator has documents for her
