@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 from prefect import Flow, serve
+from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.schedules import (
     SCHEDULE_TYPES,
     CronSchedule,
@@ -38,6 +39,7 @@ from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_RUNNER_PROCESS_LIMIT
 
 from metriport_flows.client.log_hygiene import quiet_http_logs
+from metriport_flows.settings import get_settings
 from tasks.limits import ensure_rate_limits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -77,10 +79,14 @@ class Declared:
         return f"{self.load_flow().name}/{self.name}"
 
     def deployment(self) -> RunnerDeployment:
-        deployment = self.load_flow().to_deployment(
+        """The deployment, its schedules inactive when PAUSED_SCHEDULES names it (a test stack must not
+        start a nightly refresh of every patient at 02:00)."""
+        flow = self.load_flow()
+        active = f"{flow.name}/{self.name}" not in get_settings().paused_schedules
+        deployment = flow.to_deployment(
             self.name,
             description=self.description,
-            schedules=list(self.schedules) or None,
+            schedules=[DeploymentScheduleCreate(schedule=s, active=active) for s in self.schedules] or None,
             parameters=self.parameters or None,
             triggers=list(self.triggers) or None,
             tags=list(self.tags),

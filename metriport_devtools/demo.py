@@ -412,7 +412,9 @@ def run_demo(
     if scale_out and not answers(admin_url()):
         console.print(f"[yellow]PostgreSQL does not answer at {admin_url()}: running the embedded stack instead[/]")
         scale_out = False
-    stack = LocalStack(root, hot_window_seconds=hot_window_seconds, delay=delay, scale_out=scale_out)
+    stack = LocalStack(
+        root, hot_window_seconds=hot_window_seconds, delay=delay, scale_out=scale_out, paused_schedules=()
+    )
     what = "on PostgreSQL, two receivers and two work-pool workers" if scale_out else "and deployments"
     try:
         with console.status(f"Starting Prefect server, emulator, receiver {what}..."):

@@ -69,6 +69,7 @@ class LocalStack:
         extra_env: dict[str, str] | None = None,
         scale_out: bool = False,
         workers: int = 2,
+        paused_schedules: tuple[str, ...] = ("cohort-refresh/nightly",),
     ) -> None:
         self.root = Path(root).resolve()
         self.hot_window_seconds = hot_window_seconds
@@ -82,6 +83,7 @@ class LocalStack:
         self.extra_env = dict(extra_env or {})
         self.databases = Databases() if scale_out else None
         self.workers = workers
+        self.paused_schedules = paused_schedules
         self.api_key = EMULATOR_API_KEY
         self.webhook_key: str | None = None
         self.services: dict[str, Service] = {}
@@ -157,6 +159,9 @@ class LocalStack:
             "ENVIRONMENT": "local",
             # Prefect's shortest flow heartbeat: the reconciler calls a run silent after three missed ones.
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+            # The nightly cohort refresh of every patient stays off unless asked for (a test or the chaos
+            # run crossing 02:00 UTC would get one).
+            "PAUSED_SCHEDULES": json.dumps(sorted(self.paused_schedules)),
         }
         if self.webhook_key:
             env["METRIPORT_WEBHOOK_KEY"] = self.webhook_key

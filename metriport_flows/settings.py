@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     document_retry_backoff_seconds: float = Field(1.0, ge=0, description="First pause between those tries")
 
     environment: str = Field("local", description="local, staging or production")
+    paused_schedules: set[str] = Field(
+        default_factory=set,
+        description="Deployments (`flow/deployment`, JSON list) whose schedules are created inactive",
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets_outside_local(self) -> "Settings":

@@ -268,3 +268,12 @@ def test_fifty_patients_under_metriports_rate_limits_all_complete_and_no_429_sur
     for operation in (Operation.document_query, Operation.consolidated_query):
         times = acquisitions(local_stack.prefect_api_url, limit_name(operation), COHORT_SIZE, since)
         assert len(times) == COHORT_SIZE and busiest(times, WINDOW_SECONDS - 0.5) <= PER_WINDOW
+
+
+@pytest.mark.e2e
+def test_the_stacks_nightly_refresh_is_declared_but_inactive_and_reconcile_is_scheduled(stack_prefect) -> None:
+    """A test or the chaos run crossing 02:00 UTC must not get a refresh of every patient it created."""
+    nightly = stack_prefect.read_deployment_by_name("cohort-refresh/nightly")
+    assert [(getattr(s.schedule, "cron", None), s.active) for s in nightly.schedules] == [("0 2 * * *", False)]
+    reconcile = stack_prefect.read_deployment_by_name("reconcile/every-minute")
+    assert reconcile.schedules and all(s.active for s in reconcile.schedules)
