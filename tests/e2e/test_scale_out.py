@@ -26,8 +26,8 @@ pytestmark = [
     pytest.mark.skipif(not answers(admin_url()), reason=f"PostgreSQL does not answer at {admin_url()}"),
 ]
 
-COHORT = 6
-WORKER_LIMIT = 4  # the cohort's run and its six patients' runs cannot all fit in one worker
+COHORT = 5
+WORKER_LIMIT = 3  # the cohort's run and its five patients' runs cannot all fit in one worker
 
 
 def databases_named(prefix: str) -> list[str]:
@@ -44,6 +44,7 @@ def scale_out_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS
         hot_window_seconds=1.0,
         delay=(2.0, 2.0),  # every stage suspends
         runner_process_limit=WORKER_LIMIT,
+        grace_seconds=3.0,
     )
     assert stack.databases is not None
     prefix = f"mf_{stack.databases.token}_"

@@ -21,7 +21,7 @@ import pytest
 from prefect.client.schemas.objects import FlowRun, StateType
 
 from metriport_devtools import project
-from metriport_devtools.processes import Service, venv_bin
+from metriport_devtools.processes import Service, group_members, venv_bin
 from metriport_devtools.stack import LocalStack, poll_until
 from metriport_flows.domain.stages import ConsolidatedReady, Outcome
 from metriport_flows.store import Store
@@ -93,6 +93,7 @@ def pool_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]
         hot_window_seconds=HOT_WINDOW_SECONDS,
         delay=(REPLY_SECONDS, REPLY_SECONDS),
         serve=False,
+        grace_seconds=3.0,
     )
     with stack:
         yield stack
@@ -186,11 +187,16 @@ def test_a_run_suspended_on_one_worker_finishes_on_another_without_a_second_star
     second worker runs the resumed run, which must not ask Metriport again: the stored wait holds the
     request id whatever the second worker's result storage holds."""
     first = start_worker(pool_stack, pool, "worker-a", tmp_path / "a")
+    pgid = first.pid
+    assert pgid is not None
+    idle = set(group_members(pgid))  # the worker and its helpers, no flow run
     patient_id = new_patient(pool_stack, "Handover")
     with httpx.Client(base_url=f"{pool_stack.emulator_url}/_sandbox", timeout=30.0) as control:
         with emulator_settings(control, delay=[HANDOVER_REPLY_SECONDS, HANDOVER_REPLY_SECONDS]):
             run_id = run_patient_records(pool_stack, {"patient_id": patient_id})
             wait_for_state_name(pool_stack, run_id, "Suspended", timeout=120)
+            # The suspended run's process exits on its own; stopping the worker under it would crash it.
+            poll_until(lambda: set(group_members(pgid)) <= idle, timeout=60, what="the run's process to exit")
             first.stop(pool_stack.grace_seconds)
             shutil.rmtree(tmp_path / "a")
             second = start_worker(pool_stack, pool, "worker-b", tmp_path / "b")
