@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from metriport_devtools.stack import LocalStack
 from metriport_flows.store import Store
@@ -75,27 +74,31 @@ def deployment_id(stack: LocalStack) -> str:
 
 
 def start_from_custom_run_form(page: Page, stack: LocalStack, screenshots: Path, fields: dict[str, str]) -> str:
-    """Fill the Custom run form, submit, and return the id of the run it created (the one for this patient)."""
+    """Fill the Custom run form, submit, and return the id of the run its create call made.
+
+    Each value is checked to have taken before Submit (the form may still be rendering its defaults), and
+    the run id comes from the form's own POST, not from a search among the session's runs."""
     page.goto(f"{stack.prefect_url}/deployments/deployment/{deployment_id(stack)}/run")
     for label, value in fields.items():
         # The form's labels are not bound to their inputs: the field is the first input after its label.
-        page.locator(
+        field = page.locator(
             f"xpath=//*[starts-with(normalize-space(text()), '{label}')]/following::*[self::textarea or self::input][1]"
-        ).fill(value)
+        )
+        field.fill(value)
+        sync_api.expect(field).to_have_value(value, timeout=TIMEOUT_MS)
     shoot(page, screenshots, "custom-run-form")
-    page.get_by_role("button", name="Submit").click()
-    found: str | None = Retrying(
-        retry=retry_if_result(lambda found: found is None), stop=stop_after_delay(60), wait=wait_fixed(0.5)
-    )(run_for_patient, stack, fields["Patient Id"])
-    shoot(page, screenshots, "submitted")
-    assert found is not None, "the form created no run"
-    return found
-
-
-def run_for_patient(stack: LocalStack, patient_id: str) -> str | None:
-    body = {"deployments": {"id": {"any_": [deployment_id(stack)]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 50}
-    runs = httpx.post(f"{stack.prefect_api_url}/flow_runs/filter", json=body, timeout=10).raise_for_status().json()
-    return next((str(r["id"]) for r in runs if r["parameters"]["request"]["patient_id"] == patient_id), None)
+    try:
+        with page.expect_response(
+            lambda r: r.request.method == "POST" and r.url.endswith("/create_flow_run"), timeout=TIMEOUT_MS
+        ) as created:
+            page.get_by_role("button", name="Submit").click()
+    finally:
+        shoot(page, screenshots, "submitted")
+    answer = created.value
+    assert answer.ok, f"the form's create call answered {answer.status}: {answer.text()}"
+    run = answer.json()
+    assert run["parameters"]["request"]["patient_id"] == fields["Patient Id"], run["parameters"]
+    return str(run["id"])
 
 
 def choose_outcome(page: Page, outcome: str) -> None:
