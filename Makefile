@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+# Test files run on this many pytest workers, each file on one (its module fixtures and stacks stay whole).
+TEST_WORKERS ?= 2
 
 .PHONY: install lint test demo bench chaos clean chromium
 
@@ -32,7 +34,7 @@ chromium:
 
 test: lint chromium
 	@echo "$(if $(PG_ANSWERS),PostgreSQL answers: the inbox tests run on it too,PostgreSQL does not answer: the inbox tests run on SQLite only)"
-	$(WITH_PG) $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+	$(WITH_PG) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/metriport-dev demo $(DEMO_ARGS)

@@ -151,15 +151,15 @@ def test_the_report_sorts_runs_and_its_markdown_holds_ids_and_counts_only():
     assert "| p-2 | r-2 | Failed |" in text and "| p-3 | r-3 | Suspended |" in text and "- p-4" in text
 
 
-# -- end to end: 50 patients under Metriport's rate limits ---------------------------------------------
+# -- end to end: 30 patients under Metriport's rate limits ---------------------------------------------
 
-COHORT_SIZE = 50
+COHORT_SIZE = 30
 # The emulator's fixed window is shortened from 60 s to 6 s, with 7 document queries and 7 consolidated
-# queries per window (Metriport: 20/min), so the test takes about as long as the runner needs to start 50
-# runs. The runner starts up to 9 runs at once, each opening with a document query, so without the limits
-# the first window would see more than 7 starts and answers 429. The Prefect limits get the same window,
-# with a burst of one slot: Prefect's decay loses its fractions whenever the limit is touched, so under
-# contention it admits well below the nominal rate, and the smallest burst leaves the most for the refill.
+# queries per window (Metriport: 20/min), so the cohort spans several windows. The runner starts up to 9
+# runs at once, each opening with a document query, so without the limits the first window would see more
+# than 7 starts and answers 429. The Prefect limits get the same window, with a burst of one slot:
+# Prefect's decay loses its fractions whenever the limit is touched, so under contention it admits well
+# below the nominal rate, and the smallest burst leaves the most for the refill.
 WINDOW_SECONDS, PER_WINDOW, BURST_FRACTION = 6.0, 7, 0.1
 
 
@@ -233,7 +233,7 @@ def acquisitions(prefect_api_url: str, limit: str, expected: int, since: str) ->
 
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
-def test_fifty_patients_under_metriports_rate_limits_all_complete_and_no_429_surfaces(
+def test_thirty_patients_under_metriports_rate_limits_all_complete_and_no_429_surfaces(
     local_stack,
     stack_api,
     sandbox_control,
