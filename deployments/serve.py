@@ -22,6 +22,7 @@ import asyncio
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -70,20 +71,21 @@ class Declared:
             parameters=dict(entry.get("parameters") or {}),
         )
 
-    def load_flow(self) -> Flow[..., Any]:
+    @cached_property
+    def flow(self) -> Flow[..., Any]:
+        """Loaded once: loading runs the flow's module again."""
         return load_flow_from_entrypoint(str(PROJECT_ROOT / self.entrypoint))
 
     @property
     def full_name(self) -> str:
         """`flow-name/deployment-name`, as `prefect deployment run` takes it."""
-        return f"{self.load_flow().name}/{self.name}"
+        return f"{self.flow.name}/{self.name}"
 
     def deployment(self) -> RunnerDeployment:
         """The deployment, its schedules inactive when PAUSED_SCHEDULES names it (a test stack must not
         start a nightly refresh of every patient at 02:00)."""
-        flow = self.load_flow()
-        active = f"{flow.name}/{self.name}" not in get_settings().paused_schedules
-        deployment = flow.to_deployment(
+        active = self.full_name not in get_settings().paused_schedules
+        deployment = self.flow.to_deployment(
             self.name,
             description=self.description,
             schedules=[DeploymentScheduleCreate(schedule=s, active=active) for s in self.schedules] or None,
