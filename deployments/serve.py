@@ -9,8 +9,8 @@ Why one process: on one machine a runner that polls the server is all the infras
 resumed (suspended) run restarts only when the runner polls, so this polls every second
 (`PREFECT_RUNNER_POLL_FREQUENCY`, default here 1 instead of Prefect's 10): a resume then reaches the
 flow within about a second instead of ~10 s (docs/prefect.md). `PREFECT_RUNNER_PROCESS_LIMIT` bounds
-concurrent runs. Metriport's rate limits (Prefect global concurrency limits, `tasks/limits.py`) are
-created or updated at start, so runs started by hand are limited too.
+concurrent runs. Metriport's rate limits (a schedule in the store, `tasks/limits.py`) are created or
+updated at start from METRIPORT_RATE_*.
 
 Requires PREFECT_API_URL, and what the flows read: METRIPORT_BASE_URL, METRIPORT_API_KEY, DATABASE_URL,
 BUNDLE_DIR, HOT_WINDOW_SECONDS.
@@ -18,7 +18,6 @@ BUNDLE_DIR, HOT_WINDOW_SECONDS.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -120,7 +119,7 @@ def main() -> None:
     # The runner starts flow runs with its working directory; entrypoints are relative to the root.
     os.chdir(PROJECT_ROOT)
     quiet_http_logs()
-    asyncio.run(ensure_rate_limits())
+    ensure_rate_limits()
     # A resumed run starts on the runner's next poll: 1 s unless PREFECT_RUNNER_POLL_FREQUENCY says otherwise.
     query_seconds = None if "PREFECT_RUNNER_POLL_FREQUENCY" in os.environ else 1.0
     deployments = [d.deployment() for d in declared()]

@@ -7,7 +7,7 @@ the pool when missing, creates or updates Metriport's rate limits, and applies e
 runs the code as it is here. Workers on other machines use `prefect deploy --all` instead, whose pull
 step clones the repository (see prefect.yaml and the README's "Scale out").
 
-Requires PREFECT_API_URL.
+Requires PREFECT_API_URL, and DATABASE_URL for the rate limits.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def deploy(pool: str) -> list[str]:
 def main() -> None:
     pool = sys.argv[1] if len(sys.argv) > 1 else declared_pool()
     asyncio.run(ensure_pool(pool))
-    asyncio.run(ensure_rate_limits())
+    ensure_rate_limits()
     for name in deploy(pool):
         print(f"deployed {name} to work pool {pool}")
 

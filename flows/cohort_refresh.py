@@ -4,8 +4,8 @@ Patients come from a list parameter, a CSV file of ids, or every patient of a fa
 patient list; with nothing given, every patient of the account). Each gets its own `patient-records`
 run (`run_deployment(..., as_subflow=False)`), so each waits, suspends and resumes on its own and shows
 up on its own in the UI. Metriport's rate limits hold across all those runs because every start call
-takes a slot of a Prefect global concurrency limit (`tasks/limits.py`; `ensure_rate_limits` runs here
-first). The flow then follows the runs until they are final or `follow_minutes` pass, and publishes a
+first reserves its time on one schedule in the store (`tasks/limits.py`; `ensure_rate_limits` writes the
+limits there first). The flow then follows the runs until they are final or `follow_minutes` pass, and publishes a
 cohort artifact: completed, failed, still waiting, and the waits per stage. It fails when a patient's
 run failed; runs still waiting are reported, not failed (Metriport may take hours).
 
@@ -14,6 +14,8 @@ METRIPORT_API_KEY, DATABASE_URL (the waits table). Optional METRIPORT_RATE_* (ta
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
@@ -34,7 +36,7 @@ async def cohort_refresh(params: CohortParams = CohortParams()) -> CohortReport:
     """Start one patient-records run per patient, follow them, report."""
     logger = get_run_logger()
     if params.manage_rate_limits:
-        await ensure_rate_limits()
+        await asyncio.to_thread(ensure_rate_limits)
     patient_ids = await collect_patient_ids(
         params.patient_ids, params.csv_path, params.facility_id, params.all_patients
     )

@@ -125,18 +125,14 @@ def chaos_demographics(n: int, rng: random.Random) -> tuple[Demographics, str, s
     return Demographics.model_validate(body), last_name, dob
 
 
-async def setup(
-    stack: LocalStack, plan: ChaosPlan, control: httpx.AsyncClient, client: PrefectClient
-) -> list[ChaosPatient]:
+async def setup(stack: LocalStack, plan: ChaosPlan, control: httpx.AsyncClient, store: Store) -> list[ChaosPatient]:
     """Raise Metriport's rate limits (the emulator's and ours), create the patients, turn the faults on."""
     limits = {"documentQuery": plan.rate_per_minute, "consolidatedDataQuery": plan.rate_per_minute * 6}
     limits["patientCreateOrUpdate"] = max(plan.patients * 2, 100)
     (await control.post("/config", json={"rate_limits": limits, "patient_limit": 1_000_000})).raise_for_status()
     ours = RateLimitSettings(document_query=plan.rate_per_minute, consolidated_query=plan.rate_per_minute * 6)
     for limit in rate_limits(ours):
-        await client.upsert_global_concurrency_limit_by_name(
-            limit.name, limit=limit.slots, slot_decay_per_second=limit.slot_decay_per_second
-        )
+        store.set_rate_limit(limit)
     rng = random.Random(f"chaos:{plan.patients}:{time.time_ns()}")
     patients = []
     async with MedicalApi.from_settings(stack.settings()) as api:
@@ -214,7 +210,7 @@ async def run_chaos(
             httpx.AsyncClient(base_url=f"{stack.emulator_url}/_sandbox", timeout=60) as control,
             PrefectClient(api=stack.prefect_api_url) as client,
         ):
-            result.patients = await setup(stack, plan, control, client)
+            result.patients = await setup(stack, plan, control, store)
             result.cohort_run_id = await start_cohort(client, plan, result.patients)
             while time.monotonic() - began < plan.timeout_seconds:
                 try:

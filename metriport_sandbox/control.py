@@ -110,6 +110,12 @@ async def api_calls(backend: BackendDep, tenant: str | None = None) -> dict[str,
     return backend.api_calls(tenant)
 
 
+@router.get("/rate-limits")
+async def rate_limits(backend: BackendDep) -> dict[str, dict[str, object]]:
+    """What the rate limiter admitted (epoch times) and refused, per operation, since the last reset."""
+    return backend.limiter.record()
+
+
 @router.get("/document-query-posts")
 async def document_query_posts(backend: BackendDep) -> dict[str, int]:
     """Accepted POST /document/query calls per patient id (a flow run must make one per patient)."""

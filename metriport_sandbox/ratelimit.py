@@ -1,7 +1,8 @@
 """Metriport's rate limiter: a fixed window per (tenant, operation), express-rate-limit style.
 
 A refused call gets 429 with the operation's plain-text message, the draft-6 `RateLimit-*` headers
-(legacy `X-RateLimit-*` off) and `Retry-After`.
+(legacy `X-RateLimit-*` off) and `Retry-After`. The limiter keeps what it admitted (epoch times) and
+refused per operation, so a test or a benchmark can check a client against Metriport's own view.
 """
 
 from __future__ import annotations
@@ -34,9 +35,26 @@ class RateLimiter:
         self.window_seconds = window_seconds
         self._clock = clock
         self._windows: dict[tuple[str, str], Window] = {}
+        self.admitted: dict[str, list[float]] = {}
+        self.refused: dict[str, int] = {}
 
     def reset(self) -> None:
         self._windows.clear()
+        self.admitted.clear()
+        self.refused.clear()
+
+    def record(self) -> dict[str, dict[str, object]]:
+        """Per operation: the limit, the epoch times of the admitted calls, and how many were refused."""
+        operations = sorted(set(self.admitted) | set(self.refused))
+        return {
+            op: {
+                "limit": self.limits.get(op),
+                "window_seconds": self.window_seconds,
+                "admitted": list(self.admitted.get(op, [])),
+                "refused": self.refused.get(op, 0),
+            }
+            for op in operations
+        }
 
     def hit(self, tenant: str, operation: str) -> dict[str, str]:
         """Count one call; return the headers for the response, or raise the 429."""
@@ -56,5 +74,7 @@ class RateLimiter:
             "RateLimit-Reset": str(reset),
         }
         if window.hits > limit:
+            self.refused[operation] = self.refused.get(operation, 0) + 1
             raise ApiError(429, MESSAGES[operation], "text/plain", {**headers, "Retry-After": str(reset)})
+        self.admitted.setdefault(operation, []).append(time.time())
         return headers

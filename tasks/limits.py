@@ -1,75 +1,64 @@
-"""Metriport's rate limits, enforced across every run and process with Prefect global concurrency limits.
+"""Metriport's rate limits, kept across every run, process and machine by one schedule in the store.
 
-`ensure_rate_limits` creates or updates one limit per operation (the arithmetic is in
-`metriport_flows.domain.rate_limits`); `wait_for_slot` takes a slot right before a start call. Prefect
-floors the decay and restarts its clock whenever the limit is touched (also by a refused attempt), so
-under contention it admits noticeably less than the nominal rate: never more, which is what matters.
+`ensure_rate_limits` writes each operation's limit into the store (from `METRIPORT_RATE_*`);
+`call_within_limit` reserves a time for each attempt of a start call, sleeps until it and makes the
+call. Every attempt takes its own time because Metriport counts every call, a refused one too; so the
+start calls are made without the client's own retries, and retried here. The arithmetic is in
+`metriport_flows.domain.rate_limits`, the reservation in `metriport_flows.store.call_slots`.
 
-Requires: a Prefect API (PREFECT_API_URL).
+Requires: DATABASE_URL (the store).
 """
 
 from __future__ import annotations
 
-from prefect.client.orchestration import PrefectClient, get_client
-from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
-from prefect.concurrency.asyncio import rate_limit as _prefect_rate_limit
-from tenacity import (
-    retry,
-    retry_if_exception,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from metriport_flows.client.errors import is_transient
-from metriport_flows.domain.rate_limits import (
-    Operation,
-    RateLimit,
-    RateLimitSettings,
-    limit_name,
-    rate_limits,
-)
+from metriport_flows.domain.rate_limits import Operation, RateLimit, RateLimitSettings, rate_limits
+from metriport_flows.store.store import Store, get_store
 
-_retry_transient = retry(
-    retry=retry_if_exception(is_transient),
-    wait=wait_exponential_jitter(initial=0.5, max=10),
-    stop=stop_after_attempt(8),
-    reraise=True,
-)
+T = TypeVar("T")
+# A wait this long is worth a line in the run's log: it explains where the run's time went.
+NOTEWORTHY_WAIT_SECONDS = 5.0
 
 
-@_retry_transient
-async def _upsert(client: PrefectClient, limit: RateLimit) -> None:
-    await client.upsert_global_concurrency_limit_by_name(
-        limit.name, limit=limit.slots, slot_decay_per_second=limit.slot_decay_per_second
-    )
-
-
-async def ensure_rate_limits(
-    settings: RateLimitSettings | None = None, client: PrefectClient | None = None
-) -> list[RateLimit]:
-    """Create or update the global concurrency limits; idempotent, safe to call at every start."""
+def ensure_rate_limits(settings: RateLimitSettings | None = None, store: Store | None = None) -> list[RateLimit]:
+    """Create or update the limits in the store; idempotent, safe to call at every start."""
     limits = rate_limits(settings)
-    if client is not None:
-        for limit in limits:
-            await _upsert(client, limit)
-        return limits
-    async with get_client() as own_client:
-        for limit in limits:
-            await _upsert(own_client, limit)
+    for limit in limits:
+        (store or get_store()).set_rate_limit(limit)
     return limits
 
 
-@retry(
-    retry=retry_if_exception_type(ConcurrencySlotAcquisitionError),
-    wait=wait_exponential_jitter(initial=0.5, max=10),
-    stop=stop_after_attempt(8),
-    reraise=True,
-)
-async def wait_for_slot(operation: Operation, timeout_seconds: float | None = None) -> None:
-    """Block until Metriport's rate limit for `operation` lets one more start call through.
+async def wait_for_slot(operation: Operation, store: Store | None = None) -> float:
+    """Sleep until this process may make one more `operation` start call; the seconds slept."""
+    default = RateLimit.for_operation(operation, RateLimitSettings())
+    reservation = await asyncio.to_thread((store or get_store()).reserve_call, operation, default)
+    delay = reservation.wait
+    if delay >= NOTEWORTHY_WAIT_SECONDS:
+        try:
+            get_run_logger().info("waiting %.0f s for Metriport's %s rate limit", delay, Operation(operation).value)
+        except MissingContextError:
+            pass
+    await asyncio.sleep(delay)
+    return delay
 
-    Call it right before the Metriport start call. A missing limit (ensure_rate_limits not run) lets
-    the call through with a warning in the run's log.
-    """
-    await _prefect_rate_limit(limit_name(operation), occupy=1, timeout_seconds=timeout_seconds)
+
+async def call_within_limit(operation: Operation, call: Callable[[], Awaitable[T]], store: Store | None = None) -> T:
+    """Make a start call within Metriport's limit, retrying transient failures, each attempt in its own slot."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential_jitter(initial=0.5, max=20),
+        stop=stop_after_attempt(5),
+        reraise=True,
+    ):
+        with attempt:
+            await wait_for_slot(operation, store)
+            return await call()
+    raise AssertionError("unreachable: tenacity reraises")

@@ -153,3 +153,17 @@ class RunRevival(SQLModel, table=True):
     last_crash_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     last_reason: str | None = Field(default=None, max_length=500)
     given_up_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class CallSchedule(SQLModel, table=True):
+    """One row per rate-limited Metriport operation: its limit and the latest reserved call times
+    (epoch seconds on the database's clock), shared by every process that makes start calls."""
+
+    __tablename__ = "call_schedule"
+
+    operation: str = Field(primary_key=True, max_length=64)
+    per_window: int
+    window_seconds: float
+    margin_seconds: float
+    recent: list[float] = Field(default_factory=list, sa_column=Column(JSON(), nullable=False))
+    reserved: int = 0

@@ -1,4 +1,5 @@
-"""`Store`: every read and write of the inbox and the waits, as short single-statement transactions.
+"""`Store`: every read and write of the inbox and the waits, as short single-statement transactions,
+and the schedule of Metriport start calls (`call_slots.py`).
 
 Claims and state changes are single UPDATE statements guarded by the expected status (compare-and-set),
 so two dispatchers, or a dispatcher and the reconciler, can never both win: on PostgreSQL the claim
@@ -12,13 +13,14 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from metriport_flows.store.call_slots import CallSlotQueries
 from metriport_flows.store.inbox import InboxQueries
 from metriport_flows.store.models import Heartbeat, utcnow
 from metriport_flows.store.revivals import RevivalQueries
 from metriport_flows.store.waits import WaitQueries
 
 
-class Store(WaitQueries, InboxQueries, RevivalQueries):
+class Store(WaitQueries, InboxQueries, RevivalQueries, CallSlotQueries):
     def record_heartbeat(self, name: str, detail: Mapping[str, Any] | None = None) -> None:
         values = {"name": name, "at": utcnow(), "detail": dict(detail or {})}
         statement = self._insert(Heartbeat).values(**values)

@@ -16,7 +16,6 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.bulk_create import BulkCreateSummary, result_markdown
 from metriport_flows.domain.bulk_csv import ResultRow
-from metriport_flows.domain.rate_limits import Operation, limit_name
 from metriport_flows.domain.stages import Outcome, Stage
 from metriport_flows.store import Store
 from tests.fixtures.patients import artifacts_of, create_facility, letters, runs_of
@@ -63,17 +62,6 @@ def facility_id(stack_api: httpx.Client, sandbox_control: httpx.Client) -> str:
     return create_facility(stack_api, sandbox_control)
 
 
-@pytest.fixture
-def rate_limits_removed_after(stack_prefect: SyncPrefectClient):
-    """The cohort flow creates Metriport's rate limits on the shared server; leave it as found."""
-    yield
-    for operation in Operation:
-        try:
-            stack_prefect.delete_global_concurrency_limit_by_name(limit_name(operation))
-        except Exception as exc:  # absent already: nothing to restore
-            assert "404" in str(exc) or "not found" in str(exc).lower(), exc
-
-
 @pytest.mark.e2e
 def test_a_csv_becomes_patients_and_a_cohort_refresh_of_them(
     local_stack: LocalStack,
@@ -82,7 +70,6 @@ def test_a_csv_becomes_patients_and_a_cohort_refresh_of_them(
     stack_store: Store,
     facility_id: str,
     tmp_path: Path,
-    rate_limits_removed_after: None,
 ) -> None:
     params = {
         "csv_path": csv_file(tmp_path, [person(n) for n in (1, 2, 3)]),
