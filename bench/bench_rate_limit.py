@@ -8,7 +8,8 @@ scales the rate up in proportion), and our schedule gets the same window with th
 proportion (1 s in 60 s). One cohort-refresh run of N patients with seed first names. Printed from what
 the emulator admitted and refused: per operation the calls, the 429s, the most calls in any window, and
 the achieved rate over the limit: the calls after the first window's count, per second from the first to
-the last call, over count / window (goal >= 0.95, no 429).
+the last call, over count / window; and the steady rate: the window over the mean time from each call to
+the one a window's count later (goal >= 0.95, no 429).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from prefect.client.orchestration import PrefectClient
 from prefect.deployments import arun_deployment
 
 from metriport_devtools.chaos import COHORT_DEPLOYMENT, bound_to, patient_runs
-from metriport_devtools.rates import achieved_over_limit, most_in_any_interval
+from metriport_devtools.rates import most_in_any_interval, steady_over_limit, whole_run_over_limit
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.cohort import CohortParams
 from metriport_flows.domain.rate_limits import RateLimitSettings
@@ -67,18 +68,24 @@ def main() -> int:
             seen, completed, seconds = asyncio.run(cohort(stack, n, window, limits))
     print(f"\ncohort refresh of {n} patients under Metriport's limits, window {window:g} s: {completed} completed")
     print(f"in {seconds:.0f} s")
-    print(f"{'operation':<20}{'limit':>7}{'calls':>7}{'429s':>6}{'most in a window':>18}{'achieved / limit':>18}")
+    print(
+        f"{'operation':<20}{'limit':>7}{'calls':>7}{'429s':>6}{'most in a window':>18}"
+        f"{'steady / limit':>16}{'whole run / limit':>19}"
+    )
     ok = completed == n
     for name, label in LIMITED.items():
         record = seen.get(name, {"admitted": [], "refused": 0})
         admitted, per_window = record["admitted"], limits[name]
-        ratio = achieved_over_limit(admitted, per_window, window)
         print(
             f"{label:<20}{per_window:>7}{len(admitted):>7}{record['refused']:>6}"
-            f"{most_in_any_interval(admitted, window):>18}{ratio:>18.3f}"
+            f"{most_in_any_interval(admitted, window):>18}{steady_over_limit(admitted, per_window, window):>16.3f}"
+            f"{whole_run_over_limit(admitted, per_window, window):>19.3f}"
         )
         ok = ok and record["refused"] == 0
-    print("goal: document queries at >= 0.95 of the limit over the run, no 429 (a cohort larger than one window)")
+    print(
+        "goal: document queries at >= 0.95 of the limit (steady), no 429. The whole-run figure also carries how\n"
+        "fast the first window's calls came (the runs' start-up) and approaches the steady one as N grows."
+    )
     return 0 if ok else 1
 
 

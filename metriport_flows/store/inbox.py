@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,31 @@ from metriport_flows.store.models import (
 CLAIM_LEASE = timedelta(minutes=5)
 # A row nobody holds: what finishing, retrying, requeueing or orphaning it leaves in its claim columns.
 RELEASED_CLAIM: dict[str, None] = {"claimed_at": None, "claimed_by": None, "lease_until": None}
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A verified webhook as the inbox stores it: its body and the ids read from it."""
+
+    message_id: str
+    type: str
+    body: bytes | str | None
+    request_id: str | None = None
+    patient_id: str | None = None
+    flow_run_id: str | None = None
+    stage: str | None = None
+    received_at: datetime | None = None
+
+    def ids(self) -> dict[str, str | None]:
+        """The columns read from the body, by name (what `unstorable_field` checks)."""
+        return {
+            "message_id": self.message_id,
+            "type": self.type,
+            "request_id": self.request_id,
+            "patient_id": self.patient_id,
+            "flow_run_id": self.flow_run_id,
+            "stage": self.stage,
+        }
 
 
 def unstorable_field(values: Mapping[str, str | None]) -> str | None:
@@ -68,21 +94,40 @@ class InboxQueries(StoreBase):
         received_at: datetime | None = None,
     ) -> bool:
         """True when stored, False when this messageId was already there (a duplicate delivery)."""
-        now = received_at or utcnow()
-        statement = self._insert(InboxMessage).values(
-            message_id=message_id,
-            type=type,
-            request_id=request_id or None,
-            patient_id=patient_id,
-            flow_run_id=flow_run_id,
-            stage=stage,
-            body=body.decode("utf-8") if isinstance(body, bytes) else body,
-            received_at=now,
-            status=MessageStatus.pending.value,
-            attempts=0,
-            next_attempt_at=now,
+        message = NewMessage(message_id, type, body, request_id, patient_id, flow_run_id, stage, received_at)
+        return message_id in self.insert_messages([message])
+
+    def insert_messages(self, messages: Sequence[NewMessage]) -> set[str]:
+        """Store a batch in one transaction (one commit for many webhooks); the messageIds that were new."""
+        if not messages:
+            return set()
+        now = utcnow()
+        rows = [
+            {
+                "message_id": m.message_id,
+                "type": m.type,
+                "request_id": m.request_id or None,
+                "patient_id": m.patient_id,
+                "flow_run_id": m.flow_run_id,
+                "stage": m.stage,
+                "body": m.body.decode("utf-8") if isinstance(m.body, bytes) else m.body,
+                "received_at": m.received_at or now,
+                "status": MessageStatus.pending.value,
+                "attempts": 0,
+                "next_attempt_at": m.received_at or now,
+            }
+            for m in messages
+        ]
+        statement = (
+            self._insert(InboxMessage)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["message_id"])
+            .returning(col(InboxMessage.message_id))
         )
-        return self._inserted(statement)
+        with self.session() as session:
+            inserted = set(session.execute(statement).scalars())
+            session.commit()
+        return inserted
 
     def insert_rejected(self, *, body: bytes, reason: str) -> bool:
         """Keep a signed body the inbox cannot hold as a message; True when new, False for a re-delivery.

@@ -2,7 +2,8 @@
 
 Metriport gives a receiver 4 s and never retries by itself, so the handler only reads the raw bytes
 (bounded), checks the HMAC on them, answers `ping`, and inserts the message into the inbox keyed by its
-messageId (a duplicate is a no-op). Everything else (correlation, downloads, Prefect calls) is the
+messageId (a duplicate is a no-op), in batches with the webhooks that arrive meanwhile (`inbox_writer.py`):
+the answer still waits for its row's commit. Everything else (correlation, downloads, Prefect calls) is the
 dispatcher's job, which runs as a background task of this app unless `run_dispatcher=False`.
 """
 
@@ -15,13 +16,15 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from metriport_flows.client.messages import InvalidMessage, PingMessage, parse_message
 from metriport_flows.client.signing import SIGNATURE_HEADER
 from metriport_flows.settings import Settings, get_settings
 from metriport_flows.store import Store, open_store
-from metriport_flows.store.inbox import rejected_message_id, unstorable_field
+from metriport_flows.store.inbox import NewMessage, rejected_message_id, unstorable_field
+from metriport_flows.webhook.inbox_writer import InboxWriter
 from metriport_flows.webhook.webhook_key import WebhookKeyring, load_webhook_signer
 
 logger = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store or await asyncio.to_thread(open_store, settings.database_url)
         app.state.signer = signer or await load_webhook_signer(settings)
+        app.state.inbox = InboxWriter(app.state.store)
         dispatcher_task = None
         if run_dispatcher:
             from metriport_flows.webhook.dispatcher import run_dispatcher as run
@@ -83,6 +87,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.inbox.close()
             if dispatcher_task is not None:
                 app.state.dispatcher_stop.set()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -107,18 +112,23 @@ def create_app(
             return await _reject(request.app.state.store, body, str(exc))
         if isinstance(message, PingMessage):
             return JSONResponse({"pong": message.ping})
-        fields = {
-            "message_id": message.message_id,
-            "type": message.type,
-            "request_id": message.request_id,
-            "patient_id": message.patient_id,
-            "flow_run_id": message.flow_run_id,
-            "stage": message.stage,
-        }
-        unstorable = unstorable_field(fields)
+        new = NewMessage(
+            message.message_id,
+            message.type,
+            body,
+            message.request_id,
+            message.patient_id,
+            message.flow_run_id,
+            message.stage,
+        )
+        unstorable = unstorable_field(new.ids())
         if unstorable is not None:
             return await _reject(request.app.state.store, body, unstorable)
-        inserted = await run_in_threadpool(request.app.state.store.insert_message, body=body, **fields)
+        try:
+            inserted = await request.app.state.inbox.store_message(new)
+        except SQLAlchemyError as exc:
+            logger.error("webhook %s not stored: %s", message.message_id, type(exc).__name__)
+            return _error(503, "inbox unavailable, deliver again later")
         logger.info("webhook %s %s stored=%s", message.type, message.message_id, inserted)
         return JSONResponse({"received": message.message_id, "duplicate": not inserted})
 

@@ -149,6 +149,16 @@ async def test_healthz_checks_the_database(receiver: Receiver, tmp_path: Path) -
     assert sick.status_code == 503 and sick.json()["status"] == "unhealthy"
 
 
+async def test_a_message_the_inbox_cannot_store_gets_503_not_a_500(tmp_path: Path) -> None:
+    """The database is away: Metriport must see a failed delivery it can retry, not a crash."""
+    unreachable = Store("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=2")
+    body, headers = signed(download_message("pat-1", request_id="req-1"))
+    with serve(create_app(make_settings(tmp_path, unreachable), unreachable, run_dispatcher=False)) as base_url:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            response = await client.post(WEBHOOK_PATH, content=body, headers=headers)
+    assert response.status_code == 503 and "inbox unavailable" in response.json()["detail"]
+
+
 async def test_the_key_never_reaches_reprs_or_settings_dumps(tmp_path: Path, sqlite_store: Store) -> None:
     settings = make_settings(tmp_path, sqlite_store, metriport_webhook_key=SecretStr("s3cr3t-" + uuid.uuid4().hex))
     app = create_app(settings, sqlite_store, run_dispatcher=False)
