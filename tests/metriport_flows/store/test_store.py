@@ -53,9 +53,9 @@ def _insert(store: Store, message_id: str | None = None, **fields) -> str:
 def test_migrate_creates_tables_and_is_repeatable(store: Store) -> None:
     store.migrate()
     tables = set(inspect(store.engine).get_table_names())
-    assert {"inbox_message", "wait", "heartbeat", "alembic_version"} <= tables
+    assert {"inbox_message", "wait", "heartbeat", "call_schedule", "alembic_version"} <= tables
     with store.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
 
 
 def test_sqlite_file_is_created_in_its_folder_with_wal(tmp_path: Path) -> None:
