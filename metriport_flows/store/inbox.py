@@ -118,16 +118,14 @@ class InboxQueries(StoreBase):
             }
             for m in messages
         ]
+        # one statement compiled once (cached), sent as one executemany: no SQL built per batch
         statement = (
-            self._insert(InboxMessage)
-            .values(rows)
+            self._insert(InboxMessage.__table__)  # type: ignore[attr-defined]
             .on_conflict_do_nothing(index_elements=["message_id"])
-            .returning(col(InboxMessage.message_id))
+            .returning(InboxMessage.__table__.c.message_id)  # type: ignore[attr-defined]
         )
-        with self.session() as session:
-            inserted = set(session.execute(statement).scalars())
-            session.commit()
-        return inserted
+        with self.engine.begin() as connection:
+            return set(connection.execute(statement, rows).scalars())
 
     def insert_rejected(self, *, body: bytes, reason: str) -> bool:
         """Keep a signed body the inbox cannot hold as a message; True when new, False for a re-delivery.
