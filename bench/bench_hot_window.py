@@ -6,7 +6,12 @@ Starts a LocalStack (Prefect server, emulator, receiver, served deployments) und
 emulator answers every query DELAY seconds late. Each round runs the five seed patients twice, one group
 after the other: with a 30 s hot window (the reply lands while the run watches its row) and with none
 (every wait suspends at once, the dispatcher resumes the run, the runner starts a new process). Prints
-each group's run times (median, max: from creation to the final state seen) and the cold/hot ratio.
+each group's run times (median, max: from creation to the final state seen) and the cold/hot ratio; then,
+from the inbox database, each group's webhook-to-code time: from the receiver storing the message that
+resolved a wait (its 200 follows the commit) to the run's code after the wait reading the result
+(goals: hot median <= 0.3 s and p95 <= 0.6 s; suspended median <= 2.5 s and p95 <= 4 s), split into
+dispatch (stored -> wait resolved), delivery (resolved -> resume sent; suspended runs only) and the run
+(-> code after the wait).
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 
 import httpx
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import StateType
 from prefect.deployments import arun_deployment
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
 from metriport_devtools.demo import create_patients
 from metriport_devtools.stack import LocalStack
@@ -29,11 +37,12 @@ from metriport_flows.domain.patient_records import (
     PATIENT_RECORDS_DEPLOYMENT,
     PATIENT_RECORDS_PARAMETER,
 )
+from metriport_flows.store import InboxMessage, Store
 from metriport_sandbox.seed import SEED_PATIENTS
 
 
-async def run_group(client: PrefectClient, patient_ids: list[str], hot_window: float) -> list[float]:
-    """Start one run per patient at once; seconds from creation to Completed, per run."""
+async def run_group(client: PrefectClient, patient_ids: list[str], hot_window: float) -> dict[str, float]:
+    """Start one run per patient at once; seconds from creation to Completed, per run id."""
     started: dict[str, float] = {}
     for patient_id in patient_ids:
         request = {"patient_id": patient_id, "hot_window_seconds": hot_window}
@@ -54,29 +63,69 @@ async def run_group(client: PrefectClient, patient_ids: list[str], hot_window: f
                     raise SystemExit(f"run {run_id} ended {run.state.name}: {run.state.message}")
                 took[run_id] = time.monotonic() - started[run_id]
         await asyncio.sleep(0.1)
-    return list(took.values())
+    return took
 
 
-async def measure(stack: LocalStack, rounds: int) -> dict[str, list[float]]:
+async def measure(stack: LocalStack, rounds: int) -> dict[str, dict[str, float]]:
     patients = await create_patients(stack, list(SEED_PATIENTS), 0)
     ids = [patient.patient_id for patient in patients]
-    times: dict[str, list[float]] = {"hot (30 s window)": [], "cold (suspend at once)": []}
+    times: dict[str, dict[str, float]] = {"hot (30 s window)": {}, "cold (suspend at once)": {}}
     async with PrefectClient(api=stack.prefect_api_url) as client:
         for _ in range(rounds):
-            times["hot (30 s window)"] += await run_group(client, ids, 30.0)
-            times["cold (suspend at once)"] += await run_group(client, ids, 0.0)
+            times["hot (30 s window)"].update(await run_group(client, ids, 30.0))
+            times["cold (suspend at once)"].update(await run_group(client, ids, 0.0))
     return times
+
+
+def webhook_to_code(store: Store, run_ids: list[str]) -> dict[str, list[float]]:
+    """Per wait the runs read: seconds from storing its resolving message to the run's code after it."""
+    parts: dict[str, list[float]] = {"total": [], "dispatch": [], "delivery": [], "run": []}
+    with Session(store.engine) as session:
+        for wait in (w for run_id in run_ids for w in store.waits_for_run(run_id)):
+            if wait.resolved_at is None or wait.consumed_at is None:
+                continue
+            received = session.exec(
+                select(func.max(col(InboxMessage.received_at))).where(
+                    col(InboxMessage.wait_id) == wait.id, col(InboxMessage.received_at) <= wait.resolved_at
+                )
+            ).one()
+            if received is None:
+                continue
+            received = received.replace(tzinfo=UTC)
+            parts["total"].append((wait.consumed_at - received).total_seconds())
+            parts["dispatch"].append((wait.resolved_at - received).total_seconds())
+            if wait.delivered_at is not None:
+                parts["delivery"].append((wait.delivered_at - wait.resolved_at).total_seconds())
+                parts["run"].append((wait.consumed_at - wait.delivered_at).total_seconds())
+            else:
+                parts["run"].append((wait.consumed_at - wait.resolved_at).total_seconds())
+    return parts
+
+
+def median_p95(values: list[float]) -> str:
+    if len(values) < 2:
+        return "n/a"
+    p95 = statistics.quantiles(values, n=20, method="inclusive")[-1]
+    return f"{statistics.median(values):5.2f} / {p95:5.2f} s"
 
 
 def main(rounds: int, delay: float) -> None:
     with tempfile.TemporaryDirectory() as root, LocalStack(Path(root), delay=(delay, delay)) as stack:
         httpx.post(f"{stack.emulator_url}/_sandbox/config", json={"patient_limit": 1000}).raise_for_status()
         times = asyncio.run(measure(stack, rounds))
+        store = Store(stack.database_url)
+        latency = {label: webhook_to_code(store, list(runs)) for label, runs in times.items()}
+        store.dispose()
     print(f"patient-records, 5 seed patients at once, emulator replies {delay:.1f} s late, {rounds} round(s)")
-    for label, values in times.items():
+    for label, runs in times.items():
+        values = list(runs.values())
         print(f"  {label:24s} median {statistics.median(values):6.2f} s   max {max(values):6.2f} s   n={len(values)}")
-    hot, cold = (statistics.median(values) for values in times.values())
+    hot, cold = (statistics.median(runs.values()) for runs in times.values())
     print(f"  cold / hot (median): {cold / hot:.2f}x")
+    print("webhook to code (median / p95): goals hot <= 0.3 / 0.6 s, suspended <= 2.5 / 4 s")
+    for label, parts in latency.items():
+        split = "   ".join(f"{name} {median_p95(values)}" for name, values in parts.items() if name != "total")
+        print(f"  {label:24s} {median_p95(parts['total'])}   ({split}; n={len(parts['total'])})")
 
 
 if __name__ == "__main__":

@@ -68,8 +68,11 @@ class Dispatcher:
         batch_size: int = 50,
         concurrency: int = 8,
         lease: timedelta = CLAIM_LEASE,
+        new_messages: asyncio.Event | None = None,
     ) -> None:
         self.store, self.settings, self.gateway, self.api, self.router = store, settings, gateway, api, router
+        # set by a receiver in this process when it stored a new message: claimed at once, not on the next poll
+        self.new_messages = new_messages or asyncio.Event()
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.lease = lease
@@ -249,6 +252,7 @@ class Dispatcher:
             try:
                 while not stop.is_set():
                     self._slot_freed.clear()
+                    self.new_messages.clear()
                     try:
                         await self.fill_slots()
                         now = time.monotonic()
@@ -277,7 +281,11 @@ class Dispatcher:
                 await self._release_in_flight(delivery)
 
     async def _until_slot_freed_or(self, stop: asyncio.Event, timeout: float) -> None:
-        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._slot_freed.wait())]
+        waiters = [
+            asyncio.create_task(stop.wait()),
+            asyncio.create_task(self._slot_freed.wait()),
+            asyncio.create_task(self.new_messages.wait()),
+        ]
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -294,9 +302,12 @@ class Dispatcher:
             await asyncio.to_thread(self.store.release_claims, held, owner=self.owner)
 
 
-async def run_dispatcher(settings: Settings, store: Store, stop: asyncio.Event) -> None:
+async def run_dispatcher(
+    settings: Settings, store: Store, stop: asyncio.Event, new_messages: asyncio.Event | None = None
+) -> None:
     """The dispatcher with its own Prefect gateway and Metriport client, until `stop` is set; if it
-    cannot start (Prefect unreachable, say) it is started again with backoff rather than left dead."""
+    cannot start (Prefect unreachable, say) it is started again with backoff rather than left dead.
+    `new_messages`: set by this process's receiver when it stores a message, so it is claimed at once."""
     retrying = AsyncRetrying(
         wait=wait_exponential(multiplier=0.5, max=30),
         retry=retry_if_exception_type(Exception),
@@ -306,7 +317,7 @@ async def run_dispatcher(settings: Settings, store: Store, stop: asyncio.Event) 
     try:
         async for attempt in retrying:
             with attempt:
-                await _run_dispatcher(settings, store, stop)
+                await _run_dispatcher(settings, store, stop, new_messages)
     except RetryError:
         logger.info("dispatcher stopped while restarting")
 
@@ -316,11 +327,13 @@ def _log_restart(state: RetryCallState) -> None:
     logger.warning("dispatcher stopped (%s); restarting", error.__class__.__name__ if error else "?")
 
 
-async def _run_dispatcher(settings: Settings, store: Store, stop: asyncio.Event) -> None:
+async def _run_dispatcher(
+    settings: Settings, store: Store, stop: asyncio.Event, new_messages: asyncio.Event | None
+) -> None:
     from metriport_flows.client.api import MedicalApi
     from metriport_flows.webhook.prefect_gateway import PrefectGateway
 
     async with AsyncExitStack() as stack:
         gateway = await stack.enter_async_context(PrefectGateway(settings.prefect_max_concurrent_calls))
         api = await stack.enter_async_context(MedicalApi.from_settings(settings))
-        await Dispatcher(store, settings, gateway, api, metriport_router()).run(stop)
+        await Dispatcher(store, settings, gateway, api, metriport_router(), new_messages=new_messages).run(stop)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from metriport_flows.store.inbox import NewMessage
 from metriport_flows.store.store import Store
@@ -19,8 +20,9 @@ MAX_BATCH = 256
 class InboxWriter:
     """`await writer.store(message)`: True when new, False for a duplicate; raises what the insert raised."""
 
-    def __init__(self, store: Store, max_batch: int = MAX_BATCH) -> None:
-        self.store, self.max_batch = store, max_batch
+    def __init__(self, store: Store, max_batch: int = MAX_BATCH, on_new: Callable[[], None] | None = None) -> None:
+        """`on_new` is called after a batch that stored a new message commits (it wakes the dispatcher)."""
+        self.store, self.max_batch, self.on_new = store, max_batch, on_new
         self._queue: asyncio.Queue[tuple[NewMessage, asyncio.Future[bool]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -51,6 +53,8 @@ class InboxWriter:
                     if not answer.done():
                         answer.set_exception(exc)
             else:
+                if inserted and self.on_new is not None:
+                    self.on_new()
                 for message, answer in batch:
                     new = message.message_id in inserted
                     inserted.discard(message.message_id)  # the same id twice in a batch: one is the duplicate

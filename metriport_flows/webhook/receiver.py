@@ -77,13 +77,16 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store or await asyncio.to_thread(open_store, settings.database_url)
         app.state.signer = signer or await load_webhook_signer(settings)
-        app.state.inbox = InboxWriter(app.state.store)
+        new_messages = asyncio.Event()
+        app.state.inbox = InboxWriter(app.state.store, on_new=new_messages.set)
         dispatcher_task = None
         if run_dispatcher:
             from metriport_flows.webhook.dispatcher import run_dispatcher as run
 
             app.state.dispatcher_stop = asyncio.Event()
-            dispatcher_task = asyncio.create_task(run(settings, app.state.store, app.state.dispatcher_stop))
+            dispatcher_task = asyncio.create_task(
+                run(settings, app.state.store, app.state.dispatcher_stop, new_messages)
+            )
         try:
             yield
         finally:

@@ -7,7 +7,9 @@ wait, late duplicates, handler failures, delivery races and the events emitted.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,14 +21,16 @@ from metriport_flows.client.messages import DocumentConversionMessage
 from metriport_flows.client.signing import compact_json
 from metriport_flows.domain.stages import DocumentsReady, Outcome, ResolvedBy, Stage, StageResult
 from metriport_flows.store import MessageStatus, Store, WaitStatus, utcnow
+from metriport_flows.store.inbox import NewMessage
 from metriport_flows.webhook.delivery import Delivery, deliver_due, deliver_wait
-from metriport_flows.webhook.dispatcher import Dispatcher
+from metriport_flows.webhook.dispatcher import HEARTBEAT, Dispatcher
 from metriport_flows.webhook.events import (
     WAIT_DELIVERED,
     WAIT_RESOLVED,
     message_event_id,
 )
 from metriport_flows.webhook.handlers import metriport_router
+from metriport_flows.webhook.inbox_writer import InboxWriter
 from metriport_flows.webhook.protocols import ResumeAnswer, RunView
 from metriport_flows.webhook.router import HandlerContext, Router
 from tests.fixtures.emulator import api_key_for
@@ -387,3 +391,40 @@ async def test_an_unparseable_notification_is_recorded_not_retried(
     row = store.get_message(bad)
     assert row.status == MessageStatus.done and row.attempts == 0 and "unparseable" in (row.detail or "")
     assert gateway.events[-1].id == message_event_id(bad)
+
+
+async def until(condition: Callable[[], bool], seconds: float) -> bool:
+    """True as soon as `condition` holds, False if it still does not after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def test_a_message_the_receiver_stores_is_dispatched_at_once_not_at_the_next_poll(
+    store: Store, dispatcher: Dispatcher, gateway: RecordingGateway
+) -> None:
+    """Within the hot window every poll interval is added to the webhook-to-code time."""
+    slow_poll = dispatcher.settings.model_copy(update={"dispatcher_poll_seconds": 60.0})
+    new_messages = asyncio.Event()
+    running = Dispatcher(store, slow_poll, gateway, dispatcher.api, metriport_router(), new_messages=new_messages)
+    writer, stop = InboxWriter(store, on_new=new_messages.set), asyncio.Event()
+    task = asyncio.create_task(running.run(stop))
+    try:
+        assert await until(lambda: store.get_heartbeat(HEARTBEAT) is not None, 30), "no first dispatcher pass"
+        message = download_message("pat-at-once", request_id=str(uuid.uuid4()))
+        body = compact_json(message)
+        stored = NewMessage(message["meta"]["messageId"], message["meta"]["type"], body, patient_id="pat-at-once")
+        assert await writer.store_message(stored)
+
+        def handled() -> bool:
+            row = store.get_message(stored.message_id)
+            return row is not None and row.status != MessageStatus.pending
+
+        assert await until(handled, 10), "the new message waited for the dispatcher's poll"
+    finally:
+        stop.set()
+        await task
+        await writer.close()
