@@ -17,16 +17,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from bench_scale import create_patients
-from prefect.client.orchestration import PrefectClient
-from prefect.deployments import arun_deployment
+from bench_scale import create_patients, run_cohort
 
-from metriport_devtools.chaos import COHORT_DEPLOYMENT, bound_to, patient_runs
+from metriport_devtools.chaos import bound_to
 from metriport_devtools.rates import most_in_any_interval, steady_over_limit, whole_run_over_limit
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.cohort import CohortParams
@@ -42,16 +38,7 @@ async def cohort(stack: LocalStack, n: int, window: float, limits: dict[str, int
         patient_ids = await create_patients(stack, n)
         (await control.post("/config", json={"rate_limits": limits, "rate_limit_window": window})).raise_for_status()
         params = CohortParams(patient_ids=patient_ids, create_interval_seconds=0.0, follow_minutes=180)
-        began, since = time.monotonic(), datetime.now(UTC)
-        async with PrefectClient(api=stack.prefect_api_url) as client:
-            parameters = {"params": params.model_dump(mode="json", exclude_defaults=True)}
-            run = await arun_deployment(
-                COHORT_DEPLOYMENT, client=client, timeout=0, as_subflow=False, parameters=parameters
-            )
-            while not ((state := (await client.read_flow_run(run.id)).state) and state.is_final()):
-                await asyncio.sleep(5)
-            seconds = time.monotonic() - began
-            runs = await patient_runs(client, since)
+        runs, seconds = await run_cohort(stack, params)
         seen = (await control.get("/rate-limits")).json()
     return seen, sum(1 for r in runs if r.state and r.state.is_completed()), seconds
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import arun_deployment
 
 from metriport_devtools.chaos import COHORT_DEPLOYMENT, FACILITY, bound_to, patient_runs
@@ -103,6 +104,20 @@ async def create_patients(stack: LocalStack, n: int) -> list[str]:
         return ids
 
 
+async def run_cohort(stack: LocalStack, params: CohortParams) -> tuple[list[FlowRun], float]:
+    """One cohort-refresh run, followed until it is final: its patients' runs and the wall seconds."""
+    since, began = datetime.now(UTC), time.monotonic()
+    async with PrefectClient(api=stack.prefect_api_url) as client:
+        parameters = {"params": params.model_dump(mode="json", exclude_defaults=True)}
+        run = await arun_deployment(
+            COHORT_DEPLOYMENT, client=client, timeout=0, as_subflow=False, parameters=parameters
+        )
+        while not ((state := (await client.read_flow_run(run.id)).state) and state.is_final()):
+            await asyncio.sleep(5)
+        seconds = time.monotonic() - began
+        return await patient_runs(client, since), seconds
+
+
 async def cohort(stack: LocalStack, n: int, hot_window: float) -> Result:
     async with httpx.AsyncClient(base_url=f"{stack.emulator_url}/_sandbox", timeout=60) as control:
         limits = {"documentQuery": RAISED, "consolidatedDataQuery": RAISED, "patientCreateOrUpdate": RAISED}
@@ -116,17 +131,7 @@ async def cohort(stack: LocalStack, n: int, hot_window: float) -> Result:
         follow_minutes=180,
         poll_seconds=5.0,
     )
-    since = datetime.now(UTC)
-    began = time.monotonic()
-    async with PrefectClient(api=stack.prefect_api_url) as client:
-        parameters = {"params": params.model_dump(mode="json", exclude_defaults=True)}
-        run = await arun_deployment(
-            COHORT_DEPLOYMENT, client=client, timeout=0, as_subflow=False, parameters=parameters
-        )
-        while not ((state := (await client.read_flow_run(run.id)).state) and state.is_final()):
-            await asyncio.sleep(5)
-        seconds = time.monotonic() - began
-        runs = await patient_runs(client, since)
+    runs, seconds = await run_cohort(stack, params)
     created = sorted(r.created for r in runs if r.created)
     spans = sorted((r.end_time - r.created).total_seconds() for r in runs if r.end_time and r.created)
     completed = sum(1 for r in runs if r.state and r.state.is_completed())
