@@ -12,9 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
+import orjson
+from prefect._internal.pydantic.v2_schema import create_v2_schema
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowFilter,
@@ -29,6 +31,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import emit_event
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.exceptions import ObjectNotFound
+from prefect.input.run_input import RunInput, run_input_subclass_from_type
 from prefect.states import Scheduled
 from tenacity import (
     AsyncRetrying,
@@ -45,6 +48,23 @@ from metriport_flows.webhook.protocols import ResumeAnswer, RunSummary, RunView
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 RUNS_PAGE = 200
+# Prefect's answer to a resume of a run whose suspend never saved its input's schema.
+SCHEMA_MISSING = "Run input schema not found."
+
+
+async def _save_missing_schema(client: PrefectClient, run_id: UUID, run_input: StageResult) -> bool:
+    """Save the schema a run's suspend saves right after its Suspended state: a run whose process ended
+    in between (killed, the server away) is suspended without it, and Prefect refuses every resume of it
+    for ever. True when the run is suspended with a keyset and the schema is now there."""
+    run = await client.read_flow_run(run_id)
+    keyset = run.state.state_details.run_input_keyset if run.state and run.state.is_paused() else None
+    if not keyset:
+        return False
+    model: type[RunInput] = cast(type[RunInput], run_input_subclass_from_type(cast(Any, type(run_input))))
+    schema = create_v2_schema(model.__name__, model_base=model)
+    await client.create_flow_run_input(run_id, keyset["schema"], orjson.dumps(schema).decode())
+    logger.warning("run %s was suspended without its input schema; saved it to resume the run", run_id)
+    return True
 
 
 class PrefectGateway:
@@ -105,9 +125,14 @@ class PrefectGateway:
         the schema `suspend_flow_run(wait_for_input=Model, key=...)` saved and stores it under that
         pause's keyset, where the resumed run reads it."""
 
+        run_id = UUID(str(flow_run_id))
+
         async def resume(client: PrefectClient) -> ResumeAnswer:
-            answer = await client.resume_flow_run(UUID(str(flow_run_id)), run_input=run_input.model_dump(mode="json"))
+            answer = await client.resume_flow_run(run_id, run_input=run_input.model_dump(mode="json"))
             reason = getattr(answer.details, "reason", None)
+            if reason == SCHEMA_MISSING and await _save_missing_schema(client, run_id, run_input):
+                answer = await client.resume_flow_run(run_id, run_input=run_input.model_dump(mode="json"))
+                reason = getattr(answer.details, "reason", None)
             return ResumeAnswer(answer.status.value, reason)
 
         return await self._call(resume)

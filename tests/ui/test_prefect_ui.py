@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
 
 from metriport_devtools.stack import LocalStack
 from metriport_flows.store import Store
@@ -30,6 +31,7 @@ if CHROMIUM is None:
     )
 
 Page = sync_api.Page
+Response = sync_api.Response
 TIMEOUT_MS = 120_000
 
 
@@ -161,6 +163,23 @@ def expected_resources(stack: LocalStack, run_id: str) -> int:
         return sum(count_bundle_resources(json.load(handle), validate=False).values())
 
 
+def submit_resume(page: Page, run_id: str) -> Response:
+    """Click Submit on the Resume form; the embedded SQLite server answers 503 while it is busy with
+    other writes (docs/prefect.md), and then a person clicks again: up to three times."""
+
+    def submit() -> Response:
+        with page.expect_response(lambda r: r.url.endswith(f"/flow_runs/{run_id}/resume")) as resumed:
+            page.get_by_role("button", name="Submit").click()
+        return resumed.value
+
+    return Retrying(
+        stop=stop_after_attempt(3),
+        wait=wait_fixed(1),
+        retry=retry_if_result(lambda answer: answer.status == 503),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+    )(submit)
+
+
 def test_a_suspended_run_resumed_from_the_resume_form_with_timeout_ends_with_that_message(
     local_stack: LocalStack,
     stack_api: httpx.Client,
@@ -183,9 +202,7 @@ def test_a_suspended_run_resumed_from_the_resume_form_with_timeout_ends_with_tha
         finally:
             shoot(page, screenshots, "resume-form-outcome")
         shoot(page, screenshots, "resume-form-filled")
-        with page.expect_response(lambda r: r.url.endswith(f"/flow_runs/{run_id}/resume")) as resumed:
-            page.get_by_role("button", name="Submit").click()
-        answer = resumed.value
+        answer = submit_resume(page, run_id)
         assert answer.ok and "ACCEPT" in answer.text(), (
             f"the Resume form's call answered {answer.status}: {answer.text()}"
         )

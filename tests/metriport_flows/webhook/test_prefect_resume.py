@@ -214,6 +214,23 @@ def test_the_dispatcher_resumes_real_suspended_runs_in_either_order(stack: Stack
         )
 
 
+def test_a_run_suspended_without_its_input_schema_is_still_resumed(stack: Stack) -> None:
+    """A suspend saves the schema after the Suspended state; a process that ended in between (killed, the
+    server away) left a run Prefect refused to resume for ever ("Run input schema not found")."""
+    patient = f"pat-{uuid.uuid4().hex[:8]}"
+    run_id = start_run(stack, patient)
+    until(lambda: state_name(stack, run_id) == "Suspended", timeout=120, what="run suspended")
+    with stack.client() as client:
+        run = client.read_flow_run(run_id)
+        assert run.state is not None and run.state.state_details.run_input_keyset
+        client.delete_flow_run_input(run.id, run.state.state_details.run_input_keyset["schema"])
+    post(stack, conversion_message(patient, data={"flowRunId": run_id, "stage": "documents"}))
+    until(lambda: state_name(stack, run_id) == "Completed", timeout=150, what="run completed")
+    [wait] = stack.store.waits_for_run(run_id)
+    assert wait.status == WaitStatus.delivered
+    assert json.loads((stack.out_dir / f"{run_id}.json").read_text()) == wait.result
+
+
 def test_a_message_for_a_finished_wait_changes_nothing(stack: Stack) -> None:
     patient = f"pat-{uuid.uuid4().hex[:8]}"
     run_id = start_run(stack, patient)
