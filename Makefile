@@ -34,7 +34,7 @@ chromium:
 
 test: lint chromium
 	@echo "$(if $(PG_ANSWERS),PostgreSQL answers: the inbox tests run on it too,PostgreSQL does not answer: the inbox tests run on SQLite only)"
-	$(WITH_PG) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
+	$(WITH_PG) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/metriport-dev demo $(DEMO_ARGS)
