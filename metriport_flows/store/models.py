@@ -166,4 +166,4 @@ class CallSchedule(SQLModel, table=True):
     window_seconds: float
     margin_seconds: float
     recent: list[float] = Field(default_factory=list, sa_column=Column(JSON(), nullable=False))
-    reserved: int = 0
+    reserved: int = 0  # reservations made; each one writes it first, which takes the lock

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -75,6 +75,24 @@ def deployment_id(stack: LocalStack) -> str:
     return str(response.raise_for_status().json()["id"])
 
 
+def submit(page: Page, call: Callable[[Response], bool]) -> Response:
+    """Click the form's Submit and return the answer to its `call`. The embedded SQLite server answers
+    503 while it is busy with other writes (docs/prefect.md; nothing was created or resumed then), and a
+    person clicks again: up to three times."""
+
+    def once() -> Response:
+        with page.expect_response(call, timeout=TIMEOUT_MS) as answered:
+            page.get_by_role("button", name="Submit").click()
+        return answered.value
+
+    return Retrying(
+        stop=stop_after_attempt(3),
+        wait=wait_fixed(1),
+        retry=retry_if_result(lambda answer: answer.status == 503),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+    )(once)
+
+
 def start_from_custom_run_form(page: Page, stack: LocalStack, screenshots: Path, fields: dict[str, str]) -> str:
     """Fill the Custom run form, submit, and return the id of the run its create call made.
 
@@ -90,13 +108,9 @@ def start_from_custom_run_form(page: Page, stack: LocalStack, screenshots: Path,
         sync_api.expect(field).to_have_value(value, timeout=TIMEOUT_MS)
     shoot(page, screenshots, "custom-run-form")
     try:
-        with page.expect_response(
-            lambda r: r.request.method == "POST" and r.url.endswith("/create_flow_run"), timeout=TIMEOUT_MS
-        ) as created:
-            page.get_by_role("button", name="Submit").click()
+        answer = submit(page, lambda r: r.request.method == "POST" and r.url.endswith("/create_flow_run"))
     finally:
         shoot(page, screenshots, "submitted")
-    answer = created.value
     assert answer.ok, f"the form's create call answered {answer.status}: {answer.text()}"
     run = answer.json()
     assert run["parameters"]["request"]["patient_id"] == fields["Patient Id"], run["parameters"]
@@ -163,23 +177,6 @@ def expected_resources(stack: LocalStack, run_id: str) -> int:
         return sum(count_bundle_resources(json.load(handle), validate=False).values())
 
 
-def submit_resume(page: Page, run_id: str) -> Response:
-    """Click Submit on the Resume form; the embedded SQLite server answers 503 while it is busy with
-    other writes (docs/prefect.md), and then a person clicks again: up to three times."""
-
-    def submit() -> Response:
-        with page.expect_response(lambda r: r.url.endswith(f"/flow_runs/{run_id}/resume")) as resumed:
-            page.get_by_role("button", name="Submit").click()
-        return resumed.value
-
-    return Retrying(
-        stop=stop_after_attempt(3),
-        wait=wait_fixed(1),
-        retry=retry_if_result(lambda answer: answer.status == 503),
-        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-    )(submit)
-
-
 def test_a_suspended_run_resumed_from_the_resume_form_with_timeout_ends_with_that_message(
     local_stack: LocalStack,
     stack_api: httpx.Client,
@@ -202,7 +199,7 @@ def test_a_suspended_run_resumed_from_the_resume_form_with_timeout_ends_with_tha
         finally:
             shoot(page, screenshots, "resume-form-outcome")
         shoot(page, screenshots, "resume-form-filled")
-        answer = submit_resume(page, run_id)
+        answer = submit(page, lambda r: r.url.endswith(f"/flow_runs/{run_id}/resume"))
         assert answer.ok and "ACCEPT" in answer.text(), (
             f"the Resume form's call answered {answer.status}: {answer.text()}"
         )
