@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import TypeVar
 
 from prefect import get_run_logger
@@ -30,16 +31,21 @@ NOTEWORTHY_WAIT_SECONDS = 5.0
 
 def ensure_rate_limits(settings: RateLimitSettings | None = None, store: Store | None = None) -> list[RateLimit]:
     """Create or update the limits in the store; idempotent, safe to call at every start."""
-    limits = rate_limits(settings)
+    limits, store = rate_limits(settings), store or get_store()
     for limit in limits:
-        (store or get_store()).set_rate_limit(limit)
+        store.set_rate_limit(limit)
     return limits
+
+
+@lru_cache
+def default_limit(operation: Operation) -> RateLimit:
+    """The limit from this process's METRIPORT_RATE_* (read once), for an operation none was written for."""
+    return RateLimit.for_operation(operation, RateLimitSettings())
 
 
 async def wait_for_slot(operation: Operation, store: Store | None = None) -> float:
     """Sleep until this process may make one more `operation` start call; the seconds slept."""
-    default = RateLimit.for_operation(operation, RateLimitSettings())
-    reservation = await asyncio.to_thread((store or get_store()).reserve_call, operation, default)
+    reservation = await asyncio.to_thread((store or get_store()).reserve_call, operation, default_limit(operation))
     delay = reservation.wait
     if delay >= NOTEWORTHY_WAIT_SECONDS:
         try:
