@@ -3,7 +3,8 @@ by the reconciler under the same id, and carries on where it was (no second docu
 
 The session stack: the real Prefect server, the runner serving the deployments, the emulator and the
 receiver with its dispatcher. The run's own process is SIGKILLed, as the OOM killer or a lost machine
-would; the runner reports the run Crashed; one reconcile pass (in this process) schedules it again.
+would; the runner reports the run Crashed; one reconcile pass (in this process) schedules it again. The
+scheduled pass is paused so that this one is the pass that revives it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def run_process(stack: LocalStack, run_id: str) -> int:
 
 
 def test_a_run_killed_while_waiting_is_brought_back_and_completes_without_a_second_query(
-    local_stack, stack_api, sandbox_control, stack_store: Store, slow_replies
+    local_stack, stack_api, sandbox_control, stack_store: Store, slow_replies, reconcile_paused
 ) -> None:
     facility_id = stack_api.post("/medical/v1/facility", json=FACILITY).raise_for_status().json()["id"]
     patient_id = new_patient(stack_api, facility_id, "Jane")

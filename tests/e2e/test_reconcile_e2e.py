@@ -24,11 +24,6 @@ import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterId,
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
     LogFilter,
     LogFilterFlowRunId,
 )
@@ -46,6 +41,8 @@ from metriport_flows.webhook.reconciler import (
 )
 from tests.fixtures.sandbox import FACILITY
 from tests.fixtures.stack import (
+    RECONCILE_DEPLOYMENT,
+    reconcile_schedule_paused,
     run_deployment_on,
     run_patient_records,
     wait_for_final_state,
@@ -54,7 +51,7 @@ from tests.fixtures.stack import (
 
 pytestmark = pytest.mark.e2e
 
-RECONCILE = "reconcile/every-minute"
+RECONCILE = RECONCILE_DEPLOYMENT
 DOWNLOAD, CONVERSION, CONSOLIDATED = (
     "medical.document-download",
     "medical.document-conversion",
@@ -71,25 +68,8 @@ def facility_id(stack_api: httpx.Client, sandbox_control: httpx.Client) -> str:
 
 @pytest.fixture(scope="module")
 def schedule_paused(stack_prefect: SyncPrefectClient) -> Iterator[None]:
-    """Pause the reconcile schedule (its scheduled runs are deleted) and let a pass in flight finish."""
-    deployment = stack_prefect.read_deployment_by_name(RECONCILE)
-    stack_prefect.pause_deployment(deployment.id)
-    active = FlowRunFilter(
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING]))
-    )
-    until(
-        lambda: (
-            not stack_prefect.read_flow_runs(
-                flow_run_filter=active, deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
-            )
-        ),
-        timeout=60,
-        what="the reconcile pass in flight to finish",
-    )
-    try:
+    with reconcile_schedule_paused(stack_prefect):
         yield
-    finally:
-        stack_prefect.resume_deployment(deployment.id)
 
 
 @pytest.fixture

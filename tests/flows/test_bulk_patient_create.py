@@ -127,7 +127,9 @@ def test_an_import_that_never_completes_ends_at_the_hard_deadline(
     sandbox_control: httpx.Client,
     facility_id: str,
     tmp_path: Path,
+    reconcile_paused: None,
 ) -> None:
+    """The test's own reconcile run is the pass that ends the wait (the scheduled one is paused)."""
     params = {
         "csv_path": csv_file(tmp_path, [person(4)]),
         "facility_id": facility_id,
