@@ -101,6 +101,7 @@ class Wait(SQLModel, table=True):
         UniqueConstraint("flow_run_id", "stage", "attempt", name="uq_wait_run_stage_attempt"),
         Index("ix_wait_status", "status"),
         Index("ix_wait_patient_stage", "patient_id", "stage"),
+        Index("ix_wait_stage_resolved", "stage", "resolved_at"),
     )
 
     id: str = Field(default_factory=_uuid, primary_key=True, max_length=64)
@@ -112,6 +113,10 @@ class Wait(SQLModel, table=True):
     pause_key: str = Field(max_length=100)
     status: str = Field(default=WaitStatus.open.value, max_length=20)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    # When Metriport answered the start call, and when the run stopped watching and suspended: a reply's
+    # time is resolved_at - requested_at; a slot held by the wait is requested_at to the first of the two.
+    requested_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    suspended_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     soft_deadline: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     hard_deadline: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     progress: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON(), nullable=False))

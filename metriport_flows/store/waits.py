@@ -11,7 +11,7 @@ from sqlalchemy import or_, select, update
 from sqlmodel import col
 
 from metriport_flows.client.log_hygiene import redact_urls
-from metriport_flows.domain.stages import RESULT_MODELS, Stage, StageResult, pause_key
+from metriport_flows.domain.stages import RESULT_MODELS, ResolvedBy, Stage, StageResult, pause_key
 from metriport_flows.store.base import StoreBase
 from metriport_flows.store.models import (
     InboxMessage,
@@ -107,9 +107,11 @@ class WaitQueries(StoreBase):
             if wait is None:
                 return
             if wait.request_id is None and wait.status == WaitStatus.open.value:
-                since_registered = max(utcnow() - wait.created_at, timedelta(0))
+                now = utcnow()
+                since_registered = max(now - wait.created_at, timedelta(0))
                 wait.soft_deadline += since_registered
                 wait.hard_deadline += since_registered
+                wait.requested_at = now
             wait.request_id = request_id
             session.add(wait)
             session.commit()
@@ -227,6 +229,30 @@ class WaitQueries(StoreBase):
             )
         )
         return self._changed(statement) == 1
+
+    def mark_wait_suspended(self, wait_id: str) -> None:
+        """The run stopped watching this wait and suspends: its process slot is free from now."""
+        self._changed(update(Wait).where(col(Wait.id) == wait_id).values(suspended_at=utcnow()))
+
+    def recent_reply_seconds(self, stage: Stage, limit: int = 50) -> list[float]:
+        """Start call to webhook, in seconds, of the stage's last `limit` waits a webhook resolved."""
+        statement = (
+            select(col(Wait.requested_at), col(Wait.resolved_at), col(Wait.result))
+            .where(
+                col(Wait.stage) == Stage(stage).value,
+                col(Wait.requested_at).is_not(None),
+                col(Wait.resolved_at).is_not(None),
+            )
+            .order_by(col(Wait.resolved_at).desc())
+            .limit(limit)
+        )
+        with self.session() as session:
+            rows = session.execute(statement).all()
+        return [
+            (resolved - requested).total_seconds()
+            for requested, resolved, result in rows
+            if (result or {}).get("resolved_by") == ResolvedBy.webhook.value
+        ]
 
     def _move_wait(self, wait_id: str, from_statuses: tuple[WaitStatus, ...], **values: Any) -> bool:
         statement = (

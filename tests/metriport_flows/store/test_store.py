@@ -55,7 +55,7 @@ def test_migrate_creates_tables_and_is_repeatable(store: Store) -> None:
     tables = set(inspect(store.engine).get_table_names())
     assert {"inbox_message", "wait", "heartbeat", "call_schedule", "alembic_version"} <= tables
     with store.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
 
 
 def test_sqlite_file_is_created_in_its_folder_with_wal(tmp_path: Path) -> None:
