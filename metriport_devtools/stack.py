@@ -48,7 +48,7 @@ __all__ = ["LocalStack", "Service", "StackError", "free_port", "poll_until", "st
 WEBHOOK_PATH = "/metriport/webhook"
 STATE_FILE = "stack.json"
 # Environment variables the children must not inherit from whoever started the stack.
-_ISOLATED_PREFIXES = ("PREFECT_", "METRIPORT_", "DATABASE_URL", "BUNDLE_DIR", "HOT_WINDOW_SECONDS")
+_ISOLATED_PREFIXES = ("PREFECT_", "METRIPORT_", "DATABASE_URL", "BUNDLE_DIR", "HOT_WINDOW_")
 
 
 class LocalStack:

@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     prefect_max_concurrent_calls: int = 4
 
     hot_window_seconds: float = Field(30.0, description="How long a wait watches its row before suspending")
+    hot_window_give_way: bool = Field(True, description="Give a process slot back to runs queued for one")
+    hot_window_give_way_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="When other runs queue for a process slot, a wait unanswered this long (or its stage's"
+        " p90 reply time, if longer) suspends to give its slot back",
+    )
     soft_deadline_seconds: float = Field(600.0, description="After this the reconciler asks Metriport")
     hard_deadline_seconds: float = Field(6 * 3600.0, description="After this a wait resolves as timeout")
     revive_attempts: int = Field(3, ge=0, description="How often the reconciler brings one crashed run back")

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, cast
+from uuid import UUID
+
+import httpx
 
 from metriport_flows.domain.stages import (
     RESULT_MODELS,
@@ -36,9 +39,15 @@ from metriport_flows.store.models import Wait
 from metriport_flows.store.store import Store
 
 POLL_SECONDS = 0.2
+ASK_EVERY_SECONDS = 1.0  # how often a watching wait asks Prefect whether runs queue for its slot
+# A run due this long was passed over at the runner's (or worker's) last poll, 1 s in this project's
+# stacks: it waits for a slot. Younger due runs are still being picked up.
+UNPICKED = timedelta(seconds=2)
 
 # (model, pause key) -> the input the run was resumed with; raises Prefect's Pause to end the process.
 Suspend = Callable[[type[StageResult], str], Awaitable[StageResult]]
+# Whether other runs are due and wait for a process slot that the current run holds.
+SlotsWanted = Callable[[], Awaitable[bool]]
 
 
 async def prefect_suspend(model: type[StageResult], key: str, message: str | None = None) -> StageResult:
@@ -106,14 +115,79 @@ def stored_wait(store: Store, wait_id: str) -> Wait:
     return wait
 
 
-async def watch(store: Store, wait_id: str, seconds: float, poll: float = POLL_SECONDS) -> StageResult | None:
-    """Poll the wait's row until it is resolved or `seconds` pass; the resolution or None."""
-    deadline = time.monotonic() + seconds
+async def runs_queued_for_a_slot() -> bool:
+    """Whether a run of the current run's kind (its deployment's tags, its work pool) is due and not
+    started: it waits for a process slot (the runner's or a worker's limit) that this run holds. False
+    outside a deployment run or when Prefect does not answer (the wait then holds its hot window)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterNextScheduledStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.context import FlowRunContext
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    if run is None or run.deployment_id is None:
+        return False
+    deployment_id = run.deployment_id
+    unpicked = cast(Any, datetime.now(UTC) - UNPICKED)  # Prefect's filter is typed for its own DateTime
+    try:
+        async with get_client() as client:
+            if deployment_id not in _deployment_tags:
+                _deployment_tags[deployment_id] = (await client.read_deployment(deployment_id)).tags
+            tags = _deployment_tags[deployment_id]
+            due = FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(before_=unpicked),
+                tags=FlowRunFilterTags(all_=tags) if tags else None,
+            )
+            pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[run.work_pool_name])) if run.work_pool_name else None
+            return await client.count_flow_runs(flow_run_filter=due, work_pool_filter=pool) > 0
+    except (httpx.HTTPError, PrefectHTTPStatusError):
+        return False
+
+
+_deployment_tags: dict[UUID, list[str]] = {}  # a run's process asks about one deployment
+
+
+@dataclass(frozen=True)
+class Watched:
+    result: StageResult | None
+    gave_way: bool = False  # stopped early: other runs queue for the slot this run holds
+
+
+async def watch(
+    store: Store,
+    wait_id: str,
+    seconds: float,
+    poll: float = POLL_SECONDS,
+    *,
+    give_way_after: float | None = None,
+    slots_wanted: SlotsWanted = runs_queued_for_a_slot,
+) -> Watched:
+    """Poll the wait's row until it is resolved or `seconds` pass. After `give_way_after` seconds (None:
+    never) ask about once a second whether other runs queue for a slot, and stop if they do."""
+    started = time.monotonic()
+    deadline = started + seconds
+    next_ask = None if give_way_after is None else started + give_way_after
     while True:
         result = stored_wait(store, wait_id).result_model()
-        remaining = deadline - time.monotonic()
+        now = time.monotonic()
+        remaining = deadline - now
         if result is not None or remaining <= 0:
-            return result
+            return Watched(result)
+        if next_ask is not None and now >= next_ask:
+            if await slots_wanted():
+                return Watched(None, gave_way=True)
+            next_ask = time.monotonic() + ASK_EVERY_SECONDS
         await asyncio.sleep(min(poll, remaining))
 
 
@@ -191,9 +265,13 @@ class StageWait:
         return f"waiting for Metriport: {self.key}{request}"
 
     async def result(
-        self, suspend: Suspend | None = None, fired: Callable[[], set[str]] = fired_pause_keys
+        self,
+        suspend: Suspend | None = None,
+        fired: Callable[[], set[str]] = fired_pause_keys,
+        slots_wanted: SlotsWanted = runs_queued_for_a_slot,
     ) -> StageResult:
-        """The stage's resolution: from the store, a fired pause key, the hot window, or a suspend."""
+        """The stage's resolution: from the store, a fired pause key, the hot window, or a suspend. The
+        hot window ends early when other runs queue for the process slot it holds (docs/design.md)."""
         suspend = suspend or partial(prefect_suspend, message=self.waiting_for())
         wait = stored_wait(self.store, self._wait().id)
         stored = wait.result_model()
@@ -202,10 +280,26 @@ class StageWait:
         if self.key in fired():
             run_input = await suspend(self.model, self.key)
             return self._consume(adopt_run_input(self.store, wait, run_input), "from the resume input")
-        hot = await watch(self.store, wait.id, self.deadlines.hot_window_seconds, self.poll_seconds)
-        if hot is not None:
-            return self._consume(hot, "in the hot window")
-        run_logger().info("Wait %s: no answer within %.1f s; suspending", self.key, self.deadlines.hot_window_seconds)
+        give_way_after = self.deadlines.give_way_after(self.store.recent_reply_seconds(self.stage))
+        watched = await watch(
+            self.store,
+            wait.id,
+            self.deadlines.hot_window_seconds,
+            self.poll_seconds,
+            give_way_after=give_way_after,
+            slots_wanted=slots_wanted,
+        )
+        if watched.result is not None:
+            return self._consume(watched.result, "in the hot window")
+        if watched.gave_way:
+            run_logger().info(
+                "Wait %s: no answer within %.1f s and other runs queue for a slot; suspending", self.key, give_way_after
+            )
+        else:
+            run_logger().info(
+                "Wait %s: no answer within %.1f s; suspending", self.key, self.deadlines.hot_window_seconds
+            )
+        self.store.mark_wait_suspended(wait.id)
         run_input = await suspend(self.model, self.key)
         stored = stored_wait(self.store, wait.id).result_model()
         if stored is not None:

@@ -57,7 +57,7 @@ DOWNLOAD, CONVERSION, CONSOLIDATED = (
     "medical.document-conversion",
     "medical.consolidated-data",
 )
-STACK_ENV_PREFIXES = ("PREFECT_", "METRIPORT_", "DATABASE_URL", "BUNDLE_DIR", "HOT_WINDOW_SECONDS")
+STACK_ENV_PREFIXES = ("PREFECT_", "METRIPORT_", "DATABASE_URL", "BUNDLE_DIR", "HOT_WINDOW_")
 
 
 @pytest.fixture(scope="module")

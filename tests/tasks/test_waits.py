@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import pytest
 
@@ -23,7 +24,7 @@ from metriport_flows.domain.stages import (
 )
 from metriport_flows.domain.waits import Deadlines
 from metriport_flows.store import Store, WaitStatus
-from tasks.waits import StageWait, adopt_run_input, stage_seconds, watch
+from tasks.waits import StageWait, Watched, adopt_run_input, stage_seconds, watch
 
 PATIENT_ID = "0195d964-d166-7226-8912-76934c23c140"
 
@@ -147,7 +148,74 @@ async def test_adopting_input_never_overwrites_a_resolution(store: Store) -> Non
 async def test_watch_gives_up_after_its_window(store: Store) -> None:
     wait = stage_wait(store)
     row = wait.register()
-    assert await watch(store, row.id, 0.05, poll=0.01) is None
+    assert await watch(store, row.id, 0.05, poll=0.01) == Watched(None)
+
+
+@dataclass
+class QueuedRuns:
+    """Stands in for Prefect's count of runs queued for a slot (Prefect is the edge here; the e2e test
+    in tests/flows/test_slots.py asks the real server)."""
+
+    queued: bool
+    asked: int = 0
+
+    async def __call__(self) -> bool:
+        self.asked += 1
+        return self.queued
+
+
+def give_way_wait(store: Store, hot: float, give_way: float | None) -> StageWait:
+    wait = stage_wait(store, hot=hot)
+    wait.deadlines = Deadlines(soft_seconds=60, hard_seconds=600, hot_window_seconds=hot, give_way_seconds=give_way)
+    wait.register()
+    wait.set_request_id("dq-1")
+    return wait
+
+
+async def test_an_unanswered_wait_gives_its_slot_back_when_runs_queue_for_one(store: Store) -> None:
+    wait = give_way_wait(store, hot=30, give_way=0.1)
+    queued = QueuedRuns(queued=True)
+    with pytest.raises(Paused):
+        await asyncio.wait_for(wait.result(Suspends(), no_fired_keys, queued), timeout=5)
+    row = store.get_wait(wait.wait.id)
+    assert queued.asked == 1 and row.status == WaitStatus.open
+    assert row.suspended_at is not None and (row.suspended_at - row.requested_at).total_seconds() < 5
+
+
+async def test_with_no_run_queued_a_wait_holds_its_whole_hot_window(store: Store) -> None:
+    wait = give_way_wait(store, hot=1.5, give_way=0.1)
+    queued = QueuedRuns(queued=False)
+    with pytest.raises(Paused):
+        await wait.result(Suspends(), no_fired_keys, queued)
+    row = store.get_wait(wait.wait.id)
+    assert queued.asked >= 1
+    assert (row.suspended_at - row.requested_at).total_seconds() >= 1.5
+
+
+async def test_without_give_way_prefect_is_never_asked(store: Store) -> None:
+    wait = give_way_wait(store, hot=0.3, give_way=None)
+    queued = QueuedRuns(queued=True)
+    with pytest.raises(Paused):
+        await wait.result(Suspends(), no_fired_keys, queued)
+    assert queued.asked == 0
+
+
+async def test_the_wait_gives_way_after_the_stages_observed_p90_reply(store: Store) -> None:
+    """Replies of this stage took 1.0 to 1.9 s (p90 1.81 s): a wait gives way after that, not the 0.1 s floor."""
+    for tenth in range(10):
+        earlier = give_way_wait(store, hot=30, give_way=0.1)
+        row = store.get_wait(earlier.wait.id)
+        store.resolve_wait(row.id, DocumentsReady(outcome=Outcome.ready, resolved_by=ResolvedBy.webhook))
+        with store.session() as session:
+            stored = session.get(type(row), row.id)
+            stored.requested_at = stored.resolved_at - timedelta(seconds=1 + tenth / 10)
+            session.add(stored)
+            session.commit()
+    wait = give_way_wait(store, hot=30, give_way=0.1)
+    with pytest.raises(Paused):
+        await wait.result(Suspends(), no_fired_keys, QueuedRuns(queued=True))
+    row = store.get_wait(wait.wait.id)
+    assert 1.75 <= (row.suspended_at - row.requested_at).total_seconds() < 5
 
 
 async def test_using_a_wait_before_registering_it_is_an_error(store: Store) -> None:
