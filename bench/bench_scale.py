@@ -118,20 +118,24 @@ async def run_cohort(stack: LocalStack, params: CohortParams) -> tuple[list[Flow
         return await patient_runs(client, since), seconds
 
 
-async def cohort(stack: LocalStack, n: int, hot_window: float) -> Result:
+async def unlimited_cohort(stack: LocalStack, n: int, hot_window: float | None = None) -> tuple[list[FlowRun], float]:
+    """Metriport's limits raised, N new patients, one cohort-refresh run of them all at once."""
     async with httpx.AsyncClient(base_url=f"{stack.emulator_url}/_sandbox", timeout=60) as control:
         limits = {"documentQuery": RAISED, "consolidatedDataQuery": RAISED, "patientCreateOrUpdate": RAISED}
         (await control.post("/config", json={"rate_limits": limits, "patient_limit": RAISED})).raise_for_status()
-    patient_ids = await create_patients(stack, n)
     params = CohortParams(
-        patient_ids=patient_ids,
+        patient_ids=await create_patients(stack, n),
         hot_window_seconds=hot_window,
         create_interval_seconds=0.0,
         manage_rate_limits=False,
         follow_minutes=180,
         poll_seconds=5.0,
     )
-    runs, seconds = await run_cohort(stack, params)
+    return await run_cohort(stack, params)
+
+
+async def cohort(stack: LocalStack, n: int, hot_window: float) -> Result:
+    runs, seconds = await unlimited_cohort(stack, n, hot_window)
     created = sorted(r.created for r in runs if r.created)
     spans = sorted((r.end_time - r.created).total_seconds() for r in runs if r.end_time and r.created)
     completed = sum(1 for r in runs if r.state and r.state.is_completed())

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-from bench_scale import RAISED, create_patients, run_cohort
+from bench_scale import RAISED, unlimited_cohort
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
 from sqlalchemy import func
@@ -36,7 +35,6 @@ from sqlmodel import Session, col, select
 
 from metriport_devtools.chaos import bound_to
 from metriport_devtools.stack import LocalStack
-from metriport_flows.domain.cohort import CohortParams
 from metriport_flows.store import InboxMessage, Store, Wait
 
 MODES = {"fixed": "false", "give way": "true"}
@@ -105,18 +103,7 @@ async def add_start(outcome: ModeResult, client: PrefectClient, run: FlowRun) ->
 
 
 async def cohort(stack: LocalStack, mode: str, n: int) -> ModeResult:
-    async with httpx.AsyncClient(base_url=f"{stack.emulator_url}/_sandbox", timeout=60) as control:
-        limits = {"documentQuery": RAISED, "consolidatedDataQuery": RAISED, "patientCreateOrUpdate": RAISED}
-        (await control.post("/config", json={"rate_limits": limits, "patient_limit": RAISED})).raise_for_status()
-    patient_ids = await create_patients(stack, n)
-    params = CohortParams(
-        patient_ids=patient_ids,
-        create_interval_seconds=0.0,
-        manage_rate_limits=False,
-        follow_minutes=180,
-        poll_seconds=5.0,
-    )
-    runs, seconds = await run_cohort(stack, params)
+    runs, seconds = await unlimited_cohort(stack, n)
     done = [r for r in runs if r.state and r.state.is_completed()]
     outcome = ModeResult(mode, len(done), seconds, stack.runner_process_limit)
     store = Store(stack.database_url)

@@ -9,8 +9,6 @@ and the last two start and ask Metriport too. Released, all twelve complete with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from prefect.client.schemas.objects import StateType
@@ -26,13 +24,6 @@ pytestmark = pytest.mark.e2e
 
 RUNS = 12  # two more than the session stack's runner serves at once
 HOT_WINDOW = 300.0
-
-
-@pytest.fixture
-def held_document_queries(sandbox_control: httpx.Client) -> Iterator[None]:
-    sandbox_control.post("/config", json={"hold_document_queries": True}).raise_for_status()
-    yield
-    sandbox_control.post("/config", json={"hold_document_queries": False}).raise_for_status()
 
 
 def test_runs_queued_for_a_slot_start_while_the_first_ones_wait(

@@ -8,8 +8,6 @@ document query until all three runs have started theirs, so every start call lan
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
@@ -24,15 +22,6 @@ from tests.fixtures.sandbox import FACILITY
 from tests.fixtures.stack import run_deployment_on, run_patient_records, wait_for_final_state
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def held_document_queries(sandbox_control: httpx.Client) -> Iterator[None]:
-    """Document queries finish only when the test releases them, so every start call lands on the first
-    query however slowly the runs' processes start."""
-    sandbox_control.post("/config", json={"hold_document_queries": True}).raise_for_status()
-    yield
-    sandbox_control.post("/config", json={"hold_document_queries": False}).raise_for_status()
 
 
 def test_admit_and_discharge_runs_and_the_nightly_cohort_for_one_patient_all_complete(
