@@ -21,9 +21,9 @@ from metriport_devtools.processes import environ_of, group_members
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.stages import Stage
 from metriport_flows.store import Store
-from tests.e2e.test_reconcile_e2e import new_patient, reconcile_here, until, wait_of
+from tests.e2e.test_reconcile_e2e import new_patient, reconcile_here, wait_of
 from tests.fixtures.sandbox import FACILITY
-from tests.fixtures.stack import run_patient_records, wait_for_final_state, wait_for_flow_run
+from tests.fixtures.stack import run_patient_records, until, wait_for_final_state, wait_for_flow_run
 
 pytestmark = pytest.mark.e2e
 

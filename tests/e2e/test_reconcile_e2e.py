@@ -29,7 +29,6 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.stages import Outcome, ResolvedBy, Stage
@@ -45,6 +44,7 @@ from tests.fixtures.stack import (
     reconcile_schedule_paused,
     run_deployment_on,
     run_patient_records,
+    until,
     wait_for_final_state,
     wait_for_state_name,
 )
@@ -81,19 +81,6 @@ def faults(sandbox_control: httpx.Client) -> Iterator[Callable[..., None]]:
 
     yield set_faults
     sandbox_control.post("/faults", json={"spec": ""}).raise_for_status()
-
-
-def until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    """Poll `check` every 0.25 s until it returns something truthy; fail after `timeout` seconds."""
-    retrying = Retrying(
-        stop=stop_after_delay(timeout),
-        wait=wait_fixed(0.25),
-        retry=retry_if_result(lambda value: not value),
-        retry_error_callback=lambda _: None,
-    )
-    value = retrying(check)
-    assert value, f"timed out after {timeout:.0f} s waiting for {what}"
-    return value
 
 
 def new_patient(api: httpx.Client, facility_id: str, first_name: str) -> str:

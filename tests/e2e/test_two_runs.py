@@ -16,10 +16,10 @@ from prefect.client.schemas.objects import StateType
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.stages import Stage
 from metriport_flows.store import Store
-from tests.e2e.test_reconcile_e2e import new_patient, until
+from tests.e2e.test_reconcile_e2e import new_patient
 from tests.fixtures.patients import runs_of
 from tests.fixtures.sandbox import FACILITY
-from tests.fixtures.stack import run_deployment_on, run_patient_records, wait_for_final_state
+from tests.fixtures.stack import run_deployment_on, run_patient_records, until, wait_for_final_state
 
 pytestmark = pytest.mark.e2e
 
