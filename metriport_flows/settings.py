@@ -43,8 +43,8 @@ class Settings(BaseSettings):
     hot_window_give_way_seconds: float = Field(
         2.0,
         ge=0,
-        description="When other runs queue for a process slot, a wait unanswered this long (or its stage's"
-        " p90 reply time, if longer) suspends to give its slot back",
+        description="When other runs queue for a process slot, a wait unanswered this long (or longer, while"
+        " its stage's recent replies say one is nearer than a resume costs) suspends to give its slot back",
     )
     soft_deadline_seconds: float = Field(600.0, description="After this the reconciler asks Metriport")
     hard_deadline_seconds: float = Field(6 * 3600.0, description="After this a wait resolves as timeout")

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -158,6 +160,27 @@ async def runs_queued_for_a_slot() -> bool:
 _deployment_tags: dict[UUID, list[str]] = {}  # a run's process asks about one deployment
 
 
+def process_age_seconds() -> float:
+    """Seconds since this process started (Linux /proc; 0 elsewhere, which makes a resume look free)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def resume_cost_seconds() -> float:
+    """What a resume costs: a new process re-runs the flow to its wait. Estimated by how long this
+    process took to reach its first wait (its own start, under the machine's current load)."""
+    global _first_wait_age
+    if _first_wait_age is None:
+        _first_wait_age = process_age_seconds()
+    return _first_wait_age
+
+
+_first_wait_age: float | None = None
+
+
 @dataclass(frozen=True)
 class Watched:
     result: StageResult | None
@@ -269,6 +292,7 @@ class StageWait:
         suspend: Suspend | None = None,
         fired: Callable[[], set[str]] = fired_pause_keys,
         slots_wanted: SlotsWanted = runs_queued_for_a_slot,
+        resume_cost: Callable[[], float] = resume_cost_seconds,
     ) -> StageResult:
         """The stage's resolution: from the store, a fired pause key, the hot window, or a suspend. The
         hot window ends early when other runs queue for the process slot it holds (docs/design.md)."""
@@ -280,7 +304,10 @@ class StageWait:
         if self.key in fired():
             run_input = await suspend(self.model, self.key)
             return self._consume(adopt_run_input(self.store, wait, run_input), "from the resume input")
-        give_way_after = self.deadlines.give_way_after(self.store.recent_reply_seconds(self.stage))
+        give_way_after = None
+        if self.deadlines.give_way_seconds is not None:
+            replies = self.store.recent_reply_seconds(self.stage)
+            give_way_after = self.deadlines.give_way_after(replies, resume_cost())
         watched = await watch(
             self.store,
             wait.id,
@@ -293,7 +320,10 @@ class StageWait:
             return self._consume(watched.result, "in the hot window")
         if watched.gave_way:
             run_logger().info(
-                "Wait %s: no answer within %.1f s and other runs queue for a slot; suspending", self.key, give_way_after
+                "Wait %s: no answer within %.1f s, other runs queue for a slot, a resume costs about %.1f s; suspending",
+                self.key,
+                give_way_after,
+                resume_cost(),
             )
         else:
             run_logger().info(

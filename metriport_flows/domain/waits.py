@@ -22,7 +22,7 @@ class Tuning(Protocol):
     def hard_deadline_seconds(self) -> float | None: ...
 
 
-# Fewer replies than this say nothing about the stage's reply time: give way after the floor alone.
+# Fewer replies than this say nothing about the stage's reply time: give way at the floor.
 MIN_REPLIES = 10
 
 
@@ -32,18 +32,30 @@ class Deadlines(BaseModel):
     hot_window_seconds: float
     give_way_seconds: float | None = None  # None: hold the whole hot window even when runs queue for slots
 
-    def give_way_after(self, reply_seconds: list[float]) -> float | None:
-        """How long a wait holds its process slot while other runs queue for one: the p90 of the stage's
-        recent replies that came within the hot window (the ones holding can catch; a reply later than
-        most of them is not coming soon), never under the floor `give_way_seconds`, never over the hot
-        window. None: never give way."""
+    def give_way_after(self, reply_seconds: list[float], resume_seconds: float) -> float | None:
+        """How long a wait holds its process slot while other runs queue for one; None: the whole window.
+
+        Giving way costs a resume (`resume_seconds` of a new process re-running the flow to its wait);
+        holding from `t` costs the slot until the reply or the window's end, and a resume anyway when the
+        reply comes after the window. So the wait gives way at the first `t` (from the floor
+        `give_way_seconds`) where the stage's recent replies later than `t` would, on average, hold the
+        slot longer than a resume costs, or where no recent reply came that late. Fewer than MIN_REPLIES
+        replies say nothing: it gives way at the floor."""
         if self.give_way_seconds is None:
             return None
-        floor = self.give_way_seconds
-        catchable = [seconds for seconds in reply_seconds if seconds <= self.hot_window_seconds]
-        if len(catchable) >= MIN_REPLIES:
-            floor = max(floor, statistics.quantiles(catchable, n=10, method="inclusive")[-1])
-        return min(floor, self.hot_window_seconds)
+        hot = self.hot_window_seconds
+        floor = min(self.give_way_seconds, hot)
+        if len(reply_seconds) < MIN_REPLIES:
+            return floor
+        for t in [floor, *sorted(r for r in reply_seconds if floor < r < hot)]:
+            later = [r for r in reply_seconds if r > t]
+            if not later:
+                return t
+            holding = statistics.fmean(min(r, hot) - t for r in later)
+            caught = sum(1 for r in later if r <= hot) / len(later)
+            if holding > resume_seconds * caught:
+                return t
+        return None
 
     @classmethod
     def of(cls, tuning: Tuning, settings: Settings) -> Deadlines:

@@ -200,22 +200,31 @@ async def test_without_give_way_prefect_is_never_asked(store: Store) -> None:
     assert queued.asked == 0
 
 
-async def test_the_wait_gives_way_after_the_stages_observed_p90_reply(store: Store) -> None:
-    """Replies of this stage took 1.0 to 1.9 s (p90 1.81 s): a wait gives way after that, not the 0.1 s floor."""
-    for tenth in range(10):
+def replies_took(store: Store, seconds: list[float]) -> None:
+    """Earlier waits of the stage that webhooks resolved `seconds` after their start calls."""
+    for took in seconds:
         earlier = give_way_wait(store, hot=30, give_way=0.1)
         row = store.get_wait(earlier.wait.id)
         store.resolve_wait(row.id, DocumentsReady(outcome=Outcome.ready, resolved_by=ResolvedBy.webhook))
         with store.session() as session:
             stored = session.get(type(row), row.id)
-            stored.requested_at = stored.resolved_at - timedelta(seconds=1 + tenth / 10)
+            stored.requested_at = stored.resolved_at - timedelta(seconds=took)
             session.add(stored)
             session.commit()
+
+
+@pytest.mark.parametrize(("resume_cost", "low", "high"), [(10.0, 1.85, 5.0), (0.01, 0.1, 1.0)])
+async def test_the_wait_holds_while_a_reply_is_nearer_than_a_resume_costs(
+    store: Store, resume_cost: float, low: float, high: float
+) -> None:
+    """Replies of this stage took 1.0 to 1.9 s. When a resume costs 10 s the wait holds its slot until it
+    is older than every one of them; when a resume costs next to nothing it gives way at the 0.1 s floor."""
+    replies_took(store, [1 + tenth / 10 for tenth in range(10)])
     wait = give_way_wait(store, hot=30, give_way=0.1)
     with pytest.raises(Paused):
-        await wait.result(Suspends(), no_fired_keys, QueuedRuns(queued=True))
+        await wait.result(Suspends(), no_fired_keys, QueuedRuns(queued=True), lambda: resume_cost)
     row = store.get_wait(wait.wait.id)
-    assert 1.75 <= (row.suspended_at - row.requested_at).total_seconds() < 5
+    assert low <= (row.suspended_at - row.requested_at).total_seconds() < high
 
 
 async def test_using_a_wait_before_registering_it_is_an_error(store: Store) -> None:

@@ -1,4 +1,5 @@
-"""How long a wait holds its slot while runs queue for one: the floor, the stage's p90 reply, the window."""
+"""How long a wait holds its slot while runs queue for one: the floor, what holding costs against what a
+resume costs, the window."""
 
 from __future__ import annotations
 
@@ -13,30 +14,47 @@ def deadlines(hot: float, give_way: float | None) -> Deadlines:
 
 
 def test_without_a_floor_a_wait_never_gives_way() -> None:
-    assert deadlines(30, None).give_way_after([1.0] * 50) is None
+    assert deadlines(30, None).give_way_after([600.0] * 50, resume_seconds=0) is None
 
 
 def test_too_few_replies_leave_the_floor() -> None:
-    assert deadlines(30, 2).give_way_after([20.0] * (MIN_REPLIES - 1)) == 2
+    assert deadlines(30, 2).give_way_after([1.0] * (MIN_REPLIES - 1), resume_seconds=60) == 2
 
 
-def test_slower_replies_raise_it_to_their_p90() -> None:
-    replies = [float(seconds) for seconds in range(1, 11)]
-    assert 9 <= deadlines(30, 2).give_way_after(replies) <= 10
+def test_replies_slower_than_a_resume_give_way_at_the_floor() -> None:
+    """Metriport takes minutes: holding the slot for the window only delays the resume it needs anyway."""
+    assert deadlines(30, 2).give_way_after([600.0] * 50, resume_seconds=10) == 2
+    assert deadlines(30, 2).give_way_after([float(s) for s in range(20, 70)], resume_seconds=10) == 2
 
 
-def test_replies_the_hot_window_could_not_catch_do_not_count() -> None:
-    """Most replies took minutes: the ten fast ones say when to give way, the slow ones cannot raise it."""
-    replies = [3.0] * 10 + [600.0] * 40
-    assert deadlines(30, 2).give_way_after(replies) == 3
-    assert deadlines(30, 2).give_way_after([600.0] * 50) == 2
+def test_replies_sooner_than_a_resume_hold_the_slot_until_past_every_recent_one() -> None:
+    """Replies in 0-5 s and a resume that costs 10 s: holding is cheaper, until the wait is older than any
+    recent reply (then nothing says the reply is near)."""
+    replies = [0.1 * k for k in range(51)]
+    assert deadlines(30, 2).give_way_after(replies, resume_seconds=10) == 5.0
+
+
+def test_a_cheap_resume_gives_way_sooner() -> None:
+    replies = [0.1 * k for k in range(51)]
+    after = deadlines(30, 2).give_way_after(replies, resume_seconds=0.5)
+    assert after is not None and 2 <= after < 5
+
+
+def test_it_holds_for_the_replies_it_can_catch_soon_then_gives_way_before_those_past_the_window() -> None:
+    """At 2 s, four in five later replies land 3 s on: holding (8 s on average) costs no more than the
+    resumes it saves (0.8 x 10 s). At 5 s only replies past the window are left: a resume is due anyway."""
+    replies = [5.0] * 40 + [31.0] * 10
+    assert deadlines(30, 2).give_way_after(replies, resume_seconds=10) == 5
 
 
 @given(
     hot=st.floats(0, 60),
     floor=st.floats(0, 60),
     replies=st.lists(st.floats(0, 600), max_size=60),
+    resume=st.floats(0, 60),
 )
-def test_it_is_never_under_the_floor_nor_over_the_hot_window(hot: float, floor: float, replies: list[float]) -> None:
-    after = deadlines(hot, floor).give_way_after(replies)
-    assert after is not None and min(floor, hot) <= after <= hot
+def test_it_is_never_under_the_floor_nor_over_the_hot_window(
+    hot: float, floor: float, replies: list[float], resume: float
+) -> None:
+    after = deadlines(hot, floor).give_way_after(replies, resume)
+    assert after is None or min(floor, hot) <= after <= hot
