@@ -23,7 +23,12 @@ from uuid import UUID
 import httpx
 from prefect import Task, get_run_logger, task
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.objects import FlowRun, State, StateType, TaskRun
 from prefect.deployments import arun_deployment
 from tenacity import (
@@ -45,6 +50,7 @@ from metriport_flows.domain.patient_records import PATIENT_RECORDS_DEPLOYMENT
 
 READ_BATCH = 200
 FAILED_TYPES = {StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+FINAL_TYPES = FAILED_TYPES | {StateType.COMPLETED}
 
 
 def run_status(run: FlowRun) -> str:
@@ -129,35 +135,47 @@ async def start_patient_runs(
     return runs, not_started
 
 
-async def read_runs(client: PrefectClient, ids: Sequence[str]) -> list[FlowRun]:
+async def read_runs(client: PrefectClient, ids: Sequence[str], final_only: bool = False) -> list[FlowRun]:
+    """The runs with these ids (only those in a final state when `final_only`), in batches."""
+    state = FlowRunFilterState(type=FlowRunFilterStateType(any_=[*FINAL_TYPES])) if final_only else None
     found: list[FlowRun] = []
     for start in range(0, len(ids), READ_BATCH):
         batch = [UUID(i) for i in ids[start : start + READ_BATCH]]
         async for attempt in _retrying():
             with attempt:
                 found += await client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)), limit=len(batch)
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch), state=state), limit=len(batch)
                 )
     return found
 
 
 @task(name="follow-patient-runs")
 async def follow_patient_runs(runs: list[PatientRun], follow_seconds: float, poll_seconds: float) -> list[PatientRun]:
-    """Poll the runs until all are final or `follow_seconds` pass; each run with its last status."""
+    """Poll the runs until all are final or `follow_seconds` pass; each run with its last status. A poll
+    reads only the runs that ended since the last one, so it costs what changed, not the cohort's size
+    (the server serializes every run it returns); the runs still waiting at the end are read once."""
     logger = get_run_logger()
     by_id = {run.flow_run_id: run.model_copy() for run in runs}
+    waiting = set(by_id)
     deadline = time.monotonic() + follow_seconds
-    last: dict[str, int] = {}
+    last: Counter[str] = Counter()
+
+    def record(flow_run: FlowRun) -> None:
+        entry = by_id[str(flow_run.id)]
+        entry.status = run_status(flow_run)
+        entry.state_name = flow_run.state.name if flow_run.state else None
+
     async with get_client() as client:
         while True:
-            for flow_run in await read_runs(client, list(by_id)):
-                entry = by_id[str(flow_run.id)]
-                entry.status = run_status(flow_run)
-                entry.state_name = flow_run.state.name if flow_run.state else None
-            counts = dict(Counter(run.status for run in by_id.values()))
-            if counts != last:
+            for flow_run in await read_runs(client, sorted(waiting), final_only=True):
+                record(flow_run)
+                waiting.discard(str(flow_run.id))
+            if (counts := Counter(run.status for run in by_id.values())) != last:
                 logger.info("%d runs: %s", len(by_id), ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
                 last = counts
-            if not counts.get("waiting") or time.monotonic() >= deadline:
-                return list(by_id.values())
+            if not waiting or time.monotonic() >= deadline:
+                break
             await asyncio.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+        for flow_run in await read_runs(client, sorted(waiting)):
+            record(flow_run)
+    return list(by_id.values())
