@@ -1,14 +1,18 @@
 """A cohort refresh of N patients on the embedded stack and on the scale-out stack, side by side.
 
-Run: .venv/bin/python bench/bench_scale.py [N] [HOT_WINDOW_SECONDS]   (default 1000 and 30)
+Run: .venv/bin/python bench/bench_scale.py [N] [HOT_WINDOW_SECONDS] [--stacks both|embedded|scale-out]
+(default 1000, 30 and both)
 
 For each stack (embedded: Prefect on SQLite, `serve`; scale-out: Prefect and the inbox on PostgreSQL, two
-receiver processes, two work-pool workers) and each size (N/10, then N), a fresh stack under a temp
+receiver processes, two work-pool workers) with the same 10 process slots (two workers of 5: on one
+machine more slots only oversubscribe its cores, so the engines and not the slot counts are compared),
+and each size (N/10, then N), a fresh stack under a temp
 folder, Metriport's rate limits raised (the emulator's and ours, so the stacks and not Metriport are
 measured), N patients with seed first names (so each has documents), one cohort-refresh run. Printed per
 run: runs created per second, patients completed per minute, per-patient time (created -> ended) median
 and p95, peak RSS of the stack's whole process tree, Prefect API errors the logs show (503, database
-locked); then the ratios scale-out / embedded at N and the per-patient cost at N over N/10 per stack
+locked), and under the table each run's peak memory and CPU seconds per kind of process (flow-run
+processes apart from the services); then the ratios scale-out / embedded at N and the per-patient cost at N over N/10 per stack
 (goal <= 1.2). The scale-out rows are skipped, with the reason, when PostgreSQL does not answer.
 """
 
@@ -17,22 +21,22 @@ from __future__ import annotations
 import asyncio
 import re
 import statistics
-import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 
 import httpx
+import typer
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import arun_deployment
 
 from metriport_devtools.chaos import COHORT_DEPLOYMENT, FACILITY, bound_to, patient_runs
+from metriport_devtools.footprint import Footprint, StackSampler
 from metriport_devtools.postgres import admin_url, answers
-from metriport_devtools.processes import group_members
 from metriport_devtools.stack import LocalStack
 from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.models import Demographics
@@ -40,6 +44,7 @@ from metriport_flows.domain.cohort import CohortParams
 from metriport_sandbox.seed import SEED_PATIENTS
 
 RAISED = 1_000_000  # calls per window: Metriport's limits out of the way
+SLOTS = 10  # flow-run processes at once: `serve`'s limit, or split over the two workers
 API_ERRORS = re.compile(r"503 Service Unavailable|database is locked|retryable status code")
 
 
@@ -55,42 +60,12 @@ class Result:
     peak_rss_mib: float
     api_errors: int
     completed: int
+    footprint: Footprint = field(default_factory=Footprint)
 
     @property
     def cost(self) -> float:
         """Wall seconds per patient."""
         return self.seconds / self.patients
-
-
-class TreeRss:
-    """Peak resident memory of every process in the stack's process groups, sampled each second."""
-
-    def __init__(self, stack: LocalStack) -> None:
-        self.stack, self.peak_kib, self._stop = stack, 0, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(1.0):
-            pids = [pid for pgid in self.stack.pids().values() for pid in group_members(pgid)]
-            self.peak_kib = max(self.peak_kib, sum(rss_kib(pid) for pid in pids))
-
-    def __enter__(self) -> TreeRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 async def create_patients(stack: LocalStack, n: int) -> list[str]:
@@ -158,20 +133,33 @@ async def cohort(stack: LocalStack, n: int, hot_window: float) -> Result:
 def measure(scale_out: bool, n: int, hot_window: float) -> Result:
     env = {"METRIPORT_RATE_DOCUMENT_QUERY": str(RAISED), "METRIPORT_RATE_CONSOLIDATED_QUERY": str(RAISED)}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        stack = LocalStack(Path(tmp), scale_out=scale_out, hot_window_seconds=hot_window, extra_env=env)
-        with stack, bound_to(stack), TreeRss(stack) as rss:
+        slots = SLOTS // 2 if scale_out else SLOTS  # per worker: both stacks share this machine's cores
+        stack = LocalStack(
+            Path(tmp), scale_out=scale_out, hot_window_seconds=hot_window, extra_env=env, runner_process_limit=slots
+        )
+        with stack, bound_to(stack), StackSampler(stack.pids) as sampler:
             result = asyncio.run(cohort(stack, n, hot_window))
-        result.peak_rss_mib = rss.peak_kib / 1024
+        result.footprint = sampler.footprint
+        result.peak_rss_mib = sampler.footprint.peak_total_kib / 1024
     return result
 
 
-def main() -> int:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    hot_window = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
-    stacks = [False] + ([True] if answers(admin_url()) else [])
-    if len(stacks) == 1:
+class Stacks(str, Enum):
+    both = "both"
+    embedded = "embedded"
+    scale_out = "scale-out"
+
+
+def main(
+    n: int = typer.Argument(1000, help="Patients in the big cohort; the small one has N/10"),
+    hot_window: float = typer.Argument(30.0, help="Hot window seconds"),
+    stacks: Stacks = typer.Option(Stacks.both, help="Which stacks to run"),
+) -> None:
+    chosen = [s for s in (False, True) if stacks == Stacks.both or (stacks == Stacks.scale_out) == s]
+    if True in chosen and not answers(admin_url()):
         print(f"PostgreSQL does not answer at {admin_url()}: the scale-out stack is skipped")
-    results = {(s, size): measure(s, size, hot_window) for s in stacks for size in (max(1, n // 10), n)}
+        chosen.remove(True)
+    results = {(s, size): measure(s, size, hot_window) for s in chosen for size in (max(1, n // 10), n)}
     print(f"\ncohort refresh, hot window {hot_window:g} s, Metriport's rate limits raised")
     print(
         f"{'stack':<10}{'N':>6}{'done':>6}{'wall s':>9}{'created/s':>11}{'done/min':>10}"
@@ -182,18 +170,21 @@ def main() -> int:
             f"{r.stack:<10}{r.patients:>6}{r.completed:>6}{r.seconds:>9.1f}{r.created_per_second:>11.2f}"
             f"{r.completed_per_minute:>10.1f}{r.median:>10.1f}{r.p95:>8.1f}{r.peak_rss_mib:>10.0f}{r.api_errors:>10}"
         )
-    for s in stacks:
+    for r in results.values():
+        print(f"{r.stack} {r.patients}: {r.footprint.summary()}")
+    for s in chosen:
         small, big = results[(s, max(1, n // 10))], results[(s, n)]
         print(f"{big.stack}: per-patient cost at {n} / at {small.patients}: {big.cost / small.cost:.2f} (goal <= 1.2)")
-    if len(stacks) == 2:
+    if len(chosen) == 2:
         embedded, scaled = results[(False, n)], results[(True, n)]
         print(
             f"scale-out / embedded at {n}: patients per minute {scaled.completed_per_minute / embedded.completed_per_minute:.2f}, "
             f"runs created per second {scaled.created_per_second / embedded.created_per_second:.2f}, "
             f"peak memory {scaled.peak_rss_mib / embedded.peak_rss_mib:.2f}"
         )
-    return 0 if all(r.completed == r.patients for r in results.values()) else 1
+    if not all(r.completed == r.patients for r in results.values()):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    typer.run(main)
