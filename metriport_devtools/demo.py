@@ -6,18 +6,15 @@ one `patient-records/on-demand` run per patient through the deployment, shows ea
 (from Prefect run states and the waits table), then a summary read from each run's typed result; then
 refreshes the same patients as a cohort (`cohort-refresh/nightly`, one top-level run per patient, under
 Metriport's rate limits) and shows the cohort's report.
-The console shows patient ids only, never names: demo output ends up in logs too.
+The console shows patient ids only, never names (`demo_view.py` draws it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import time
-from collections import Counter
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -38,15 +35,22 @@ from prefect.settings import (
     Settings,
     temporary_settings,
 )
-from rich import box
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
 
+from metriport_devtools.demo_view import (
+    DEFAULT_ROOT,
+    DemoPatient,
+    cohort_progress,
+    cohort_table,
+    is_wide,
+    live_table,
+    print_kept,
+    shown_path,
+    summary_table,
+)
 from metriport_devtools.postgres import admin_url, answers
-from metriport_devtools.stack import STATE_FILE, LocalStack, saved_stack_running
+from metriport_devtools.stack import LocalStack, saved_stack_running
 from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.models import Demographics
 from metriport_flows.domain.cohort import CohortReport
@@ -60,7 +64,6 @@ from metriport_flows.store.store import Store
 from metriport_sandbox.seed import SEED_PATIENTS
 
 COHORT_DEPLOYMENT = "cohort-refresh/nightly"
-DEFAULT_ROOT = Path(".demo")
 RUNS_TIMEOUT_SECONDS = 150.0
 DEMO_FACILITY = {
     "name": "Demo Clinic",
@@ -85,29 +88,6 @@ OTHER_PATIENTS: tuple[dict[str, Any], ...] = (
     },
 )
 FINAL_STAGES = {"done", "failed"}
-
-
-@dataclass
-class DemoPatient:
-    """One row of the demo: ids and counts only."""
-
-    kind: str  # "seed" or "no documents"
-    patient_id: str
-    flow_run_id: str = ""
-    started: float = field(default_factory=time.monotonic)
-    finished: float | None = None
-    stage: str = "starting"
-    result: PatientRecordsResult | None = None
-    error: str | None = None
-
-    @property
-    def documents(self) -> int | None:
-        """Documents the run's document query found (from its typed result)."""
-        return None if self.result is None else self.result.documents
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished or time.monotonic()) - self.started
 
 
 def stage_of(state_type: StateType | None, state_name: str | None, waits: list[Wait]) -> str:
@@ -187,91 +167,6 @@ async def read_outcome(run: FlowRun, patient: DemoPatient) -> None:
     patient.result = PatientRecordsResult.model_validate(result)
 
 
-# Below this width the demo shows one short line per patient; at or above it, the full tables.
-WIDE_COLUMNS = 120
-SHORT_ID = 8
-STAGE_COLOURS = {"done": "green", "failed": "red"}
-
-
-def short_id(patient_id: str) -> str:
-    """The id's last digits: Metriport's uuidv7 ids begin with their creation time, so patients created
-    together share the first ones."""
-    return patient_id[-SHORT_ID:]
-
-
-def is_wide(console: Console) -> bool:
-    return console.width >= WIDE_COLUMNS
-
-
-def _coloured(stage: str) -> str:
-    return f"[{STAGE_COLOURS.get(stage, 'yellow')}]{stage}[/]"
-
-
-def live_table(patients: list[DemoPatient], elapsed: float, wide: bool = True) -> Table:
-    """Each run's stage: every column on a wide terminal; short ids and the stage, one line each, else."""
-    table = Table(title=f"patient-records runs ({elapsed:.0f} s)", title_justify="left")
-    if wide:
-        for column in ("patient id", "kind", "flow run", "stage", "seconds"):
-            table.add_column(column, justify="right" if column == "seconds" else "left", no_wrap=True)
-        for p in patients:
-            table.add_row(p.patient_id, p.kind, p.flow_run_id[:8], _coloured(p.stage), f"{p.seconds:.1f}")
-        return table
-    table.add_column("patient", no_wrap=True)
-    table.add_column("stage", no_wrap=True, min_width=len("waiting for consolidated data (suspended)"))
-    table.add_column("s", justify="right", no_wrap=True)
-    for p in patients:
-        table.add_row(short_id(p.patient_id), _coloured(p.stage), f"{p.seconds:.0f}")
-    return table
-
-
-def _outcome(p: DemoPatient) -> str:
-    """completed, failed with its message, or the stage an unfinished run was left in."""
-    if p.result:
-        return "[green]completed[/]"
-    return f"[red]failed: {p.error}[/]" if p.error else f"[yellow]{p.stage} (unfinished)[/]"
-
-
-def summary_table(patients: list[DemoPatient], width: int = 200) -> Table:
-    """One line per patient that fits `width`: ids and numbers whole, the outcome (and on a wide terminal
-    the bundle file) share the rest, cut with an ellipsis; below WIDE_COLUMNS short ids and no file names
-    (the demo prints the bundle folder under the table)."""
-    wide = width >= WIDE_COLUMNS
-    table = Table(title="Summary", title_justify="left", box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
-    names: tuple[str, ...] = ("patient id", "outcome", "documents", "resources", "bundle file", "seconds")
-    if not wide:
-        names = ("patient", "outcome", "docs", "res", "s")
-    ids = [p.patient_id if wide else short_id(p.patient_id) for p in patients]
-    widths = {name: len(name) for name in names}
-    widths[names[0]] = max([len(names[0]), *map(len, ids)])
-    widths[names[-1]] = 5
-    chrome = 3 * len(names) + 1  # edges, dividers (spaces in the narrow box) and each cell's padding
-    rest = max(width - chrome - sum(widths.values()) + len("outcome") + (len("bundle file") if wide else 0), 20)
-    bundle = min(56, rest // 2) if wide else 0
-    widths["outcome"] = rest - bundle
-    if wide:
-        widths["bundle file"] = bundle
-    for name in names:
-        numeric = name not in ("patient id", "patient", "outcome", "bundle file")
-        table.add_column(
-            name, justify="right" if numeric else "left", no_wrap=True, overflow="ellipsis", width=widths[name] + 2
-        )  # a column's width counts its padding
-    for p, patient_id in zip(patients, ids, strict=True):
-        r = p.result
-        documents = "-" if p.documents is None else str(p.documents)
-        resources = "-" if r is None else str(r.bundle.total_resources)
-        row = [patient_id, _outcome(p), documents, resources]
-        if wide:
-            row.append("-" if r is None else Path(r.bundle.path).name if r.bundle.path else "(empty bundle)")
-        table.add_row(*row, f"{p.seconds:.1f}")
-    return table
-
-
-def _shown_path(path: Path) -> str:
-    """Relative to the working directory when under it (`.demo/bundles`), else absolute."""
-    relative = os.path.relpath(path)
-    return str(path) if relative.startswith("..") else relative
-
-
 async def follow_runs(stack: LocalStack, patients: list[DemoPatient], console: Console, timeout: float) -> None:
     store = Store(stack.database_url)
     began = time.monotonic()
@@ -293,18 +188,6 @@ def _bound_to(stack: LocalStack) -> AbstractContextManager[Settings]:
     return temporary_settings(
         updates={PREFECT_API_URL: stack.prefect_api_url, PREFECT_LOCAL_STORAGE_PATH: stack.prefect_home / "storage"}
     )
-
-
-def cohort_progress(run_label: str, stages: list[str], total: int, elapsed: float) -> Group:
-    """The cohort's patient runs: a bar of finished ones and a live count per stage (fits 80 columns)."""
-    counts = Counter(stages)
-    counts["not started"] = total - len(stages)
-    finished = counts["done"] + counts["failed"]
-    order = ("not started", "starting", *sorted(set(counts) - {"not started", "starting", "done", "failed"}))
-    parts = [f"{_coloured(stage)} {counts[stage]}" for stage in (*order, "done", "failed") if counts[stage]]
-    bar = Table.grid(padding=(0, 1))
-    bar.add_row(ProgressBar(total=max(total, 1), completed=finished, width=40), f"{finished}/{total} ended")
-    return Group(f"{run_label} ({elapsed:.0f} s)", bar, Text.from_markup(" · ".join(parts)))
 
 
 async def cohort_stages(client: PrefectClient, store: Store, since: datetime) -> list[str]:
@@ -362,29 +245,6 @@ async def refresh_cohort(
     return report
 
 
-def cohort_table(report: CohortReport) -> Table:
-    table = Table(title="Cohort refresh", title_justify="left")
-    for column, value in report.counts().items():
-        table.add_column(column.replace("_", " "), justify="right")
-    table.add_row(*(str(value) for value in report.counts().values()))
-    return table
-
-
-def print_kept(console: Console, stack: LocalStack, root: Path) -> None:
-    """Where the kept stack answers, and the exact commands that reach it."""
-    stack_option = "" if root == DEFAULT_ROOT else f" --stack {root}"
-    root_option = "" if root == DEFAULT_ROOT else f" --root {root}"
-    console.print("Left running (--keep):")
-    console.print(f"  Prefect UI   {stack.prefect_url}")
-    console.print(f"  Prefect API  {stack.prefect_api_url}")
-    console.print(f"  Emulator     {stack.emulator_url}")
-    console.print(f"  Receiver     {stack.webhook_url}")
-    console.print(f"  Data, logs   {_shown_path(stack.root)} (inbox.db, bundles/, logs/, {STATE_FILE})")
-    console.print(f"  Status:      .venv/bin/metriport-flows status{stack_option}")
-    console.print(f"  Reconcile:   .venv/bin/metriport-flows reconcile{stack_option}")
-    console.print(f"  Stop:        .venv/bin/metriport-dev demo --stop{root_option}")
-
-
 def prepare_root(root: Path) -> None:
     """A fresh folder per demo; refuse while a kept demo still runs there."""
     if saved_stack_running(root):
@@ -419,13 +279,13 @@ def run_demo(
     try:
         with console.status(f"Starting Prefect server, emulator, receiver {what}..."):
             stack.start()
-        console.print(f"Stack up in {time.monotonic() - began:.1f} s; logs in {_shown_path(stack.logs_dir)}")
+        console.print(f"Stack up in {time.monotonic() - began:.1f} s; logs in {shown_path(stack.logs_dir)}")
         patients = asyncio.run(create_patients(stack, list(seed_keys or SEED_PATIENTS), others))
         console.print(f"Created a facility and {len(patients)} patients; starting one run each")
         asyncio.run(follow_runs(stack, patients, console, RUNS_TIMEOUT_SECONDS))
         console.print()
         console.print(summary_table(patients, console.width))
-        console.print(f"Bundle files are in {_shown_path(stack.bundle_dir)}/<patient id>/")
+        console.print(f"Bundle files are in {shown_path(stack.bundle_dir)}/<patient id>/")
         if cohort:
             report = asyncio.run(refresh_cohort(stack, patients, console, RUNS_TIMEOUT_SECONDS))
             if report is not None:

@@ -10,15 +10,8 @@ import pytest
 from prefect.client.schemas.objects import StateType
 from rich.console import Console
 
-from metriport_devtools.demo import (
-    DemoPatient,
-    cohort_table,
-    create_patients,
-    follow_runs,
-    refresh_cohort,
-    stage_of,
-    summary_table,
-)
+from metriport_devtools.demo import create_patients, follow_runs, refresh_cohort, stage_of
+from metriport_devtools.demo_view import DemoPatient, cohort_table, summary_table
 from metriport_devtools.stack import LocalStack
 from metriport_flows.store.models import Wait, WaitStatus
 from metriport_sandbox.seed import SEED_DOCUMENTS, SEED_PATIENTS

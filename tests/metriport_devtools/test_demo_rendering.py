@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from metriport_devtools.demo import DemoPatient, cohort_progress, live_table, print_kept, short_id, summary_table
+from metriport_devtools.demo_view import DemoPatient, cohort_progress, live_table, print_kept, short_id, summary_table
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.patient_records import BundleSummary, PatientRecordsResult
 
