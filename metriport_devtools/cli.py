@@ -52,7 +52,7 @@ def demo(
     if not console.is_terminal:
         console = Console(width=180)  # a log file: keep ids and paths on one line
     if stop:
-        from metriport_devtools.stack import stop_saved
+        from metriport_devtools.saved_stack import stop_saved
 
         stopped = stop_saved(root)
         console.print(f"Stopped: {', '.join(stopped)}" if stopped else f"No demo stack running under {root}")

@@ -50,7 +50,8 @@ from metriport_devtools.demo_view import (
     summary_table,
 )
 from metriport_devtools.postgres import admin_url, answers
-from metriport_devtools.stack import LocalStack, saved_stack_running
+from metriport_devtools.saved_stack import saved_stack_running
+from metriport_devtools.stack import LocalStack
 from metriport_flows.client.api import MedicalApi
 from metriport_flows.client.models import Demographics
 from metriport_flows.domain.cohort import CohortReport

@@ -16,7 +16,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from metriport_devtools.stack import STATE_FILE, LocalStack
+from metriport_devtools.saved_stack import STATE_FILE
+from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.cohort import CohortReport
 from metriport_flows.domain.patient_records import PatientRecordsResult
 

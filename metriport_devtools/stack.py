@@ -31,22 +31,19 @@ from metriport_devtools.postgres import Databases
 from metriport_devtools.processes import (
     Service,
     StackError,
-    environ_of,
     free_port,
     group_alive,
-    group_members,
     http_ok,
     poll_until,
-    stop_group,
     venv_bin,
 )
+from metriport_devtools.saved_stack import STATE_FILE
 from metriport_flows.domain.file_names import private_file, private_folder
 from metriport_flows.settings import EMULATOR_API_KEY, Settings
 
-__all__ = ["LocalStack", "Service", "StackError", "free_port", "poll_until", "stop_saved"]
+__all__ = ["LocalStack", "Service", "StackError", "free_port", "poll_until"]
 
 WEBHOOK_PATH = "/metriport/webhook"
-STATE_FILE = "stack.json"
 # Environment variables the children must not inherit from whoever started the stack.
 _ISOLATED_PREFIXES = ("PREFECT_", "METRIPORT_", "DATABASE_URL", "BUNDLE_DIR", "HOT_WINDOW_")
 
@@ -400,34 +397,3 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _saved_groups(root: Path) -> dict[str, int]:
-    """Process groups a `LocalStack` saved under `root` that are still alive and still ours."""
-    state_path = Path(root) / STATE_FILE
-    if not state_path.exists():
-        return {}
-    state = json.loads(state_path.read_text())
-    marker = f"PREFECT_HOME={state['prefect_home']}".encode()
-    # A group id can be reused once the group is gone: only groups that still carry our marker count.
-    return {
-        name: pgid
-        for name, pgid in state["process_groups"].items()
-        if any(marker in environ_of(pid) for pid in group_members(pgid))
-    }
-
-
-def saved_stack_running(root: Path) -> bool:
-    return bool(_saved_groups(root))
-
-
-def stop_saved(root: Path, grace_seconds: float = 10.0) -> list[str]:
-    """Stop the stack a previous `LocalStack` left running under `root`; returns what was stopped."""
-    groups = _saved_groups(root)
-    for pgid in reversed(list(groups.values())):
-        stop_group(pgid, grace_seconds)
-    state_path = Path(root) / STATE_FILE
-    if state_path.exists() and (token := json.loads(state_path.read_text()).get("postgres_databases")):
-        Databases(token=token).drop()
-    (Path(root) / STATE_FILE).unlink(missing_ok=True)
-    return list(reversed(list(groups)))

@@ -12,7 +12,8 @@ import yaml
 
 from deployments import serve
 from metriport_devtools.processes import Service, StackError, group_alive, poll_until
-from metriport_devtools.stack import LocalStack, saved_stack_running, stop_saved
+from metriport_devtools.saved_stack import saved_stack_running, stop_saved
+from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.patient_records import PATIENT_RECORDS_DEPLOYMENT, PATIENT_RECORDS_PARAMETER
 
 
