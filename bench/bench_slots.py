@@ -1,13 +1,15 @@
 """No idle slots: a cohort on the embedded stack with the hot window held whole vs giving way, side by side.
 
-Run: .venv/bin/python bench/bench_slots.py [N] [HOT_WINDOW_SECONDS]   (default 200 and 30)
+Run: .venv/bin/python bench/bench_slots.py [N] [HOT_WINDOW_SECONDS] [--delay MIN,MAX]
+(default 200, 30 and the emulator's default webhook delays, 0,5 seconds)
 
 For each mode, a fresh embedded stack under a temp folder (the runner serves 10 runs at once), the
-emulator's default 0-5 s webhook delays, Metriport's rate limits raised (the emulator's and ours, so the
-slots and not Metriport are measured), N patients with seed first names, one cohort-refresh run of all.
-The modes: "fixed" (HOT_WINDOW_GIVE_WAY=false: each wait holds its slot for the whole hot window or until
-its reply) and "give way" (the default: with runs queued for a slot, a wait unanswered for its stage's
-observed p90 reply time, at least 2 s, suspends and frees its slot).
+emulator's webhook delays, Metriport's rate limits raised (the emulator's and ours, so the slots and not
+Metriport are measured), N patients with seed first names, one cohort-refresh run of all. The modes:
+"fixed" (HOT_WINDOW_GIVE_WAY=false: each wait holds its slot for the whole hot window or until its reply)
+and "give way" (the default: with runs queued for a slot, a wait suspends and frees its slot once holding
+on costs more than the resume it would need; docs/design.md fact 8). `--delay 20,40` shows a Metriport
+slower than a process start, where giving way pays.
 
 Printed per mode: patients completed per minute, the share of the slots' time held by a waiting run (from
 each start call's answer to its reply or its suspend, over slots x wall time), and where a patient's time
@@ -21,12 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import typer
 from bench_scale import RAISED, unlimited_cohort
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun
@@ -117,23 +119,28 @@ async def cohort(stack: LocalStack, mode: str, n: int) -> ModeResult:
     return outcome
 
 
-def measure(mode: str, n: int, hot_window: float) -> ModeResult:
+def measure(mode: str, n: int, hot_window: float, delay: tuple[float, float]) -> ModeResult:
     env = {
         "METRIPORT_RATE_DOCUMENT_QUERY": str(RAISED),
         "METRIPORT_RATE_CONSOLIDATED_QUERY": str(RAISED),
         "HOT_WINDOW_GIVE_WAY": MODES[mode],
     }
     with tempfile.TemporaryDirectory(prefix="bench-slots-") as tmp:
-        stack = LocalStack(Path(tmp), hot_window_seconds=hot_window, extra_env=env)
+        stack = LocalStack(Path(tmp), hot_window_seconds=hot_window, delay=delay, extra_env=env)
         with stack, bound_to(stack):
             return asyncio.run(cohort(stack, mode, n))
 
 
-def main() -> int:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    hot_window = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
-    outcomes = [measure(mode, n, hot_window) for mode in MODES]
-    print(f"\ncohort of {n} at once, embedded stack, hot window {hot_window:g} s, webhook delays 0-5 s, limits raised")
+def main(
+    n: int = typer.Argument(200, help="Patients in the cohort"),
+    hot_window: float = typer.Argument(30.0, help="Hot window seconds"),
+    delay: str = typer.Option("0,5", help="The emulator's webhook delays: MIN,MAX seconds"),
+) -> None:
+    low, high = (float(part) for part in delay.split(","))
+    outcomes = [measure(mode, n, hot_window, (low, high)) for mode in MODES]
+    print(
+        f"\ncohort of {n} at once, embedded stack, hot window {hot_window:g} s, webhook delays {delay} s, limits raised"
+    )
     print(f"{'mode':<10}{'done':>6}{'wall s':>9}{'done/min':>10}{'slot time held waiting':>24}{'suspended':>11}")
     for o in outcomes:
         print(
@@ -147,8 +154,9 @@ def main() -> int:
         print(f"{o.mode:<10}" + "".join(f"{m:>15.2f}" for m in medians))
     fixed, give_way = outcomes
     print(f"patients per minute, give way / fixed: {give_way.per_minute / fixed.per_minute:.2f}")
-    return 0 if all(o.completed == n for o in outcomes) else 1
+    if not all(o.completed == n for o in outcomes):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    typer.run(main)

@@ -16,6 +16,7 @@ BENCHES = (
     ("emulator: big-bundle stream", ["bench_bigbundle.py", "200"]),
     ("a 1 GB bundle through the dispatcher vs a raw download", ["bench_bundle_path.py", "1000", "20"]),
     ("no idle slots: 200 patients with the hot window held whole vs giving way", ["bench_slots.py", "200"]),
+    ("no idle slots, Metriport slower than a process start", ["bench_slots.py", "100", "--delay", "20,40"]),
     ("a cohort under Metriport's rate limits: achieved rate over the limit", ["bench_rate_limit.py", "100"]),
     ("a 1,000-patient cohort: embedded vs scale-out stack", ["bench_scale.py", "1000"]),
 )
