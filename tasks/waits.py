@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
@@ -169,16 +169,11 @@ def process_age_seconds() -> float:
     return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
 
 
+@cache
 def resume_cost_seconds() -> float:
-    """What a resume costs: a new process re-runs the flow to its wait. Estimated by how long this
-    process took to reach its first wait (its own start, under the machine's current load)."""
-    global _first_wait_age
-    if _first_wait_age is None:
-        _first_wait_age = process_age_seconds()
-    return _first_wait_age
-
-
-_first_wait_age: float | None = None
+    """What a resume costs: a new process re-runs the flow to its wait. Estimated (once per process) by
+    how long this process took to reach its first wait: its own start, under the machine's current load."""
+    return process_age_seconds()
 
 
 @dataclass(frozen=True)
