@@ -57,10 +57,13 @@ class Result:
     completed_per_minute: float
     median: float
     p95: float
-    peak_rss_mib: float
     api_errors: int
     completed: int
     footprint: Footprint = field(default_factory=Footprint)
+
+    @property
+    def peak_rss_mib(self) -> float:
+        return self.footprint.peak_total_kib / 1024
 
     @property
     def cost(self) -> float:
@@ -124,7 +127,6 @@ async def cohort(stack: LocalStack, n: int, hot_window: float) -> Result:
         completed_per_minute=completed / seconds * 60,
         median=statistics.median(spans) if spans else float("nan"),
         p95=statistics.quantiles(spans, n=20, method="inclusive")[-1] if len(spans) > 1 else float("nan"),
-        peak_rss_mib=0.0,
         api_errors=errors,
         completed=completed,
     )
@@ -140,7 +142,6 @@ def measure(scale_out: bool, n: int, hot_window: float) -> Result:
         with stack, bound_to(stack), StackSampler(stack.pids) as sampler:
             result = asyncio.run(cohort(stack, n, hot_window))
         result.footprint = sampler.footprint
-        result.peak_rss_mib = sampler.footprint.peak_total_kib / 1024
     return result
 
 
@@ -155,7 +156,7 @@ def main(
     hot_window: float = typer.Argument(30.0, help="Hot window seconds"),
     stacks: Stacks = typer.Option(Stacks.both, help="Which stacks to run"),
 ) -> None:
-    chosen = [s for s in (False, True) if stacks == Stacks.both or (stacks == Stacks.scale_out) == s]
+    chosen = {Stacks.both: [False, True], Stacks.embedded: [False], Stacks.scale_out: [True]}[stacks]
     if True in chosen and not answers(admin_url()):
         print(f"PostgreSQL does not answer at {admin_url()}: the scale-out stack is skipped")
         chosen.remove(True)

@@ -29,13 +29,18 @@ class Sample:
     cpu_seconds: float
 
 
+def stat_fields(proc: Path) -> list[str]:
+    """/proc/PID/stat from its third field (state) on; the command name before it may hold spaces."""
+    return (proc / "stat").read_text().rsplit(")", 1)[1].split()
+
+
 def parents() -> dict[int, int]:
     """pid -> parent pid of every process on the machine."""
     found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                found[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                found[int(entry.name)] = int(stat_fields(entry)[1])
             except (OSError, ValueError, IndexError):
                 continue
     return found
@@ -61,12 +66,11 @@ def read_sample(pid: int, service: str) -> Sample | None:
     proc = Path(f"/proc/{pid}")
     try:
         cmdline = (proc / "cmdline").read_bytes()
-        stat = (proc / "stat").read_text()
+        utime, stime = stat_fields(proc)[11:13]
         status = (proc / "status").read_text()
     except OSError:
         return None
     rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    utime, stime = stat.rsplit(")", 1)[1].split()[11:13]
     kind = FLOW_RUN if any(command in cmdline for command in FLOW_RUN_COMMANDS) else service
     return Sample(kind, rss, (int(utime) + int(stime)) / TICKS)
 
@@ -79,9 +83,18 @@ class Footprint:
     peak_total_kib: int = 0
     peak_flow_runs: int = 0
     peak_per_flow_run_kib: int = 0
-    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    last: dict[int, Sample] = field(default_factory=dict)  # every pid seen, as last sampled
+
+    @property
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time per kind: each process's as last seen (a gone process keeps its final sample)."""
+        cpu: dict[str, float] = defaultdict(float)
+        for sample in self.last.values():
+            cpu[sample.kind] += sample.cpu_seconds
+        return cpu
 
     def add(self, samples: dict[int, Sample]) -> None:
+        self.last.update(samples)
         per_kind: dict[str, int] = defaultdict(int)
         for sample in samples.values():
             per_kind[sample.kind] += sample.rss_kib
@@ -95,7 +108,8 @@ class Footprint:
     def summary(self) -> str:
         kinds = sorted(self.peak_kib, key=lambda k: -self.peak_kib[k])
         memory = ", ".join(f"{k} {self.peak_kib[k] / 1024:.0f}" for k in kinds)
-        cpu = ", ".join(f"{k} {self.cpu_seconds.get(k, 0.0):.0f}" for k in kinds)
+        cpu_seconds = self.cpu_seconds
+        cpu = ", ".join(f"{k} {cpu_seconds[k]:.0f}" for k in kinds)
         return (
             f"peak MiB by kind: {memory}; at most {self.peak_flow_runs} flow-run processes at once, "
             f"each at most {self.peak_per_flow_run_kib / 1024:.0f} MiB\n  CPU s by kind: {cpu}"
@@ -107,7 +121,6 @@ class StackSampler:
 
     def __init__(self, services: Callable[[], dict[str, int]]) -> None:
         self.services, self.footprint = services, Footprint()
-        self._last: dict[int, Sample] = {}  # every pid seen: its CPU time when last sampled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -116,12 +129,7 @@ class StackSampler:
         for pid, service in descendants(self.services()).items():
             if (sample := read_sample(pid, service)) is not None:
                 live[pid] = sample
-        self._last.update(live)
         self.footprint.add(live)
-        cpu: dict[str, float] = defaultdict(float)
-        for sample in self._last.values():
-            cpu[sample.kind] += sample.cpu_seconds
-        self.footprint.cpu_seconds = dict(cpu)
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
