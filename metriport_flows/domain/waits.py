@@ -40,13 +40,14 @@ class Deadlines(BaseModel):
         reply comes after the window. So the wait gives way at the first `t` (from the floor
         `give_way_seconds`) where the stage's recent replies later than `t` would, on average, hold the
         slot longer than a resume costs, or where no recent reply came that late. Fewer than MIN_REPLIES
-        replies say nothing: it gives way at the floor."""
+        replies say nothing, and without evidence the wait behaves as it would without giving way: it holds
+        the window (a fresh install learns from its first replies; a resume spent on a guess is lost)."""
         if self.give_way_seconds is None:
             return None
         hot = self.hot_window_seconds
         floor = min(self.give_way_seconds, hot)
         if len(reply_seconds) < MIN_REPLIES:
-            return floor
+            return None
         for t in [floor, *sorted(r for r in reply_seconds if floor < r < hot)]:
             later = [r for r in reply_seconds if r > t]
             if not later:

@@ -22,7 +22,7 @@ from metriport_flows.domain.stages import (
     Stage,
     StageResult,
 )
-from metriport_flows.domain.waits import Deadlines
+from metriport_flows.domain.waits import MIN_REPLIES, Deadlines
 from metriport_flows.store import Store, WaitStatus
 from tasks.waits import StageWait, Watched, adopt_run_input, stage_seconds, watch
 
@@ -173,6 +173,8 @@ def give_way_wait(store: Store, hot: float, give_way: float | None) -> StageWait
 
 
 async def test_an_unanswered_wait_gives_its_slot_back_when_runs_queue_for_one(store: Store) -> None:
+    """This stage's replies came after the window: holding the slot would only delay the resume."""
+    replies_took(store, [60.0] * MIN_REPLIES)
     wait = give_way_wait(store, hot=30, give_way=0.1)
     queued = QueuedRuns(queued=True)
     with pytest.raises(Paused):
@@ -182,7 +184,17 @@ async def test_an_unanswered_wait_gives_its_slot_back_when_runs_queue_for_one(st
     assert row.suspended_at is not None and (row.suspended_at - row.requested_at).total_seconds() < 5
 
 
+async def test_with_no_reply_history_a_wait_holds_its_whole_hot_window(store: Store) -> None:
+    """A fresh install: nothing says giving way pays, so the wait keeps its slot as without giving way."""
+    wait = give_way_wait(store, hot=1.5, give_way=0.1)
+    with pytest.raises(Paused):
+        await wait.result(Suspends(), no_fired_keys, QueuedRuns(queued=True), lambda: 0.01)
+    row = store.get_wait(wait.wait.id)
+    assert (row.suspended_at - row.requested_at).total_seconds() >= 1.5
+
+
 async def test_with_no_run_queued_a_wait_holds_its_whole_hot_window(store: Store) -> None:
+    replies_took(store, [60.0] * MIN_REPLIES)
     wait = give_way_wait(store, hot=1.5, give_way=0.1)
     queued = QueuedRuns(queued=False)
     with pytest.raises(Paused):

@@ -17,8 +17,10 @@ def test_without_a_floor_a_wait_never_gives_way() -> None:
     assert deadlines(30, None).give_way_after([600.0] * 50, resume_seconds=0) is None
 
 
-def test_too_few_replies_leave_the_floor() -> None:
-    assert deadlines(30, 2).give_way_after([1.0] * (MIN_REPLIES - 1), resume_seconds=60) == 2
+def test_too_few_replies_hold_the_window() -> None:
+    """Without evidence a wait behaves as the window held whole, even where the few replies look slow."""
+    assert deadlines(30, 2).give_way_after([600.0] * (MIN_REPLIES - 1), resume_seconds=1) is None
+    assert deadlines(30, 2).give_way_after([600.0] * MIN_REPLIES, resume_seconds=1) == 2
 
 
 def test_replies_slower_than_a_resume_give_way_at_the_floor() -> None:
