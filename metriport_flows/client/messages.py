@@ -79,6 +79,15 @@ class Meta(WireModel):
         return {str(k): v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in value.items()}
 
     @property
+    def flow_run_id(self) -> str | None:
+        """The run that started the query, from the metadata it sent with the start call."""
+        return (self.data or {}).get("flowRunId") or None
+
+    @property
+    def stage(self) -> str | None:
+        return (self.data or {}).get("stage") or None
+
+    @property
     def when_at(self) -> datetime | None:
         """`when` as a datetime (the webhook record's creation time, repeated on retries)."""
         if not self.when:
@@ -222,11 +231,11 @@ class WebhookMessage(WireModel):
 
     @property
     def flow_run_id(self) -> str | None:
-        return (self.meta.data or {}).get("flowRunId") or None
+        return self.meta.flow_run_id
 
     @property
     def stage(self) -> str | None:
-        return (self.meta.data or {}).get("stage") or None
+        return self.meta.stage
 
 
 class PingMessage(WebhookMessage):
@@ -248,7 +257,7 @@ class _PatientsMessage(WebhookMessage, Generic[PatientT]):
 
     @property
     def patient_id(self) -> str | None:
-        return self.patient.patient_id if self.patient is not None else None
+        return (self.patient.patient_id or None) if self.patient is not None else None
 
     @property
     def status(self) -> str | None:
@@ -311,7 +320,7 @@ class _NotificationMessage(WebhookMessage):
 
     @property
     def patient_id(self) -> str | None:
-        return self.payload.patient_id
+        return self.payload.patient_id or None
 
 
 class PatientAdmitMessage(_NotificationMessage):
@@ -330,13 +339,18 @@ class GenericMessage(WebhookMessage):
 
     @property
     def patient_id(self) -> str | None:
-        patients = self.raw.get("patients")
-        if isinstance(patients, list) and patients and isinstance(patients[0], dict):
-            return _text(patients[0].get("patientId"))
-        payload = self.raw.get("payload")
-        if isinstance(payload, dict):
-            return _text(payload.get("patientId"))
-        return None
+        return raw_patient_id(self.raw)
+
+
+def raw_patient_id(data: dict[str, Any], places: tuple[str, ...] = ("patients", "payload")) -> str | None:
+    """The patient a message is about, from its JSON object: the first patient's id, or the payload's."""
+    patients = data.get("patients")
+    if "patients" in places and isinstance(patients, list) and patients and isinstance(patients[0], dict):
+        return _text(patients[0].get("patientId"))
+    payload = data.get("payload")
+    if "payload" in places and isinstance(payload, dict):
+        return _text(payload.get("patientId"))
+    return None
 
 
 def _text(value: Any) -> str | None:
@@ -357,6 +371,19 @@ MESSAGE_CLASSES: dict[str, type[WebhookMessage]] = {
     )
     if cls.message_type is not None
 }
+
+
+def patient_id_of(data: dict[str, Any], message_type: str) -> str | None:
+    """The patient id its typed message would give, read from the JSON object where that type keeps it,
+    without validating the rest (a message whose shape does not fit keeps the raw id, as GenericMessage)."""
+    cls = MESSAGE_CLASSES.get(message_type)
+    if cls is None:
+        return raw_patient_id(data)
+    if issubclass(cls, _PatientsMessage):
+        return raw_patient_id(data, ("patients",))
+    if issubclass(cls, _NotificationMessage):
+        return raw_patient_id(data, ("payload",))
+    return None
 
 
 def load_body(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
@@ -388,14 +415,19 @@ def parse_message(body: bytes | str | dict[str, Any]) -> WebhookMessage:
         raise InvalidMessage("body is nested too deeply") from None
 
 
-def _parse(data: dict[str, Any]) -> WebhookMessage:
+def parse_meta(data: dict[str, Any]) -> Meta:
+    """A message's `meta`; raises InvalidMessage when it has none or no messageId."""
     meta_raw = data.get("meta")
     if not isinstance(meta_raw, dict) or not meta_raw.get("messageId"):
         raise InvalidMessage("missing meta.messageId")
     try:
-        meta = Meta.model_validate(meta_raw)
+        return Meta.model_validate(meta_raw)
     except ValidationError as exc:
         raise InvalidMessage(f"invalid meta: {exc.error_count()} error(s)") from None
+
+
+def _parse(data: dict[str, Any]) -> WebhookMessage:
+    meta = parse_meta(data)
     cls = MESSAGE_CLASSES.get(meta.type)
     if cls is not None:
         try:
