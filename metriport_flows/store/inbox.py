@@ -14,6 +14,7 @@ from sqlmodel import col
 
 from metriport_flows.client.log_hygiene import redact_urls
 from metriport_flows.store.base import StoreBase
+from metriport_flows.store.inbox_batches import insert_pipelined
 from metriport_flows.store.models import (
     RETRYABLE_MESSAGE_STATUSES,
     InboxMessage,
@@ -118,13 +119,15 @@ class InboxQueries(StoreBase):
             }
             for m in messages
         ]
-        # one statement compiled once (cached), sent as one executemany: no SQL built per batch
-        statement = (
-            self._insert(InboxMessage.__table__)  # type: ignore[attr-defined]
-            .on_conflict_do_nothing(index_elements=["message_id"])
-            .returning(InboxMessage.__table__.c.message_id)  # type: ignore[attr-defined]
-        )
         with self.engine.begin() as connection:
+            if self.is_postgres:
+                return insert_pipelined(connection, rows)
+            # one statement compiled once (cached), sent as one executemany: no SQL built per batch
+            statement = (
+                self._insert(InboxMessage.__table__)  # type: ignore[attr-defined]
+                .on_conflict_do_nothing(index_elements=["message_id"])
+                .returning(InboxMessage.__table__.c.message_id)  # type: ignore[attr-defined]
+            )
             return set(connection.execute(statement, rows).scalars())
 
     def insert_rejected(self, *, body: bytes, reason: str) -> bool:
