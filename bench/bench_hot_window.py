@@ -11,7 +11,9 @@ from the inbox database, each group's webhook-to-code time: from the receiver st
 resolved a wait (its 200 follows the commit) to the run's code after the wait reading the result
 (goals: hot median <= 0.3 s and p95 <= 0.6 s; suspended median <= 2.5 s and p95 <= 4 s), split into
 dispatch (stored -> wait resolved), delivery (resolved -> resume sent; suspended runs only) and the run
-(-> code after the wait).
+(-> code after the wait). Beside them, stock Prefect on the same stack (`stock_resume.py`, nothing of
+ours): five runs at once suspend, are resumed at once, and the time from each resume call to the code
+after its suspend is printed with the runner's default poll (10 s) and with a 1 s poll (ours polls 1 s).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import sys
 import tempfile
 import time
 from datetime import UTC
+from functools import partial
 from pathlib import Path
+from uuid import UUID, uuid4
 
 import httpx
 from prefect.client.orchestration import PrefectClient
@@ -32,6 +36,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from metriport_devtools.demo import create_patients
+from metriport_devtools.processes import http_ok, poll_until
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.patient_records import (
     PATIENT_RECORDS_DEPLOYMENT,
@@ -39,6 +44,9 @@ from metriport_flows.domain.patient_records import (
 )
 from metriport_flows.store import InboxMessage, Store
 from metriport_sandbox.seed import SEED_PATIENTS
+
+HERE = Path(__file__).parent
+STOCK_POLLS = {"default poll (10 s)": 10, "1 s poll": 1}
 
 
 async def run_group(client: PrefectClient, patient_ids: list[str], hot_window: float) -> dict[str, float]:
@@ -102,6 +110,53 @@ def webhook_to_code(store: Store, run_ids: list[str]) -> dict[str, list[float]]:
     return parts
 
 
+def serve_stock(stack: LocalStack) -> None:
+    """One `stock_resume.py` runner per poll frequency, each serving its own deployment."""
+    for poll in STOCK_POLLS.values():
+        stack.start_service(
+            f"stock-poll-{poll}",
+            [sys.executable, "stock_resume.py", f"poll-{poll}"],
+            cwd=HERE,
+            PREFECT_RUNNER_POLL_FREQUENCY=str(poll),
+        )
+
+
+async def stock_group(client: PrefectClient, poll: int, stamps: Path, runs: int) -> list[float]:
+    """`runs` stock runs suspend; each resume call to its code after the suspend, in seconds."""
+    ids: dict[UUID, Path] = {}
+    for _ in range(runs):
+        stamp = stamps / f"{uuid4()}.stamp"
+        run = await arun_deployment(
+            f"stock-resume/poll-{poll}", client=client, timeout=0, as_subflow=False, parameters={"stamp": str(stamp)}
+        )
+        ids[run.id] = stamp
+    while [run_id for run_id in ids if not await suspended(client, run_id)]:
+        await asyncio.sleep(0.1)
+    resumed: dict[UUID, float] = {}
+    for run_id in ids:
+        resumed[run_id] = time.time()
+        await client.resume_flow_run(run_id)
+    while not all(stamp.exists() and stamp.read_text() for stamp in ids.values()):
+        await asyncio.sleep(0.1)
+    return [float(ids[run_id].read_text()) - resumed[run_id] for run_id in ids]
+
+
+async def suspended(client: PrefectClient, run_id: UUID) -> bool:
+    state = (await client.read_flow_run(run_id)).state
+    return state is not None and state.type == StateType.PAUSED
+
+
+async def measure_stock(stack: LocalStack, rounds: int, stamps: Path) -> dict[str, list[float]]:
+    for poll in STOCK_POLLS.values():
+        served = f"{stack.prefect_api_url}/deployments/name/stock-resume/poll-{poll}"
+        poll_until(partial(http_ok, served), timeout=120, what=f"stock-resume/poll-{poll} served")
+    async with PrefectClient(api=stack.prefect_api_url) as client:
+        return {
+            label: [s for _ in range(rounds) for s in await stock_group(client, poll, stamps, len(SEED_PATIENTS))]
+            for label, poll in STOCK_POLLS.items()
+        }
+
+
 def median_p95(values: list[float]) -> str:
     if len(values) < 2:
         return "n/a"
@@ -112,7 +167,11 @@ def median_p95(values: list[float]) -> str:
 def main(rounds: int, delay: float) -> None:
     with tempfile.TemporaryDirectory() as root, LocalStack(Path(root), delay=(delay, delay)) as stack:
         httpx.post(f"{stack.emulator_url}/_sandbox/config", json={"patient_limit": 1000}).raise_for_status()
+        serve_stock(stack)
         times = asyncio.run(measure(stack, rounds))
+        stamps = Path(root) / "stamps"
+        stamps.mkdir()
+        stock = asyncio.run(measure_stock(stack, rounds, stamps))
         store = Store(stack.database_url)
         latency = {label: webhook_to_code(store, list(runs)) for label, runs in times.items()}
         store.dispose()
@@ -126,6 +185,12 @@ def main(rounds: int, delay: float) -> None:
     for label, parts in latency.items():
         split = "   ".join(f"{name} {median_p95(values)}" for name, values in parts.items() if name != "total")
         print(f"  {label:24s} {median_p95(parts['total'])}   ({split}; n={len(parts['total'])})")
+    print("stock Prefect on the same stack, resume call to the code after the suspend (median / p95)")
+    for label, seconds in stock.items():
+        print(f"  {label:24s} {median_p95(seconds)}   (n={len(seconds)})")
+    ours = statistics.median(latency["cold (suspend at once)"]["total"])
+    anchor = statistics.median(stock["1 s poll"])
+    print(f"  suspended webhook to code, ours / stock with a 1 s poll (median): {ours / anchor:.2f}x")
 
 
 if __name__ == "__main__":
