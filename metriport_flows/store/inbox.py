@@ -120,7 +120,7 @@ class InboxQueries(StoreBase):
             for m in messages
         ]
         with self.engine.begin() as connection:
-            if self.is_postgres:
+            if connection.dialect.driver == "psycopg":
                 return insert_pipelined(connection, rows)
             # one statement compiled once (cached), sent as one executemany: no SQL built per batch
             statement = (

@@ -1,9 +1,10 @@
-"""How the receiver's batches of webhooks reach PostgreSQL: one pipelined round trip, parsed once.
+"""How the receiver's batches of webhooks reach PostgreSQL through psycopg 3: one pipelined round trip.
 
 SQLAlchemy sends a batch as one multi-row VALUES statement whose text grows with the batch, past the length
 up to which psycopg caches a statement's parse (4 KiB); psycopg then parsed it again for every batch, which
 cost the receiver more CPU per webhook than anything else it does (79 against 27 CPU-us per row, batches
-of 32 on this 2-core machine). Here the batch is psycopg's own executemany of a one-row INSERT, which it pipelines.
+of 32 on this 2-core machine). Here the batch is psycopg's own executemany of a one-row INSERT, parsed
+once and pipelined. Another driver (psycopg2) keeps SQLAlchemy's form.
 """
 
 from __future__ import annotations
