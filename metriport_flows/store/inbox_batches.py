@@ -9,47 +9,49 @@ once and pipelined. Another driver (psycopg2) keeps SQLAlchemy's form.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 
-from metriport_flows.store.models import InboxMessage, UTCDateTime
+from metriport_flows.store.models import InboxMessage
 
-BATCH_COLUMNS = (
-    "message_id", "type", "request_id", "patient_id", "flow_run_id", "stage",
-    "body", "received_at", "status", "attempts", "next_attempt_at",
-)  # fmt: skip
-PIPELINED_INSERT = (
-    f"INSERT INTO {InboxMessage.__tablename__} ({', '.join(BATCH_COLUMNS)}) "
-    f"VALUES ({', '.join(f'%({name})s' for name in BATCH_COLUMNS)}) "
-    "ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
-)
-_UTC_COLUMN = UTCDateTime()
+_TABLE = InboxMessage.__table__  # type: ignore[attr-defined]
+
+
+@cache
+def _statement(columns: tuple[str, ...]) -> str:
+    """The one-row INSERT for rows holding `columns` (the store's row dicts: one statement in practice)."""
+    return (
+        f"INSERT INTO {_TABLE.name} ({', '.join(columns)}) VALUES ({', '.join(f'%({c})s' for c in columns)}) "
+        "ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+    )
+
+
+@cache
+def _bind_processors(columns: tuple[str, ...], dialect: Dialect) -> dict[str, Callable[[Any], Any]]:
+    """Each column type's bind processing (aware UTC datetimes to naive), as SQLAlchemy applies it."""
+    found = ((name, _TABLE.c[name].type.bind_processor(dialect)) for name in columns)
+    return {name: process for name, process in found if process is not None}
 
 
 def insert_pipelined(connection: Connection, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert `rows` (BATCH_COLUMNS each) in the connection's transaction; the messageIds that were new.
-
-    The datetimes go through the column type, as SQLAlchemy would send them, and a driver error comes out
-    as SQLAlchemy's (a dropped connection is invalidated), as from any other query of the store.
-    """
-    dialect = connection.dialect
-    values = [
-        {
-            **row,
-            "received_at": _UTC_COLUMN.process_bind_param(row["received_at"], dialect),
-            "next_attempt_at": _UTC_COLUMN.process_bind_param(row["next_attempt_at"], dialect),
-        }
-        for row in rows
-    ]
+    """Insert `rows` (column -> value, the same columns each) in the connection's transaction; the
+    messageIds that were new. Values go through their column types, as SQLAlchemy would send them, and a
+    driver error comes out as SQLAlchemy's (a dropped connection is invalidated), as from any other query
+    of the store."""
+    columns = tuple(rows[0])
+    statement, processors = _statement(columns), _bind_processors(columns, connection.dialect)
+    values = [row | {name: process(row[name]) for name, process in processors.items()} for row in rows]
     driver = connection.connection.driver_connection
     assert driver is not None, "a checked-out connection has its driver connection"
-    driver_error = dialect.loaded_dbapi.Error
+    driver_error = connection.dialect.loaded_dbapi.Error
     inserted: set[str] = set()
     with driver.cursor() as cursor:
         try:
-            cursor.executemany(PIPELINED_INSERT, values, returning=True)
+            cursor.executemany(statement, values, returning=True)
             while True:
                 row = cursor.fetchone()
                 if row is not None:
@@ -57,9 +59,9 @@ def insert_pipelined(connection: Connection, rows: list[dict[str, Any]]) -> set[
                 if not cursor.nextset():
                     return inserted
         except driver_error as exc:
-            dropped = dialect.is_disconnect(exc, driver, cursor)
+            dropped = connection.dialect.is_disconnect(exc, driver, cursor)
             if dropped:
                 connection.invalidate(exc)
             raise DBAPIError.instance(
-                PIPELINED_INSERT, None, exc, driver_error, connection_invalidated=dropped, dialect=dialect
+                statement, None, exc, driver_error, connection_invalidated=dropped, dialect=connection.dialect
             ) from exc

@@ -4,8 +4,8 @@ Metriport gives a receiver 4 s and never retries by itself, so the handler only 
 (bounded), checks the HMAC on them, reads the envelope (`client/envelope.py`: ids, not the typed message),
 answers `ping`, and inserts the message into the inbox keyed by its messageId (a duplicate is a no-op),
 in batches with the webhooks that arrive meanwhile (`inbox_writer.py`): the answer still waits for its
-row's commit. Everything else (correlation, downloads, Prefect calls) is the
-dispatcher's job, which runs as a background task of this app unless `run_dispatcher=False`.
+row's commit. Everything else (correlation, downloads, Prefect calls) is the dispatcher's job, which runs
+as a background task of this app unless `run_dispatcher=False`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from metriport_flows.store import Store
 from metriport_flows.store.inbox import NewMessage
-from metriport_flows.store.inbox_batches import BATCH_COLUMNS, insert_pipelined
+from metriport_flows.store.inbox_batches import insert_pipelined
 
 
 def message(message_id: str, received_at: datetime | None = None) -> NewMessage:
@@ -41,8 +41,14 @@ def test_a_dropped_connection_is_an_sqlalchemy_error_and_is_not_used_again(store
     receiver answers 503 and Metriport's delivery is asked for again), and the connection is invalidated,
     so the pool does not hand it out again."""
     now = datetime.now(UTC)
-    row = {name: None for name in BATCH_COLUMNS} | {"message_id": "m-1", "type": "t", "status": "pending"}
-    row |= {"attempts": 0, "received_at": now, "next_attempt_at": now}
+    row = {
+        "message_id": "m-1",
+        "type": "t",
+        "status": "pending",
+        "attempts": 0,
+        "received_at": now,
+        "next_attempt_at": now,
+    }
     with store.engine.connect() as connection:
         pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
         connection.commit()
