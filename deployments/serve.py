@@ -8,8 +8,9 @@ subprocess, with the project root as its working directory.
 Why one process: on one machine a runner that polls the server is all the infrastructure needed. A
 resumed (suspended) run restarts only when the runner polls, so this polls every second
 (`PREFECT_RUNNER_POLL_FREQUENCY`, default here 1 instead of Prefect's 10): a resume then reaches the
-flow within about a second instead of ~10 s (docs/prefect.md). `PREFECT_RUNNER_PROCESS_LIMIT` bounds
-concurrent runs. Metriport's rate limits (a schedule in the store, `tasks/limits.py`) are created or
+flow within about a second instead of ~10 s (docs/prefect.md), and each run's process is forked from a
+warm process that has imported the flows already (`warm_start.py`), not started from a bare interpreter.
+`PREFECT_RUNNER_PROCESS_LIMIT` bounds concurrent runs. Metriport's rate limits (a schedule in the store, `tasks/limits.py`) are created or
 updated at start from METRIPORT_RATE_*.
 
 Requires PREFECT_API_URL, and what the flows read: METRIPORT_BASE_URL, METRIPORT_API_KEY, DATABASE_URL,
@@ -18,15 +19,17 @@ BUNDLE_DIR, HOT_WINDOW_SECONDS.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import yaml
-from prefect import Flow, serve
+from prefect import Flow
 from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.schedules import (
     SCHEDULE_TYPES,
@@ -35,9 +38,11 @@ from prefect.client.schemas.schedules import (
 )
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
-from prefect.flows import load_flow_from_entrypoint
+from prefect.exceptions import TerminationSignal
+from prefect.runner import Runner
 from prefect.settings import PREFECT_RUNNER_PROCESS_LIMIT
 
+from deployments.warm_start import use_warm_starts
 from metriport_flows.client.log_hygiene import quiet_http_logs
 from metriport_flows.settings import get_settings
 from tasks.limits import ensure_rate_limits
@@ -72,26 +77,39 @@ class Declared:
 
     @cached_property
     def flow(self) -> Flow[..., Any]:
-        """Loaded once: loading runs the flow's module again."""
-        return load_flow_from_entrypoint(str(PROJECT_ROOT / self.entrypoint))
+        """Imported by module name, so a run's process unpickles it by reference (loaded from its file, it
+        would be pickled by value without the names its annotations need)."""
+        flow = getattr(import_module(self.module), self.entrypoint.split(":")[1])
+        if not isinstance(flow, Flow):
+            raise TypeError(f"{self.entrypoint} is a {type(flow).__name__}, not a flow")
+        return flow
+
+    @property
+    def module(self) -> str:
+        """The flow's module as an import name (`flows/patient_records.py:...` -> `flows.patient_records`)."""
+        return self.entrypoint.split(":")[0].removesuffix(".py").replace("/", ".")
 
     @property
     def full_name(self) -> str:
         """`flow-name/deployment-name`, as `prefect deployment run` takes it."""
         return f"{self.flow.name}/{self.name}"
 
-    def deployment(self) -> RunnerDeployment:
-        """The deployment, its schedules inactive when PAUSED_SCHEDULES names it (a test stack must not
-        start a nightly refresh of every patient at 02:00)."""
+    def options(self) -> dict[str, Any]:
+        """What the deployment declares besides its flow and name, as `to_deployment` and `add_flow` take
+        it; schedules inactive when PAUSED_SCHEDULES names the deployment (a test stack must not start a
+        nightly refresh of every patient at 02:00)."""
         active = self.full_name not in get_settings().paused_schedules
-        deployment = self.flow.to_deployment(
-            self.name,
-            description=self.description,
-            schedules=[DeploymentScheduleCreate(schedule=s, active=active) for s in self.schedules] or None,
-            parameters=self.parameters or None,
-            triggers=list(self.triggers) or None,
-            tags=list(self.tags),
-        )
+        return {
+            "description": self.description,
+            "schedules": [DeploymentScheduleCreate(schedule=s, active=active) for s in self.schedules] or None,
+            "parameters": self.parameters or None,
+            "triggers": list(self.triggers) or None,
+            "tags": list(self.tags),
+        }
+
+    def deployment(self) -> RunnerDeployment:
+        """The deployment, for a work pool."""
+        deployment = self.flow.to_deployment(self.name, **self.options())
         if not isinstance(deployment, RunnerDeployment):
             raise TypeError(f"{self.name}: Prefect returned {type(deployment).__name__}, not a RunnerDeployment")
         return deployment
@@ -122,8 +140,18 @@ def main() -> None:
     ensure_rate_limits()
     # A resumed run starts on the runner's next poll: 1 s unless PREFECT_RUNNER_POLL_FREQUENCY says otherwise.
     query_seconds = None if "PREFECT_RUNNER_POLL_FREQUENCY" in os.environ else 1.0
-    deployments = [d.deployment() for d in declared()]
-    serve(*deployments, limit=PREFECT_RUNNER_PROCESS_LIMIT.value(), query_seconds=query_seconds)
+    runner = Runner(limit=PREFECT_RUNNER_PROCESS_LIMIT.value(), query_seconds=query_seconds)
+    served = declared()
+    for entry in served:
+        # Added as flows, not as deployments: the runner then runs the loaded flow (which `use_warm_starts`
+        # forks) instead of `python -m prefect.engine` loading it again from the entrypoint.
+        runner.add_flow(entry.flow, entry.name, **entry.options())
+    use_warm_starts([entry.module for entry in served])
+    print(f"serving {', '.join(entry.full_name for entry in served)}", flush=True)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        print("stopped", flush=True)
 
 
 if __name__ == "__main__":
