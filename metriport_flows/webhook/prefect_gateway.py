@@ -3,6 +3,9 @@
 The embedded SQLite Prefect server refuses bursts (HTTP 503, "database is locked") and drops
 connections under load (docs/prefect.md §3), so calls are bounded by a semaphore and retried with
 backoff on 503 and transport errors; a call that still fails raises, and the caller re-schedules it.
+A 503 comes to these retries at once: Prefect 3.9's client would first wait 2 s (then 4, 8...) before
+its own retry, where a locked SQLite is free again in milliseconds, and a resume would reach its run
+seconds late.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
+import httpx
 import orjson
 from prefect._internal.pydantic.v2_schema import create_v2_schema
 from prefect.client.orchestration import PrefectClient, get_client
@@ -67,6 +71,13 @@ async def _save_missing_schema(client: PrefectClient, run_id: UUID, run_input: S
     return True
 
 
+async def _raise_when_busy(response: httpx.Response) -> None:
+    """A 503 raises inside httpx's send, before the Prefect client's own wait-and-retry sees it."""
+    if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
+        await response.aread()
+        response.raise_for_status()
+
+
 class PrefectGateway:
     def __init__(self, max_concurrent_calls: int = 4, attempts: int = 6) -> None:
         self._semaphore = asyncio.Semaphore(max_concurrent_calls)
@@ -74,7 +85,7 @@ class PrefectGateway:
         self._client: PrefectClient | None = None
 
     async def __aenter__(self) -> "PrefectGateway":
-        self._client = get_client()
+        self._client = get_client(httpx_settings={"event_hooks": {"response": [_raise_when_busy]}})
         await self._client.__aenter__()
         return self
 
