@@ -5,7 +5,7 @@ Run: .venv/bin/python bench/bench_hot_window.py [ROUNDS] [DELAY_SECONDS]   (defa
 Starts a LocalStack (Prefect server, emulator, receiver, served deployments) under a temp folder. The
 emulator answers every query DELAY seconds late. Each round runs the five seed patients twice, one group
 after the other: with a 30 s hot window (the reply lands while the run watches its row) and with none
-(every wait suspends at once, the dispatcher resumes the run, the runner starts a new process). Prints
+(every wait suspends at once, the dispatcher resumes the run, the runner forks a new process). Prints
 each group's run times (median, max: from creation to the final state seen) and the cold/hot ratio; then,
 from the inbox database, each group's webhook-to-code time: from the receiver storing the message that
 resolved a wait (its 200 follows the commit) to the run's code after the wait reading the result

@@ -21,9 +21,11 @@ import multiprocessing.forkserver
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from importlib import import_module
+from pathlib import Path
 from typing import Any, cast
 
 import prefect.runner._starter_direct as direct_starter
@@ -44,6 +46,7 @@ from prefect.utilities.callables import cloudpickle_wrapped_call
 from prefect.utilities.processutils import sanitize_subprocess_env
 
 FORK_SERVER = multiprocessing.get_context("forkserver")
+COMM_LENGTH = 15
 
 
 def use_warm_starts(preload: Sequence[str]) -> None:
@@ -113,12 +116,22 @@ def _by_reference(flow: Flow[..., Any]) -> Flow[..., Any] | FlowReference:
     return FlowReference(module, name) if getattr(sys.modules.get(module), name, None) is flow else flow
 
 
+def _name_process(flow_run_id: str) -> None:
+    """Name this process after its flow run (`ps`, /proc/PID/comm: the id's first 15 characters, the
+    kernel's limit): every fork shares the fork server's command line and environment, where a spawned
+    run showed its id."""
+    with suppress(OSError):  # not Linux
+        Path("/proc/self/comm").write_text(flow_run_id[:COMM_LENGTH])
+
+
 def _run_flow_with_env(
     *, env: dict[str, str], remove_env: set[str], flow: Flow[..., Any] | FlowReference, **kwargs: Any
 ) -> None:
     """In the run's process: its environment and settings, then the flow (as Prefect's own wrapper)."""
     if isinstance(flow, FlowReference):
         flow = flow.load()
+    if (flow_run := kwargs.get("flow_run")) is not None:
+        _name_process(str(flow_run.id))
     for key in remove_env:
         os.environ.pop(key, None)
     os.environ.update(env)

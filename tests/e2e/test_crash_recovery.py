@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from prefect.client.schemas.objects import StateType
 
-from metriport_devtools.processes import environ_of, group_members
+from deployments.warm_start import COMM_LENGTH
+from metriport_devtools.processes import group_members
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.stages import Stage
 from metriport_flows.store import Store
@@ -37,13 +39,19 @@ def slow_replies(sandbox_control: httpx.Client) -> Iterator[None]:
 
 
 def run_process(stack: LocalStack, run_id: str) -> int:
-    """The pid of the flow run's own process (a child of `serve`)."""
-    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    """The pid of the flow run's own process (forked for `serve`, in its group, named after the run)."""
     serve = stack.services["serve"].pid
     assert serve is not None
-    pids = [pid for pid in group_members(serve) if pid != serve and marker in environ_of(pid)]
+    pids = [pid for pid in group_members(serve) if pid != serve and comm_of(pid) == run_id[:COMM_LENGTH]]
     assert pids, f"no process of run {run_id} in the serve group"
     return pids[0]
+
+
+def comm_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def test_a_run_killed_while_waiting_is_brought_back_and_completes_without_a_second_query(
