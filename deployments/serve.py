@@ -10,8 +10,8 @@ resumed (suspended) run restarts only when the runner polls, so this polls every
 (`PREFECT_RUNNER_POLL_FREQUENCY`, default here 1 instead of Prefect's 10): a resume then reaches the
 flow within about a second instead of ~10 s (docs/prefect.md), and each run's process is forked from a
 warm process that has imported the flows already (`warm_start.py`), not started from a bare interpreter.
-`PREFECT_RUNNER_PROCESS_LIMIT` bounds concurrent runs. Metriport's rate limits (a schedule in the store, `tasks/limits.py`) are created or
-updated at start from METRIPORT_RATE_*.
+`PREFECT_RUNNER_PROCESS_LIMIT` bounds concurrent runs. Metriport's rate limits (a schedule in the store,
+`tasks/limits.py`) are created or updated at start from METRIPORT_RATE_*.
 
 Requires PREFECT_API_URL, and what the flows read: METRIPORT_BASE_URL, METRIPORT_API_KEY, DATABASE_URL,
 BUNDLE_DIR, HOT_WINDOW_SECONDS.
@@ -77,8 +77,8 @@ class Declared:
 
     @cached_property
     def flow(self) -> Flow[..., Any]:
-        """Imported by module name, so a run's process unpickles it by reference (loaded from its file, it
-        would be pickled by value without the names its annotations need)."""
+        """Imported by its module's name (a run's process gets it by that name, `warm_start.py`); loaded from
+        its file, its module would have no name to import."""
         flow = getattr(import_module(self.module), self.entrypoint.split(":")[1])
         if not isinstance(flow, Flow):
             raise TypeError(f"{self.entrypoint} is a {type(flow).__name__}, not a flow")

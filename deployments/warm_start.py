@@ -10,7 +10,8 @@ pid, `join`, `exitcode`).
 
 The seam: Prefect's direct starter calls the module-level `run_flow_in_subprocess` of
 `prefect.runner._starter_direct` and says to patch that name to override it. `use_warm_starts` does so,
-explicitly, from the serving process. The function below is Prefect 3.9's own, the start context aside.
+explicitly, from the serving process. `start_flow_run` is Prefect 3.9's function but for the start
+method, the flow passed by module and name, and the process named after its run.
 """
 
 from __future__ import annotations
@@ -130,13 +131,14 @@ def _run_flow_with_env(
     """In the run's process: its environment and settings, then the flow (as Prefect's own wrapper)."""
     if isinstance(flow, FlowReference):
         flow = flow.load()
-    if (flow_run := kwargs.get("flow_run")) is not None:
+    flow_run: FlowRun | None = kwargs.get("flow_run")
+    if flow_run is not None:
         _name_process(str(flow_run.id))
     for key in remove_env:
         os.environ.pop(key, None)
     os.environ.update(env)
     with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
-        with handle_engine_signals(getattr(kwargs.get("flow_run"), "id", None)):
+        with handle_engine_signals(flow_run.id if flow_run is not None else None):
             outcome = run_flow(flow, **kwargs)
             if asyncio.iscoroutine(outcome):
                 asyncio.run(outcome)

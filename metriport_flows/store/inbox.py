@@ -22,7 +22,8 @@ from metriport_flows.store.models import (
     utcnow,
 )
 
-CLAIM_LEASE = timedelta(minutes=5)
+# Short, so a killed dispatcher's rows come back soon; its live owner extends it every third (10 s).
+CLAIM_LEASE = timedelta(seconds=30)
 # A row nobody holds: what finishing, retrying, requeueing or orphaning it leaves in its claim columns.
 RELEASED_CLAIM: dict[str, None] = {"claimed_at": None, "claimed_by": None, "lease_until": None}
 

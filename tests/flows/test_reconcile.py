@@ -32,6 +32,7 @@ from metriport_flows.webhook.protocols import RunView
 from metriport_flows.webhook.receiver import create_app as create_receiver
 from metriport_flows.webhook.reconciler import (
     HEARTBEAT,
+    STUCK_AFTER,
     ReconcileReport,
     reconcile_once,
 )
@@ -141,7 +142,8 @@ async def test_stuck_pending_and_claimed_rows_are_redispatched(store, emulator, 
     calm = await reconcile(store, emulator, gateway, settings)
     assert (calm.messages_requeued, calm.messages_dispatched) == (0, 0), "nothing is stuck yet"
 
-    report = await reconcile(store, emulator, gateway, settings, ahead=CLAIM_LEASE.total_seconds() + 1)
+    stuck = max(CLAIM_LEASE, STUCK_AFTER)  # the claimed row's lease and the pending row's stuck rule
+    report = await reconcile(store, emulator, gateway, settings, ahead=stuck.total_seconds() + 1)
     assert (report.messages_requeued, report.messages_dispatched) == (2, 2)
     for wait in (first, second):
         done = store.get_wait(wait.id)
@@ -160,7 +162,8 @@ async def test_a_row_its_dispatcher_is_still_working_on_is_never_taken_over(stor
         body=compact_json(message),
         patient_id=wait.patient_id,
     )
-    assert len(store.claim_pending(owner="live-dispatcher")) == 1  # a slow download, still under way
+    # a slow download still under way: its dispatcher keeps extending the lease
+    assert len(store.claim_pending(owner="live-dispatcher", lease=timedelta(minutes=5))) == 1
 
     report = await reconcile(store, emulator, gateway, settings, ahead=61)
     assert (report.messages_requeued, report.messages_dispatched) == (0, 0)
