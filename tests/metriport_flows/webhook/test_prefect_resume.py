@@ -313,16 +313,18 @@ class BusyOnce:
     def __init__(self, api_url: str) -> None:
         self.api_url = api_url
         self.resumes = 0
+        self.unavailable = 0  # resumes answered 503: the first by this proxy, any other by the server
         self.app = Starlette(
             routes=[Route("/api/{path:path}", self.forward, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])]
         )
 
     async def forward(self, request: Request) -> Response:
         path = request.path_params["path"]
-        if path.endswith("/resume"):
-            self.resumes += 1
-            if self.resumes == 1:
-                return Response('{"exception_message": "Service Unavailable"}', status_code=503)
+        resume = path.endswith("/resume")
+        self.resumes += resume
+        if resume and self.resumes == 1:
+            self.unavailable += 1
+            return Response('{"exception_message": "Service Unavailable"}', status_code=503)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         async with httpx.AsyncClient() as client:
             answer = await client.request(
@@ -332,6 +334,7 @@ class BusyOnce:
                 content=await request.body(),
                 headers=headers,
             )
+        self.unavailable += resume and answer.status_code == 503  # the real server, busy with the run's own writes
         return Response(answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
 
 
@@ -356,7 +359,7 @@ def test_a_busy_server_s_503_goes_to_the_gateway_s_own_retries_at_once(stack: St
     finally:
         client_log.removeHandler(handler)
         client_log.setLevel(level)
-    assert answer.accepted and busy.resumes == 2
+    assert answer.accepted and busy.resumes == busy.unavailable + 1 >= 2
     assert not [r for r in records if "retryable status code 503" in r.getMessage()]
     until(lambda: state_name(stack, run_id) == "Completed", timeout=150, what="run completed")
     assert stack.store.abandon_wait(wait.id)  # resumed by hand: its wait is closed, not left for the reconciler
