@@ -101,7 +101,7 @@ def _document(backend: "Backend", tenant, doc_id: str, name: str) -> SandboxFile
     from metriport_sandbox.documents import document_bytes
 
     for patient in tenant.patients.values():
-        for doc in patient.documents:
+        for doc in patient.stored_documents.values():
             if doc.id != doc_id:
                 continue
             ext = name.rsplit(".", 1)[-1]

@@ -164,7 +164,7 @@ class DocumentOps:
         query.progress["download"] = {"total": 7, "status": "processing"}
         query.progress["convert"] = {"total": 1, "status": "processing"}
         query.documents = self._seed_documents(tenant, patient, key, query.request_id, rng)
-        patient.documents = list(query.documents)
+        patient.list_documents(query.documents)
         self._load_record(patient, key)
         await asyncio.sleep(pause)
         query.progress["download"] = {"total": 7, "status": "completed", "successful": 7}
@@ -196,7 +196,7 @@ class DocumentOps:
         found: list[Document] = []
         if key is not None and (override or not patient.documents):
             found = self._seed_documents(tenant, patient, key, query.request_id, rng)
-            patient.documents = list(found)
+            patient.list_documents(found)
             self._load_record(patient, key)
         query.documents = found
         convertible = sum(d.mime_type in XML_TYPES for d in found)
@@ -240,7 +240,7 @@ class DocumentOps:
     def find_document(self, tenant_id: str, file_name: str) -> Document | None:
         found = None
         for patient in self.core.tenant(tenant_id).patients.values():
-            for doc in patient.documents:
+            for doc in patient.stored_documents.values():  # the latest of a name wins
                 if doc.file_name == file_name:
                     found = doc
         return found

@@ -129,6 +129,9 @@ class Patient:
     metadata: dict[str, dict | None] = field(default_factory=dict)
     document_query: DocumentQuery | None = None
     documents: list[Document] = field(default_factory=list)
+    # Every document a query ever stored, by id: its file stays downloadable (as in Metriport's bucket)
+    # after a later query lists others, so a download under way never meets a 404.
+    stored_documents: dict[str, Document] = field(default_factory=dict)
     resources: list[dict] | None = None
     record_at: str | None = None
     consolidated: list[ConsolidatedQuery] = field(default_factory=list)
@@ -144,6 +147,11 @@ class Patient:
     @property
     def first_name(self) -> str:
         return str(self.demographics.get("firstName", ""))
+
+    def list_documents(self, documents: list[Document]) -> None:
+        """What a document query found becomes the patient's list; their files are kept with the earlier ones."""
+        self.documents = list(documents)
+        self.stored_documents.update((doc.id, doc) for doc in documents)
 
 
 @dataclass

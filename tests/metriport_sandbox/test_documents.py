@@ -255,3 +255,26 @@ async def test_production_failed_query_sends_failed_without_documents(production
     assert conversion["patients"][0]["status"] == "failed"
     status = (await client.get("/medical/v1/document/query", params={"patientId": patient_id})).json()
     assert status["download"]["status"] == "failed"
+
+
+async def test_a_later_query_keeps_earlier_documents_downloadable(emulator_asgi_client, webhook_receiver):
+    """A second query lists fresh documents (the sandbox's latest 7); the first query's files stay in the
+    bucket, so a bulk download of them under way (an admission's and a discharge's runs for one patient)
+    never meets a 404."""
+    client = emulator_asgi_client
+    await set_webhook(client, webhook_receiver.url)
+    _, patient_id = await setup_patient(client)
+    await client.post("/medical/v1/document/query", params={"patientId": patient_id})
+    await flush(client)
+    await client.post("/medical/v1/document/download-url/bulk", params={"patientId": patient_id})
+    await flush(client)
+    [bulk] = webhook_receiver.wait_for(1, "medical.document-bulk-download-urls")
+    earlier = bulk.json()["patients"][0]["documents"]
+
+    await client.post("/medical/v1/document/query", params={"patientId": patient_id})
+    await flush(client)
+    listed = (await client.get("/medical/v1/document", params={"patientId": patient_id, "output": "dto"})).json()
+    assert len(listed["documents"]) == 7 and not {d["id"] for d in listed["documents"]} & {d["id"] for d in earlier}
+    for document in earlier:
+        fetched = await client.get(document["url"])
+        assert fetched.status_code == 200, (document["id"], fetched.text[:200])
