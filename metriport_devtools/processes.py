@@ -166,6 +166,14 @@ def environ_of(pid: int) -> list[bytes]:
         return []
 
 
+def comm_of(pid: int) -> str:
+    """The process's name (/proc/PID/comm, what `ps` shows); a forked flow run's is its run id's start."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def venv_bin(name: str) -> str:
     """A console script installed beside this interpreter (the venv's), else from PATH."""
     candidate = Path(sys.executable).parent / name

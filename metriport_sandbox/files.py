@@ -101,24 +101,24 @@ def _document(backend: "Backend", tenant, doc_id: str, name: str) -> SandboxFile
     from metriport_sandbox.documents import document_bytes
 
     for patient in tenant.patients.values():
-        for doc in patient.stored_documents.values():
-            if doc.id != doc_id:
-                continue
-            ext = name.rsplit(".", 1)[-1]
-            if doc.seed_file.rsplit(".", 1)[-1] != ext and ext in ("html", "pdf"):
-                from metriport_sandbox.render import render_html, render_pdf
+        doc = patient.stored_documents.get(doc_id)
+        if doc is None:
+            continue
+        ext = name.rsplit(".", 1)[-1]
+        if doc.seed_file.rsplit(".", 1)[-1] != ext and ext in ("html", "pdf"):
+            from metriport_sandbox.render import render_html, render_pdf
 
-                render = render_html if ext == "html" else render_pdf
-                body = render(patient.resources or [])
-                return SandboxFile("document", tenant.id, patient.id, doc.request_id, MEDIA[ext], body)
-            return SandboxFile(
-                "document",
-                tenant.id,
-                patient.id,
-                doc.request_id,
-                doc.mime_type,
-                document_bytes(doc.seed_file, doc.seed_key),
-            )
+            render = render_html if ext == "html" else render_pdf
+            body = render(patient.resources or [])
+            return SandboxFile("document", tenant.id, patient.id, doc.request_id, MEDIA[ext], body)
+        return SandboxFile(
+            "document",
+            tenant.id,
+            patient.id,
+            doc.request_id,
+            doc.mime_type,
+            document_bytes(doc.seed_file, doc.seed_key),
+        )
     raise FileMissing(doc_id)
 
 

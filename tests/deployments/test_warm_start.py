@@ -25,7 +25,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
 
 from deployments.warm_start import COMM_LENGTH
-from metriport_devtools.processes import Service, free_port, http_ok, poll_until
+from metriport_devtools.processes import Service, comm_of, free_port, http_ok, poll_until
 from metriport_flows.domain.stages import DocumentsReady, Outcome
 from tests.deployments.warm_flows import DEPLOYMENT
 
@@ -145,7 +145,7 @@ def test_cancelling_a_forked_run_stops_its_process(served: Served) -> None:
     """And while it runs, its process is named after the run (`ps` shows which run it is)."""
     run_id = served.start(mode="block")
     pid = served.record(run_id, ".started")["pid"]
-    assert Path(f"/proc/{pid}/comm").read_text().strip() == run_id[:COMM_LENGTH]
+    assert comm_of(pid) == run_id[:COMM_LENGTH]
     with served.client() as client:
         client.set_flow_run_state(run_id, Cancelling(), force=True)
     until(lambda: served.state(run_id) == "Cancelled", what="run cancelled")

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from prefect.client.schemas.objects import StateType
 
 from deployments.warm_start import COMM_LENGTH
-from metriport_devtools.processes import group_members
+from metriport_devtools.processes import comm_of, group_members
 from metriport_devtools.stack import LocalStack
 from metriport_flows.domain.stages import Stage
 from metriport_flows.store import Store
@@ -45,13 +44,6 @@ def run_process(stack: LocalStack, run_id: str) -> int:
     pids = [pid for pid in group_members(serve) if pid != serve and comm_of(pid) == run_id[:COMM_LENGTH]]
     assert pids, f"no process of run {run_id} in the serve group"
     return pids[0]
-
-
-def comm_of(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
 
 
 def test_a_run_killed_while_waiting_is_brought_back_and_completes_without_a_second_query(
