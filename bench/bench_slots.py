@@ -16,7 +16,7 @@ each start call's answer to its reply or its suspend, over slots x wall time), a
 goes (medians per patient, seconds): queued for a slot (created -> picked up), process start (picked up ->
 running), Metriport (start call answered -> its webhook stored), dispatch (webhook stored -> wait
 resolved), resume (resolved -> the run's code reads it; a suspended wait's includes the runner's poll,
-a new slot and a new process) and the whole run. Then the patients-per-minute ratio give way / fixed.
+a new slot and a new process) and the whole run; and how busy the machine's CPUs were meanwhile. Then the patients-per-minute ratio give way / fixed.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class ModeResult:
     seconds: float
     slots: int
     held_seconds: float = 0.0
+    cpu_busy: float = float("nan")
     suspended_waits: int = 0
     parts: dict[str, list[float]] = field(default_factory=lambda: {part: [] for part in PARTS})
 
@@ -104,10 +105,20 @@ async def add_start(outcome: ModeResult, client: PrefectClient, run: FlowRun) ->
         outcome.parts["whole run"].append((run.end_time - run.created).total_seconds())
 
 
+def cpu_times() -> tuple[int, int]:
+    """The machine's busy and total CPU ticks since boot (/proc/stat's first line)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 async def cohort(stack: LocalStack, mode: str, n: int) -> ModeResult:
+    busy_before, total_before = cpu_times()
     runs, seconds = await unlimited_cohort(stack, n)
+    busy_after, total_after = cpu_times()
     done = [r for r in runs if r.state and r.state.is_completed()]
     outcome = ModeResult(mode, len(done), seconds, stack.runner_process_limit)
+    outcome.cpu_busy = (busy_after - busy_before) / max(total_after - total_before, 1)
     store = Store(stack.database_url)
     try:
         async with PrefectClient(api=stack.prefect_api_url) as client:
@@ -141,11 +152,13 @@ def main(
     print(
         f"\ncohort of {n} at once, embedded stack, hot window {hot_window:g} s, webhook delays {delay} s, limits raised"
     )
-    print(f"{'mode':<10}{'done':>6}{'wall s':>9}{'done/min':>10}{'slot time held waiting':>24}{'suspended':>11}")
+    print(
+        f"{'mode':<10}{'done':>6}{'wall s':>9}{'done/min':>10}{'slot time held waiting':>24}{'suspended':>11}{'CPU busy':>10}"
+    )
     for o in outcomes:
         print(
             f"{o.mode:<10}{o.completed:>6}{o.seconds:>9.1f}{o.per_minute:>10.1f}{o.held_share:>24.0%}"
-            f"{o.suspended_waits:>11}"
+            f"{o.suspended_waits:>11}{o.cpu_busy:>10.0%}"
         )
     print("where a patient's time goes (median seconds per patient)")
     print(f"{'mode':<10}" + "".join(f"{part:>15}" for part in PARTS))
