@@ -2,7 +2,9 @@
 
 Runs are created one after another with a pause between them, because the embedded SQLite Prefect
 server refuses bursts of creates (docs/prefect.md); each create carries an idempotency key made of the
-cohort run and the patient, so a retried cohort never starts a patient twice. Following polls the runs
+cohort run and the patient, so a retried cohort never starts a patient twice. A busy server's 503 goes to
+our own short retries at once: Prefect's client would sleep 2 s, 4, 8, 16 first, and one create met 30 s
+of that under a cohort's load (docs/prefect.md §3). Following polls the runs
 in batches until every one is final or the follow deadline passes; runs still waiting then (Metriport
 can take hours) are reported, not failed. Everything logged or reported is an id or a count.
 
@@ -22,7 +24,7 @@ from uuid import UUID
 
 import httpx
 from prefect import Task, get_run_logger, task
-from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
@@ -34,7 +36,7 @@ from prefect.deployments import arun_deployment
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
-    stop_after_attempt,
+    stop_after_delay,
     wait_exponential_jitter,
 )
 
@@ -47,6 +49,7 @@ from metriport_flows.domain.cohort import (
     unique,
 )
 from metriport_flows.domain.patient_records import PATIENT_RECORDS_DEPLOYMENT
+from metriport_flows.webhook.prefect_gateway import prefect_client
 
 READ_BATCH = 200
 FAILED_TYPES = {StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
@@ -64,10 +67,11 @@ def run_status(run: FlowRun) -> str:
 
 
 def _retrying() -> AsyncRetrying:
+    """A busy server (503) or a dropped connection, retried for up to a minute with a short backoff."""
     return AsyncRetrying(
         retry=retry_if_exception(is_transient),
-        wait=wait_exponential_jitter(initial=0.5, max=8),
-        stop=stop_after_attempt(6),
+        wait=wait_exponential_jitter(initial=0.2, max=4),
+        stop=stop_after_delay(60),
         reraise=True,
     )
 
@@ -120,7 +124,7 @@ async def start_patient_runs(
     logger = get_run_logger()
     runs: list[PatientRun] = []
     not_started: list[str] = []
-    async with get_client() as client:
+    async with prefect_client() as client:
         for n, (patient_id, parameters) in enumerate(parameters_by_patient.items(), 1):
             try:
                 run = await _start_one(client, deployment, parameters, f"cohort:{cohort_run_id}:{patient_id}")
@@ -165,7 +169,7 @@ async def follow_patient_runs(runs: list[PatientRun], follow_seconds: float, pol
         entry.status = run_status(flow_run)
         entry.state_name = flow_run.state.name if flow_run.state else None
 
-    async with get_client() as client:
+    async with prefect_client() as client:
         while True:
             for flow_run in await read_runs(client, sorted(waiting), final_only=True):
                 record(flow_run)

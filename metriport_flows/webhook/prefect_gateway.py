@@ -78,6 +78,12 @@ async def _raise_when_busy(response: httpx.Response) -> None:
         response.raise_for_status()
 
 
+def prefect_client() -> PrefectClient:
+    """A Prefect client that hands a busy server's 503 straight to the caller's own retries (which must
+    treat it as transient: `is_transient`), instead of sleeping 2 s, 4, 8... first."""
+    return get_client(httpx_settings={"event_hooks": {"response": [_raise_when_busy]}})
+
+
 class PrefectGateway:
     def __init__(self, max_concurrent_calls: int = 4, attempts: int = 6) -> None:
         self._semaphore = asyncio.Semaphore(max_concurrent_calls)
@@ -85,7 +91,7 @@ class PrefectGateway:
         self._client: PrefectClient | None = None
 
     async def __aenter__(self) -> "PrefectGateway":
-        self._client = get_client(httpx_settings={"event_hooks": {"response": [_raise_when_busy]}})
+        self._client = prefect_client()
         await self._client.__aenter__()
         return self
 

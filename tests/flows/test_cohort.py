@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import httpx
 import pytest
 from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from metriport_devtools.rates import most_in_any_interval
 from metriport_flows.domain.cohort import (
@@ -25,8 +27,10 @@ from metriport_flows.domain.rate_limits import Operation, RateLimitSettings
 from metriport_flows.domain.stages import Outcome
 from metriport_flows.store import Store
 from metriport_flows.store.models import Wait
-from tasks.cohort import run_status
+from tasks.cohort import run_status, start_patient_runs
 from tasks.limits import ensure_rate_limits
+from tests.fixtures.busy_prefect import BusyOnce, client_waits_on_503
+from tests.fixtures.inbox import serve
 from tests.fixtures.patients import (
     artifacts_of,
     create_facility,
@@ -239,3 +243,22 @@ def test_the_stacks_nightly_refresh_is_declared_but_inactive_and_reconcile_is_sc
     assert [(getattr(s.schedule, "cron", None), s.active) for s in nightly.schedules] == [("0 2 * * *", False)]
     reconcile = stack_prefect.read_deployment_by_name("reconcile/every-minute")
     assert reconcile.schedules and all(s.active for s in reconcile.schedules)
+
+
+@pytest.mark.e2e
+def test_a_busy_server_s_503_on_a_create_goes_to_the_cohort_s_own_retries_at_once(
+    local_stack, stack_api, sandbox_control
+) -> None:
+    """Prefect's client sleeps 2 s, 4, 8, 16 after 503s before its own retry, and one create of a cohort
+    of 100 met 30 s of that: the create must see the 503 itself and retry within the task's short backoff."""
+    patient_id = new_patient(stack_api, create_facility(stack_api, sandbox_control))
+    parameters = {patient_id: CohortParams(patient_ids=[patient_id]).run_parameters(patient_id)}
+    busy = BusyOnce(local_stack.prefect_api_url, "/create_flow_run")
+    with client_waits_on_503() as client_waits, serve(busy.app) as proxy_url:
+        with temporary_settings({PREFECT_API_URL: f"{proxy_url}/api"}):
+            runs, not_started = asyncio.run(start_patient_runs(f"busy-{uuid4()}", parameters, 0.0))
+    assert not_started == [] and [run.patient_id for run in runs] == [patient_id]
+    assert busy.calls == busy.unavailable + 1 >= 2
+    assert client_waits == []
+    finished = wait_for_final_state(local_stack, runs[0].flow_run_id, timeout=180)
+    assert finished.state is not None and finished.state.is_completed(), finished.state

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sys
 import time
@@ -29,10 +28,6 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from metriport_devtools.stack import Service, free_port, poll_until
 from metriport_flows.client.api import MedicalApi
@@ -44,6 +39,7 @@ from metriport_flows.webhook.prefect_gateway import PrefectGateway
 from metriport_flows.webhook.protocols import ResumeAnswer
 from metriport_flows.webhook.receiver import WEBHOOK_PATH
 from metriport_flows.webhook.reconciler import ReconcileReport, reconcile_once
+from tests.fixtures.busy_prefect import BusyOnce, client_waits_on_503
 from tests.fixtures.emulator import api_key_for
 from tests.fixtures.inbox import conversion_message, make_settings, serve, signed
 from tests.metriport_flows.webhook.suspending_flow import DEPLOYMENT
@@ -306,38 +302,6 @@ async def reconcile_twice(
     return first, second
 
 
-class BusyOnce:
-    """The real server behind a loopback proxy that answers the first resume with the embedded SQLite
-    server's 503 ("database is locked"), as it does under a burst of writes."""
-
-    def __init__(self, api_url: str) -> None:
-        self.api_url = api_url
-        self.resumes = 0
-        self.unavailable = 0  # resumes answered 503: the first by this proxy, any other by the server
-        self.app = Starlette(
-            routes=[Route("/api/{path:path}", self.forward, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])]
-        )
-
-    async def forward(self, request: Request) -> Response:
-        path = request.path_params["path"]
-        resume = path.endswith("/resume")
-        self.resumes += resume
-        if resume and self.resumes == 1:
-            self.unavailable += 1
-            return Response('{"exception_message": "Service Unavailable"}', status_code=503)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with httpx.AsyncClient() as client:
-            answer = await client.request(
-                request.method,
-                f"{self.api_url}/{path}",
-                params=request.query_params,
-                content=await request.body(),
-                headers=headers,
-            )
-        self.unavailable += resume and answer.status_code == 503  # the real server, busy with the run's own writes
-        return Response(answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
-
-
 def test_a_busy_server_s_503_goes_to_the_gateway_s_own_retries_at_once(stack: Stack) -> None:
     """Prefect's client waits 2 s after a 503 before its own retry (and even when it will not retry):
     the gateway's resume must see the 503 itself and retry within its own short backoff."""
@@ -345,22 +309,11 @@ def test_a_busy_server_s_503_goes_to_the_gateway_s_own_retries_at_once(stack: St
     run_id = start_run(stack, patient)
     until(lambda: state_name(stack, run_id) == "Suspended", timeout=120, what="run suspended")
     [wait] = stack.store.waits_for_run(run_id)
-    busy = BusyOnce(stack.api_url)
-    client_log = logging.getLogger("prefect.client")
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    client_log.addHandler(handler)
-    level = client_log.level
-    client_log.setLevel(logging.DEBUG)
-    try:
-        with serve(busy.app) as proxy_url:
-            answer = asyncio.run(resume_through(f"{proxy_url}/api", run_id, wait.pause_key))
-    finally:
-        client_log.removeHandler(handler)
-        client_log.setLevel(level)
-    assert answer.accepted and busy.resumes == busy.unavailable + 1 >= 2
-    assert not [r for r in records if "retryable status code 503" in r.getMessage()]
+    busy = BusyOnce(stack.api_url, "/resume")
+    with client_waits_on_503() as client_waits, serve(busy.app) as proxy_url:
+        answer = asyncio.run(resume_through(f"{proxy_url}/api", run_id, wait.pause_key))
+    assert answer.accepted and busy.calls == busy.unavailable + 1 >= 2
+    assert client_waits == []
     until(lambda: state_name(stack, run_id) == "Completed", timeout=150, what="run completed")
     assert stack.store.abandon_wait(wait.id)  # resumed by hand: its wait is closed, not left for the reconciler
 
