@@ -37,6 +37,7 @@ from sqlmodel import Session, col, select
 
 from metriport_devtools.chaos import bound_to
 from metriport_devtools.stack import LocalStack
+from metriport_flows.machine import MachineLoad
 from metriport_flows.store import InboxMessage, Store, Wait
 
 MODES = {"fixed": "false", "give way": "true"}
@@ -105,20 +106,11 @@ async def add_start(outcome: ModeResult, client: PrefectClient, run: FlowRun) ->
         outcome.parts["whole run"].append((run.end_time - run.created).total_seconds())
 
 
-def cpu_times() -> tuple[int, int]:
-    """The machine's busy and total CPU ticks since boot (/proc/stat's first line)."""
-    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return sum(ticks) - idle, sum(ticks)
-
-
 async def cohort(stack: LocalStack, mode: str, n: int) -> ModeResult:
-    busy_before, total_before = cpu_times()
+    load = MachineLoad()
     runs, seconds = await unlimited_cohort(stack, n)
-    busy_after, total_after = cpu_times()
     done = [r for r in runs if r.state and r.state.is_completed()]
-    outcome = ModeResult(mode, len(done), seconds, stack.runner_process_limit)
-    outcome.cpu_busy = (busy_after - busy_before) / max(total_after - total_before, 1)
+    outcome = ModeResult(mode, len(done), seconds, stack.runner_process_limit, cpu_busy=load())
     store = Store(stack.database_url)
     try:
         async with PrefectClient(api=stack.prefect_api_url) as client:

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache, partial
-from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -36,7 +34,8 @@ from metriport_flows.domain.stages import (
     StageResult,
     pause_key,
 )
-from metriport_flows.domain.waits import Deadlines
+from metriport_flows.domain.waits import Deadlines, resume_seconds_under_load
+from metriport_flows.machine import MachineLoad, process_age_seconds
 from metriport_flows.store.models import Wait
 from metriport_flows.store.store import Store
 
@@ -160,20 +159,30 @@ async def runs_queued_for_a_slot() -> bool:
 _deployment_tags: dict[UUID, list[str]] = {}  # a run's process asks about one deployment
 
 
-def process_age_seconds() -> float:
-    """Seconds since this process started (Linux /proc; 0 elsewhere, which makes a resume look free)."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
-
-
 @cache
 def resume_cost_seconds() -> float:
-    """What a resume costs: a new process re-runs the flow to its wait. Estimated (once per process) by
-    how long this process took to reach its first wait: its own start, under the machine's current load."""
+    """What a resume's new process does: start, and re-run the flow to its wait. Estimated (once per
+    process) by how long this process took to reach its first wait."""
     return process_age_seconds()
+
+
+@dataclass
+class GiveWay:
+    """When a watching wait gives its slot back (docs/design.md fact 8): the stage's recent replies
+    against what a resume costs now, its process's work slowed by the machine's current load."""
+
+    deadlines: Deadlines
+    replies: list[float]
+    start_seconds: float
+    cpu_busy: Callable[[], float]
+    busy: float = 0.0
+    cost: float = 0.0
+
+    def after(self) -> float | None:
+        """Seconds after which giving way pays, with the load since the last call; None: hold."""
+        self.busy = self.cpu_busy()
+        self.cost = resume_seconds_under_load(self.start_seconds, self.busy)
+        return self.deadlines.give_way_after(self.replies, self.cost)
 
 
 @dataclass(frozen=True)
@@ -188,22 +197,25 @@ async def watch(
     seconds: float,
     poll: float = POLL_SECONDS,
     *,
-    give_way_after: float | None = None,
+    give_way: GiveWay | None = None,
     slots_wanted: SlotsWanted = runs_queued_for_a_slot,
 ) -> Watched:
-    """Poll the wait's row until it is resolved or `seconds` pass. After `give_way_after` seconds (None:
-    never) ask about once a second whether other runs queue for a slot, and stop if they do."""
+    """Poll the wait's row until it is resolved or `seconds` pass. With `give_way`, from its floor on and
+    about once a second: once the wait is older than `give_way.after()`, ask whether other runs queue for
+    a slot, and stop if they do."""
     started = time.monotonic()
     deadline = started + seconds
-    next_ask = None if give_way_after is None else started + give_way_after
+    floor = give_way.deadlines.give_way_seconds if give_way else None
+    next_ask = None if floor is None else started + floor
     while True:
         result = stored_wait(store, wait_id).result_model()
         now = time.monotonic()
         remaining = deadline - now
         if result is not None or remaining <= 0:
             return Watched(result)
-        if next_ask is not None and now >= next_ask:
-            if await slots_wanted():
+        if give_way is not None and next_ask is not None and now >= next_ask:
+            after = give_way.after()
+            if after is not None and now - started >= after and await slots_wanted():
                 return Watched(None, gave_way=True)
             next_ask = time.monotonic() + ASK_EVERY_SECONDS
         await asyncio.sleep(min(poll, remaining))
@@ -288,9 +300,11 @@ class StageWait:
         fired: Callable[[], set[str]] = fired_pause_keys,
         slots_wanted: SlotsWanted = runs_queued_for_a_slot,
         resume_cost: Callable[[], float] = resume_cost_seconds,
+        cpu_busy: Callable[[], float] | None = None,
     ) -> StageResult:
         """The stage's resolution: from the store, a fired pause key, the hot window, or a suspend. The
-        hot window ends early when other runs queue for the process slot it holds (docs/design.md)."""
+        hot window ends early when other runs queue for the process slot it holds and a resume costs
+        less than holding on (docs/design.md); `cpu_busy` (default: this machine's, measured) weighs it."""
         suspend = suspend or partial(prefect_suspend, message=self.waiting_for())
         wait = stored_wait(self.store, self._wait().id)
         stored = wait.result_model()
@@ -299,26 +313,27 @@ class StageWait:
         if self.key in fired():
             run_input = await suspend(self.model, self.key)
             return self._consume(adopt_run_input(self.store, wait, run_input), "from the resume input")
-        give_way_after = None
+        give_way = None
         if self.deadlines.give_way_seconds is not None:
             replies = self.store.recent_reply_seconds(self.stage)
-            give_way_after = self.deadlines.give_way_after(replies, resume_cost())
+            give_way = GiveWay(self.deadlines, replies, resume_cost(), cpu_busy or MachineLoad())
         watched = await watch(
             self.store,
             wait.id,
             self.deadlines.hot_window_seconds,
             self.poll_seconds,
-            give_way_after=give_way_after,
+            give_way=give_way,
             slots_wanted=slots_wanted,
         )
         if watched.result is not None:
             return self._consume(watched.result, "in the hot window")
-        if watched.gave_way:
+        if watched.gave_way and give_way is not None:
             run_logger().info(
-                "Wait %s: no answer within %.1f s, other runs queue for a slot, a resume costs about %.1f s; suspending",
+                "Wait %s: no answer yet, other runs queue for a slot, a resume costs about %.1f s (CPUs %.0f%% busy);"
+                " suspending",
                 self.key,
-                give_way_after,
-                resume_cost(),
+                give_way.cost,
+                give_way.busy * 100,
             )
         else:
             run_logger().info(

@@ -24,6 +24,16 @@ class Tuning(Protocol):
 
 # Fewer replies than this say nothing about the stage's reply time: give way at the floor.
 MIN_REPLIES = 10
+# Past this share of busy CPU time a resume's cost is taken as 20 times its start (1 / (1 - 0.95)).
+MAX_CPU_BUSY = 0.95
+
+
+def resume_seconds_under_load(start_seconds: float, cpu_busy: float) -> float:
+    """What a resume costs on a machine whose CPUs were busy a share `cpu_busy` of the time lately: the
+    new process's work (`start_seconds`, a process start and a re-run to the wait) gets the idle share of
+    the CPUs, so it takes 1 / (1 - busy) as long, and slows the runs it competes with as much (the
+    queueing rule R = S / (1 - utilization)). On a saturated machine a freed slot buys nothing."""
+    return start_seconds / (1 - min(max(cpu_busy, 0.0), MAX_CPU_BUSY))
 
 
 class Deadlines(BaseModel):

@@ -234,7 +234,22 @@ async def test_the_wait_holds_while_a_reply_is_nearer_than_a_resume_costs(
     replies_took(store, [1 + tenth / 10 for tenth in range(10)])
     wait = give_way_wait(store, hot=30, give_way=0.1)
     with pytest.raises(Paused):
-        await wait.result(Suspends(), no_fired_keys, QueuedRuns(queued=True), lambda: resume_cost)
+        await wait.result(Suspends(), no_fired_keys, QueuedRuns(queued=True), lambda: resume_cost, lambda: 0.0)
+    row = store.get_wait(wait.wait.id)
+    assert low <= (row.suspended_at - row.requested_at).total_seconds() < high
+
+
+@pytest.mark.parametrize(("cpu_busy", "low", "high"), [(0.0, 0.1, 1.0), (0.95, 1.85, 5.0)])
+async def test_on_a_busy_machine_the_wait_holds_where_an_idle_one_gives_way(
+    store: Store, cpu_busy: float, low: float, high: float
+) -> None:
+    """Replies took 1.0 to 1.9 s and this process started in 0.1 s. On idle CPUs a resume costs that, and
+    the wait gives way at the floor; with the CPUs 95 % busy it costs 20 times as much (2 s), more than
+    holding on for any of those replies, so the wait holds until it is older than all of them."""
+    replies_took(store, [1 + tenth / 10 for tenth in range(10)])
+    wait = give_way_wait(store, hot=30, give_way=0.1)
+    with pytest.raises(Paused):
+        await wait.result(Suspends(), no_fired_keys, QueuedRuns(queued=True), lambda: 0.1, lambda: cpu_busy)
     row = store.get_wait(wait.wait.id)
     assert low <= (row.suspended_at - row.requested_at).total_seconds() < high
 

@@ -3,10 +3,11 @@ resume costs, the window."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metriport_flows.domain.waits import MIN_REPLIES, Deadlines
+from metriport_flows.domain.waits import MAX_CPU_BUSY, MIN_REPLIES, Deadlines, resume_seconds_under_load
 
 
 def deadlines(hot: float, give_way: float | None) -> Deadlines:
@@ -60,3 +61,10 @@ def test_it_is_never_under_the_floor_nor_over_the_hot_window(
 ) -> None:
     after = deadlines(hot, floor).give_way_after(replies, resume)
     assert after is None or min(floor, hot) <= after <= hot
+
+
+def test_a_resume_costs_its_start_over_the_idle_share_of_the_cpus() -> None:
+    assert resume_seconds_under_load(1.5, 0.0) == 1.5
+    assert resume_seconds_under_load(1.5, 0.5) == 3.0
+    assert resume_seconds_under_load(1.5, -0.1) == 1.5  # a clock step: never cheaper than the start
+    assert resume_seconds_under_load(1.5, 1.0) == resume_seconds_under_load(1.5, MAX_CPU_BUSY) == pytest.approx(30.0)
