@@ -11,7 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 BENCHES = (
-    ("receiver: answer latency, SQLite vs PostgreSQL", ["bench_receiver.py", "1000", "20"]),
+    ("receiver beside a bare endpoint, 32 in flight, SQLite and PostgreSQL", ["bench_receiver.py", "4000", "32"]),
     ("patient-records: hot window vs suspend at once", ["bench_hot_window.py", "3", "2"]),
     ("emulator: big-bundle stream", ["bench_bigbundle.py", "200"]),
     ("a 1 GB bundle through the dispatcher vs a raw download", ["bench_bundle_path.py", "1000", "20"]),
