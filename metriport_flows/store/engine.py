@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -14,6 +14,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from metriport_flows.domain.file_names import private_file, private_folder
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The advisory lock a migration holds on PostgreSQL (its key: "mfmg" in ASCII).
+MIGRATION_LOCK = 0x6D666D67
 
 
 def make_engine(url: str) -> Engine:
@@ -47,7 +49,13 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate in one transaction. On PostgreSQL it first takes MIGRATION_LOCK: processes starting at once
+    on a fresh database (the receiver's uvicorn workers) would each create the tables, and all but one
+    fail on "already exists"; with the lock the others wait for its commit and find the schema done.
+    (SQLite takes its database lock for the DDL; the store retries a locked one.)"""
     config = alembic_config(engine)
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -10,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
+from metriport_devtools.processes import poll_until
 from metriport_flows.domain.stages import (
     ConsolidatedReady,
     DocumentsReady,
@@ -17,6 +21,8 @@ from metriport_flows.domain.stages import (
     StageResult,
 )
 from metriport_flows.store import MessageStatus, Store, WaitStatus, utcnow
+from metriport_flows.store.engine import MIGRATION_LOCK
+from tests.fixtures.database import TEST_DATABASE_URL, fresh_postgres_schema
 
 OWNER = "dispatcher-test"
 
@@ -56,6 +62,65 @@ def test_migrate_creates_tables_and_is_repeatable(store: Store) -> None:
     assert {"inbox_message", "wait", "heartbeat", "call_schedule", "alembic_version"} <= tables
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+
+
+needs_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="TEST_DATABASE_URL is not set")
+
+
+def waiting_advisory_locks(store: Store) -> int:
+    with store.engine.connect() as connection:
+        query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key AND NOT granted"
+        return int(connection.execute(text(query), {"key": MIGRATION_LOCK}).scalar_one())
+
+
+@needs_postgres
+def test_a_migration_on_postgresql_waits_for_one_in_progress() -> None:
+    """The scale-out receiver's two uvicorn workers migrated a fresh database at once; one failed on
+    "relation alembic_version already exists" and took the receiver down. A second migration now waits
+    for the first's lock (held here by hand), then finds the schema at head."""
+    with fresh_postgres_schema() as url:
+        holder, migrating = Store(url), Store(url)
+        errors: list[BaseException] = []
+
+        def migrate() -> None:
+            try:
+                migrating.migrate()
+            except BaseException as exc:  # reported by the test thread
+                errors.append(exc)
+
+        try:
+            with holder.engine.begin() as connection:
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+                thread = threading.Thread(target=migrate)
+                thread.start()
+                poll_until(lambda: waiting_advisory_locks(holder) == 1, timeout=30, what="the migration waits")
+                assert thread.is_alive() and "alembic_version" not in inspect(connection).get_table_names()
+            thread.join(timeout=60)
+            assert not thread.is_alive() and errors == []
+            with holder.engine.connect() as connection:
+                assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0005"
+        finally:
+            holder.dispose()
+            migrating.dispose()
+
+
+@needs_postgres
+def test_processes_migrating_a_fresh_postgresql_schema_at_once_all_succeed() -> None:
+    """As the receiver's workers start: separate processes, each its own engine, released together."""
+    code = (
+        "import sys, time; from metriport_flows.store import Store; store = Store(sys.argv[1]); "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); store.migrate()"
+    )
+    with fresh_postgres_schema() as url:
+        at = str(time.time() + 3)  # every process has imported the store by then
+        processes = [subprocess.Popen([sys.executable, "-c", code, url, at], stderr=subprocess.PIPE) for _ in range(4)]
+        try:
+            errors = [process.communicate(timeout=120)[1].decode() for process in processes]
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+        assert [process.returncode for process in processes] == [0] * 4, errors
 
 
 def test_sqlite_file_is_created_in_its_folder_with_wal(tmp_path: Path) -> None:
