@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
 
 from metriport_devtools.processes import poll_until
 from metriport_flows.domain.stages import (
@@ -67,10 +68,15 @@ def test_migrate_creates_tables_and_is_repeatable(store: Store) -> None:
 needs_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="TEST_DATABASE_URL is not set")
 
 
-def waiting_advisory_locks(store: Store) -> int:
+def waits_for_the_migration_lock(store: Store, application_name: str) -> bool:
+    """Whether the session named `application_name` waits for MIGRATION_LOCK (other sessions may too: the
+    lock is the database's, and tests in other workers migrate their own schemas)."""
+    query = (
+        "SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid) WHERE locktype = 'advisory'"
+        " AND objid = :key AND NOT granted AND application_name = :name"
+    )
     with store.engine.connect() as connection:
-        query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key AND NOT granted"
-        return int(connection.execute(text(query), {"key": MIGRATION_LOCK}).scalar_one())
+        return connection.execute(text(query), {"key": MIGRATION_LOCK, "name": application_name}).scalar_one() == 1
 
 
 @needs_postgres
@@ -79,7 +85,9 @@ def test_a_migration_on_postgresql_waits_for_one_in_progress() -> None:
     "relation alembic_version already exists" and took the receiver down. A second migration now waits
     for the first's lock (held here by hand), then finds the schema at head."""
     with fresh_postgres_schema() as url:
-        holder, migrating = Store(url), Store(url)
+        name = f"migrating-{uuid.uuid4().hex[:8]}"
+        holder = Store(url)
+        migrating = Store(make_url(url).update_query_dict({"application_name": name}).render_as_string(False))
         errors: list[BaseException] = []
 
         def migrate() -> None:
@@ -93,7 +101,7 @@ def test_a_migration_on_postgresql_waits_for_one_in_progress() -> None:
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
                 thread = threading.Thread(target=migrate)
                 thread.start()
-                poll_until(lambda: waiting_advisory_locks(holder) == 1, timeout=30, what="the migration waits")
+                poll_until(lambda: waits_for_the_migration_lock(holder, name), timeout=30, what="the migration waits")
                 assert thread.is_alive() and "alembic_version" not in inspect(connection).get_table_names()
             thread.join(timeout=60)
             assert not thread.is_alive() and errors == []
