@@ -14,7 +14,7 @@ from sqlmodel import col
 
 from metriport_flows.client.log_hygiene import redact_urls
 from metriport_flows.store.base import StoreBase
-from metriport_flows.store.inbox_batches import insert_pipelined
+from metriport_flows.store.inbox_batches import insert_unnested
 from metriport_flows.store.models import (
     RETRYABLE_MESSAGE_STATUSES,
     InboxMessage,
@@ -77,6 +77,27 @@ def _encodes(value: str) -> bool:
     return True
 
 
+def message_rows(messages: Sequence[NewMessage]) -> list[dict[str, Any]]:
+    """The inbox rows of new messages: pending, due now (or when they were received)."""
+    now = utcnow()
+    return [
+        {
+            "message_id": m.message_id,
+            "type": m.type,
+            "request_id": m.request_id or None,
+            "patient_id": m.patient_id,
+            "flow_run_id": m.flow_run_id,
+            "stage": m.stage,
+            "body": m.body.decode("utf-8") if isinstance(m.body, bytes) else m.body,
+            "received_at": m.received_at or now,
+            "status": MessageStatus.pending.value,
+            "attempts": 0,
+            "next_attempt_at": m.received_at or now,
+        }
+        for m in messages
+    ]
+
+
 def rejected_message_id(body: bytes) -> str:
     """The key of a rejected body: its hash, so a re-delivery of the same bytes is a duplicate."""
     return f"rejected-{hashlib.sha256(body).hexdigest()}"
@@ -103,26 +124,10 @@ class InboxQueries(StoreBase):
         """Store a batch in one transaction (one commit for many webhooks); the messageIds that were new."""
         if not messages:
             return set()
-        now = utcnow()
-        rows = [
-            {
-                "message_id": m.message_id,
-                "type": m.type,
-                "request_id": m.request_id or None,
-                "patient_id": m.patient_id,
-                "flow_run_id": m.flow_run_id,
-                "stage": m.stage,
-                "body": m.body.decode("utf-8") if isinstance(m.body, bytes) else m.body,
-                "received_at": m.received_at or now,
-                "status": MessageStatus.pending.value,
-                "attempts": 0,
-                "next_attempt_at": m.received_at or now,
-            }
-            for m in messages
-        ]
+        rows = message_rows(messages)
         with self.engine.begin() as connection:
             if connection.dialect.driver == "psycopg":
-                return insert_pipelined(connection, rows)
+                return insert_unnested(connection, rows)
             # one statement compiled once (cached), sent as one executemany: no SQL built per batch
             statement = (
                 self._insert(InboxMessage.__table__)  # type: ignore[attr-defined]

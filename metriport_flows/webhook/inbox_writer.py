@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from metriport_flows.store.async_inbox import async_inbox
 from metriport_flows.store.inbox import NewMessage
 from metriport_flows.store.store import Store
 
@@ -22,7 +23,7 @@ class InboxWriter:
 
     def __init__(self, store: Store, max_batch: int = MAX_BATCH, on_new: Callable[[], None] | None = None) -> None:
         """`on_new` is called after a batch that stored a new message commits (it wakes the dispatcher)."""
-        self.store, self.max_batch, self.on_new = store, max_batch, on_new
+        self.inbox, self.max_batch, self.on_new = async_inbox(store), max_batch, on_new
         self._queue: asyncio.Queue[tuple[NewMessage, asyncio.Future[bool]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -40,6 +41,7 @@ class InboxWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.inbox.dispose()
 
     async def _write_batches(self) -> None:
         while True:
@@ -47,7 +49,7 @@ class InboxWriter:
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                inserted = await asyncio.to_thread(self.store.insert_messages, [m for m, _ in batch])
+                inserted = await self.inbox.insert_messages([m for m, _ in batch])
             except Exception as exc:  # every request of the batch gets the failure, none a false 200
                 for _, answer in batch:
                     if not answer.done():
