@@ -38,6 +38,7 @@ from metriport_flows.domain.waits import Deadlines, resume_seconds_under_load
 from metriport_flows.machine import MachineLoad, process_age_seconds
 from metriport_flows.store.models import Wait
 from metriport_flows.store.store import Store
+from metriport_flows.webhook.prefect_gateway import prefect_client
 
 POLL_SECONDS = 0.2
 ASK_EVERY_SECONDS = 1.0  # how often a watching wait asks Prefect whether runs queue for its slot
@@ -119,8 +120,9 @@ def stored_wait(store: Store, wait_id: str) -> Wait:
 async def runs_queued_for_a_slot() -> bool:
     """Whether a run of the current run's kind (its deployment's tags, its work pool) is due and not
     started: it waits for a process slot (the runner's or a worker's limit) that this run holds. False
-    outside a deployment run or when Prefect does not answer (the wait then holds its hot window)."""
-    from prefect.client.orchestration import get_client
+    outside a deployment run or when Prefect does not answer or is busy (the wait then holds its hot
+    window, and asks again a second later: Prefect's own client would sleep 2 s or more after a 503, and
+    meanwhile this run would not read its wait's row)."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterNextScheduledStartTime,
@@ -141,7 +143,7 @@ async def runs_queued_for_a_slot() -> bool:
     deployment_id = run.deployment_id
     unpicked = cast(Any, datetime.now(UTC) - UNPICKED)  # Prefect's filter is typed for its own DateTime
     try:
-        async with get_client() as client:
+        async with prefect_client() as client:
             if deployment_id not in _deployment_tags:
                 _deployment_tags[deployment_id] = (await client.read_deployment(deployment_id)).tags
             tags = _deployment_tags[deployment_id]
