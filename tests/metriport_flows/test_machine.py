@@ -27,9 +27,10 @@ def test_the_load_is_the_busy_share_since_the_last_call_and_sees_every_cpu_burn(
     try:
         time.sleep(1.0)
         busy = load()
+        again = load()  # at once, mostly within the same tick: the last share, not a 0/0
     finally:
         for burner in burners:
             burner.kill()
             burner.wait()
     assert 0.8 <= busy <= 1.0
-    assert load() == busy  # asked again within the same tick: the last share, not a 0/0
+    assert 0.8 <= again <= 1.0
