@@ -49,7 +49,7 @@ from metriport_flows.domain.cohort import (
     unique,
 )
 from metriport_flows.domain.patient_records import PATIENT_RECORDS_DEPLOYMENT
-from metriport_flows.webhook.prefect_gateway import prefect_client
+from metriport_flows.webhook.prefect_api import prefect_client
 
 READ_BATCH = 200
 FAILED_TYPES = {StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}

@@ -38,7 +38,7 @@ from metriport_flows.domain.waits import Deadlines, resume_seconds_under_load
 from metriport_flows.machine import MachineLoad, process_age_seconds
 from metriport_flows.store.models import Wait
 from metriport_flows.store.store import Store
-from metriport_flows.webhook.prefect_gateway import prefect_client
+from metriport_flows.webhook.prefect_api import prefect_client
 
 POLL_SECONDS = 0.2
 ASK_EVERY_SECONDS = 1.0  # how often a watching wait asks Prefect whether runs queue for its slot

@@ -1,9 +1,17 @@
 """Whether a Prefect API is configured: without PREFECT_API_URL, Prefect quietly starts a temporary
 local server in a subprocess (which can outlive the process that started it). The product never lets
 that happen: each entry point that talks to Prefect checks here first and says what is missing.
+And the client the product's own calls use: a busy server's 503 goes to the caller at once.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httpx
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
 
 
 class PrefectApiMissing(RuntimeError):
@@ -27,3 +35,18 @@ def require_api_url(needed_by: str) -> str:
             "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)"
         )
     return url
+
+
+async def _raise_when_busy(response: httpx.Response) -> None:
+    """A 503 raises inside httpx's send, before the Prefect client's own wait-and-retry sees it."""
+    if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
+        await response.aread()
+        response.raise_for_status()
+
+
+def prefect_client() -> PrefectClient:
+    """A Prefect client that hands a busy server's 503 straight to the caller (whose own retries must
+    treat it as transient: `is_transient`), instead of sleeping 2 s, 4, 8... first."""
+    from prefect.client.orchestration import get_client
+
+    return get_client(httpx_settings={"event_hooks": {"response": [_raise_when_busy]}})

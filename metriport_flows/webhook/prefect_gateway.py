@@ -18,10 +18,9 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
-import httpx
 import orjson
 from prefect._internal.pydantic.v2_schema import create_v2_schema
-from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
@@ -47,6 +46,7 @@ from tenacity import (
 from metriport_flows.client.errors import is_transient
 from metriport_flows.domain.stages import StageResult
 from metriport_flows.webhook.events import PlannedEvent
+from metriport_flows.webhook.prefect_api import prefect_client
 from metriport_flows.webhook.protocols import ResumeAnswer, RunSummary, RunView
 
 logger = logging.getLogger(__name__)
@@ -69,19 +69,6 @@ async def _save_missing_schema(client: PrefectClient, run_id: UUID, run_input: S
     await client.create_flow_run_input(run_id, keyset["schema"], orjson.dumps(schema).decode())
     logger.warning("run %s was suspended without its input schema; saved it to resume the run", run_id)
     return True
-
-
-async def _raise_when_busy(response: httpx.Response) -> None:
-    """A 503 raises inside httpx's send, before the Prefect client's own wait-and-retry sees it."""
-    if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
-        await response.aread()
-        response.raise_for_status()
-
-
-def prefect_client() -> PrefectClient:
-    """A Prefect client that hands a busy server's 503 straight to the caller's own retries (which must
-    treat it as transient: `is_transient`), instead of sleeping 2 s, 4, 8... first."""
-    return get_client(httpx_settings={"event_hooks": {"response": [_raise_when_busy]}})
 
 
 class PrefectGateway:
